@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# Install (or upgrade) sequencer as a systemd service on a Debian or Ubuntu host.
+#
+#   sudo deploy/install.sh [PROJECT]
+#
+# PROJECT is what pip installs: a source folder, a wheel or an sdist (default: this repo).
+# Safe to run again: it upgrades the program and the unit file, and never overwrites
+# /etc/sequencer/sequencer.yaml, /etc/sequencer/sequences or any password file.
+# See docs/deploy.md for what each step is for.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/.." && pwd)"
+SOURCE="${1:-$REPO}"
+
+PREFIX=/opt/sequencer
+VENV="$PREFIX/venv"
+ETC=/etc/sequencer
+STATE=/var/lib/sequencer
+UNIT=/etc/systemd/system/sequencer.service
+SERVICE_USER=sequencer
+
+say() { printf '==> %s\n' "$*"; }
+die() { printf 'install.sh: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || die "run as root (sudo $0 ${1:-})"
+[ -e "$SOURCE" ] || die "$SOURCE does not exist (give a project folder, wheel or sdist)"
+for f in "$HERE/sequencer.service" "$HERE/sequencer.yaml"; do
+    [ -f "$f" ] || die "$f is missing; run this script from a checkout of the project"
+done
+command -v python3 >/dev/null || die "python3 is not installed (apt-get install python3)"
+python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+    || die "sequencer needs Python 3.11 or newer; this host has $(python3 -V 2>&1)"
+
+# What we create is world-readable unless said otherwise (the program, the unit);
+# /etc/sequencer is tightened explicitly below.
+umask 022
+
+# 1. The service user: a system account with no login shell and no password.
+if ! getent group "$SERVICE_USER" >/dev/null; then
+    say "creating group $SERVICE_USER"
+    groupadd --system "$SERVICE_USER"
+fi
+if ! getent passwd "$SERVICE_USER" >/dev/null; then
+    say "creating user $SERVICE_USER"
+    useradd --system --gid "$SERVICE_USER" --home "$STATE" --no-create-home \
+        --shell /usr/sbin/nologin --comment "sequencer email follow-up daemon" "$SERVICE_USER"
+fi
+
+# 2. The program, in its own virtual environment, owned by root (the service cannot
+#    modify its own code).
+if [ ! -x "$VENV/bin/python" ]; then
+    say "creating $VENV"
+    mkdir -p "$PREFIX"
+    if ! python3 -m venv "$VENV"; then
+        # Debian and Ubuntu ship venv's pip bootstrap separately.
+        rm -rf "$VENV"
+        if command -v apt-get >/dev/null; then
+            say "installing python3-venv"
+            apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
+            python3 -m venv "$VENV"
+        else
+            die "python3 -m venv failed; install your distribution's venv package"
+        fi
+    fi
+fi
+say "installing $SOURCE into $VENV"
+"$VENV/bin/pip" install --quiet --disable-pip-version-check --upgrade pip
+"$VENV/bin/pip" install --quiet --disable-pip-version-check --upgrade "$SOURCE"
+"$VENV/bin/sequencer" --help >/dev/null || die "$VENV/bin/sequencer does not run"
+if [ -f "$REPO/docs/deploy.md" ]; then
+    install -D -m 0644 "$REPO/docs/deploy.md" "$PREFIX/docs/deploy.md"
+fi
+
+# 3. Configuration: root owns it, the service can read it (group), nobody else can.
+#    Never overwritten: a reinstall keeps your settings and sequences.
+install -d -m 0750 -o root -g "$SERVICE_USER" "$ETC"
+if [ ! -e "$ETC/sequencer.yaml" ]; then
+    say "writing the example config to $ETC/sequencer.yaml (edit it)"
+    install -m 0640 -o root -g "$SERVICE_USER" "$HERE/sequencer.yaml" "$ETC/sequencer.yaml"
+else
+    say "keeping the existing $ETC/sequencer.yaml"
+fi
+if [ ! -e "$ETC/sequences" ]; then
+    if [ -d "$REPO/sequences" ]; then
+        say "copying the example sequences to $ETC/sequences"
+        cp -R "$REPO/sequences" "$ETC/sequences"
+    else
+        install -d "$ETC/sequences"
+    fi
+    chown -R "root:$SERVICE_USER" "$ETC/sequences"
+    find "$ETC/sequences" -type d -exec chmod 0750 {} +
+    find "$ETC/sequences" -type f -exec chmod 0640 {} +
+else
+    say "keeping the existing $ETC/sequences"
+fi
+
+# 4. Secrets: read by systemd (root) through LoadCredential=/EnvironmentFile=, never by the
+#    service user directly, so root-only.
+for secret in "$ETC"/*_password "$ETC/sequencer.env"; do
+    if [ -f "$secret" ]; then
+        chown root:root "$secret"
+        chmod 0600 "$secret"
+    fi
+done
+
+# 5. The state directory. systemd creates it from StateDirectory= at the first start;
+#    creating it now (same owner, same mode) also lets a manual run as the user use it.
+install -d -m 0700 -o "$SERVICE_USER" -g "$SERVICE_USER" "$STATE"
+
+# 6. The unit. Local changes belong in `systemctl edit sequencer` (a drop-in), which this
+#    leaves alone.
+say "installing $UNIT"
+install -m 0644 "$HERE/sequencer.service" "$UNIT"
+if [ -d /run/systemd/system ]; then
+    systemctl daemon-reload
+    running=$(systemctl is-active sequencer 2>/dev/null || true)
+else
+    say "systemd is not running here: skipped daemon-reload"
+    running=unknown
+fi
+
+missing=()
+for secret in smtp_password imap_password; do
+    [ -s "$ETC/$secret" ] || missing+=("$secret")
+done
+
+cat <<EOF
+
+sequencer is installed: $("$VENV/bin/pip" show sequencer-followup 2>/dev/null | sed -n 's/^Version: /version /p')
+
+Next steps (as root):
+EOF
+if [ "${#missing[@]}" -gt 0 ]; then
+    cat <<EOF
+  1. Write the mailbox passwords (typed, not echoed; files readable by root only):
+       sh -c 'umask 077; systemd-ask-password "SMTP password:" > $ETC/smtp_password'
+       sh -c 'umask 077; systemd-ask-password "IMAP password:" > $ETC/imap_password'
+EOF
+else
+    echo "  1. Passwords: $ETC/smtp_password and $ETC/imap_password are in place (mode 0600)."
+fi
+cat <<EOF
+  2. Edit $ETC/sequencer.yaml (mailbox addresses, servers) and the sequences in $ETC/sequences.
+  3. Check the settings and the sequences:
+       CREDENTIALS_DIRECTORY=$ETC $VENV/bin/sequencer check --config $ETC/sequencer.yaml
+EOF
+if [ "$running" = active ]; then
+    cat <<EOF
+  4. The service is running the previous version; restart it to use this one:
+       systemctl restart sequencer
+EOF
+else
+    cat <<EOF
+  4. Start it now and at every boot:
+       systemctl enable --now sequencer
+EOF
+fi
+cat <<EOF
+  5. Watch the logs (one JSON object per line; apt-get install jq):
+       journalctl -u sequencer -o cat -f | jq
+     After editing sequences: systemctl reload sequencer
+
+More: $PREFIX/docs/deploy.md
+EOF

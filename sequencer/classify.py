@@ -1,0 +1,1326 @@
+"""Pure inbound-mail classification: raw RFC 5322 bytes in, a Classification out.
+
+Owns: deciding whether a message in the salesperson's inbox is a human reply, an automatic
+reply, a bounce, a removal request or something else, with the evidence (named rules).
+Must not import asyncio, tortoise or any network library: it is tested without an event loop.
+
+Shape (after GNU Mailman's rule chains): the message is parsed once into `_Mail`, then an
+ordered table of small named rules is tried; the first rule that fires decides the verdict, and
+the refinements it ran (reason of a bounce, kind of an auto-reply, return date) add their names.
+Exact evidence (RFC 3464/8098/5965 reports, RFC 3834 headers) comes before text heuristics, and
+heuristics about people read only the new text of a reply, never what it quotes.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import enum
+import html
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from email.header import decode_header, make_header
+from email.message import Message
+from email.parser import HeaderParser
+from email.utils import getaddresses, parseaddr, parsedate_to_datetime
+from typing import Any
+
+from flufl.bounce import all_failures
+
+
+class Verdict(enum.StrEnum):
+    HUMAN_REPLY = "human_reply"
+    AUTO_REPLY = "auto_reply"
+    BOUNCE = "bounce"
+    UNSUBSCRIBE_REQUEST = "unsubscribe_request"
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class Classification:
+    verdict: Verdict
+    # auto_reply: out_of_office | left_company | challenge | other
+    # bounce: user_unknown | mailbox_full | delay | policy | other ; else None
+    kind: str | None = None
+    hard: bool | None = None  # bounces only: True means the address is bad
+    recipients: tuple[str, ...] = ()  # bounces: failed addresses, lower-cased
+    return_date: date | None = None
+    rules: tuple[str, ...] = ()  # names of the rules that decided, in order
+    # Header facts the matcher needs, so callers never re-parse the message.
+    message_id: str | None = None  # "<id@host>" of this message
+    from_address: str | None = None  # lower-cased bare address
+    subject: str = ""
+    # Message-IDs this message refers to: In-Reply-To + References, and for bounces the
+    # Message-ID/References of the returned original message. Each "<id@host>".
+    related_message_ids: tuple[str, ...] = field(default=())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "verdict": str(self.verdict),
+            "kind": self.kind,
+            "hard": self.hard,
+            "recipients": list(self.recipients),
+            "return_date": self.return_date.isoformat() if self.return_date else None,
+            "rules": list(self.rules),
+        }
+
+
+def classify(raw: bytes) -> Classification:
+    """Classify one raw message; never raises, since hostile mail must not stop the poller."""
+    try:
+        return _classify(raw)
+    except Exception:  # anything the stdlib parser or a detector trips on
+        return Classification(Verdict.OTHER, rules=("unparseable",))
+
+
+# ---------------------------------------------------------------------------------------------
+# Patterns. Compiled once; each names a kind of evidence, not a particular message.
+
+_I = re.IGNORECASE
+_IM = re.IGNORECASE | re.MULTILINE
+
+
+def _phrases(*alternatives: str) -> re.Pattern[str]:
+    """Case-insensitive alternation in which a space also matches a line break."""
+    return re.compile("|".join(a.replace(" ", r"\s+") for a in alternatives), _I)
+
+
+_MSGID = re.compile(r"<[^<>\s]+@[^<>\s]+>|<[^<>\s]+>")
+_ADDR = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)*\.[a-z]{2,}", _I)
+_ADDR_ONLY = re.compile(r"^[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)*\.[a-z]{2,}$", _I)
+_DAEMON_LOCAL = re.compile(
+    r"^(mailer-?daemon|mail-?daemon|postmaster|post_master|mdaemon|mailerdaemon|"
+    r"mail\.?delivery|bounces?|returns?|nobody|noreply-dsn)$",
+    _I,
+)
+_DAEMON_NAME = re.compile(
+    r"mail delivery (sub)?system|mail ?delivery ?service|mailer[- ]daemon|postmaster|"
+    r"mail administrator|internet mail delivery|system administrator",
+    _I,
+)
+_BOUNCE_SUBJECT = re.compile(
+    r"undeliver|undelivered|returned mail|returning message|delivery status notification|"
+    r"delivery (failure|failed|has failed|problem|notification)|failure notice|"
+    r"mail delivery failed|could not be delivered|not delivered|non[- ]?delivery|"
+    r"delivery report|mail system error|mail (delivery )?error|delayed mail|"
+    r"warning: message .* delayed|message delayed|delivery delay|returned to sender|"
+    r"nondeliverable|unzustellbar|nicht zustellbar|non remis|non recapitabile|"
+    r"onbestelbaar|olevererbar|no se puede entregar|no entregado|não entregue|"
+    r"mail could not|message rejected|rejected:|mail failure|bounced",
+    _I,
+)
+_BOUNCE_BODY = re.compile(
+    r"could not be delivered|couldn'?t be delivered|was not delivered|delivery (has )?failed|"
+    r"permanent (error|failure|fatal)|undeliverable|undelivered|unable to deliver|"
+    r"wasn'?t able to deliver|delivery to the following recipient|"
+    r"following address(es)? failed|following recipients? (failed|could not)|"
+    r"message could not|delivery (status notification|problem)|returned mail|"
+    r"user unknown|unknown user|no such user|mailbox (unavailable|not found|full)|"
+    r"delivery to .* failed|not be delivered|failed permanently|hop count|"
+    r"message was not accepted|rejected your message|did not reach|"
+    r"has been delayed|delivery is delayed|will be retried|still trying|"
+    r"delivery attempts? (will continue|failed)|message (has )?bounced|"
+    r"this is the mail system at|i'?m sorry to (have to )?inform you",
+    _I,
+)
+# Where the copy of the returned message begins in a plain-text bounce: reasons come before it.
+_ORIGINAL_START = re.compile(
+    r"^[ \t>-]*(-{2,}|={2,}|\*{2,})?\s*("
+    r"this is a copy of|below this line is a copy|original message (follows|headers)|"
+    r"the original message|returned message|undelivered message|message text follows|"
+    r"(start|begin) of (the )?(returned|original)|headers of the original|"
+    r"copy of the message|unsent message below|forwarded message|"
+    r"original message was received"
+    r")|^(Received|Return-Path|DKIM-Signature|X-Received|Authentication-Results|"
+    r"Received-SPF|ARC-Seal):\s",
+    _IM,
+)
+_DATA_STAGE = re.compile(r"(>>>|in reply to|after)\s*(end of\s*)?data\b", _I)
+
+# Reasons. Words win over codes: "552 5.2.2 mailbox full" is soft, "550 5.7.1 No such user" hard.
+# A space in these phrases also matches a line break or several spaces: MTAs wrap their text.
+_FULL = _phrases(
+    r"quota",
+    r"mailbox (is |was )?full",
+    r"inbox (is )?full",
+    r"full mailbox",
+    r"mailbox size",
+    r"(disk|storage) (space|limit)",
+    r"not enough (storage|space)",
+    r"insufficient (storage|space|disk)",
+    r"exceed(s|ed)? (the |its )?(storage|quota|disk|mailbox)",
+    r"mailbox has exceeded",
+    r"zu ?viele mails",
+    r"over ?quota",
+    r"exdiskquota",
+    r"space (limit|exhausted)",
+    r"\b[45]\.2\.2\b",
+    r"mail ?folder is full",
+    r"mailbox is full",
+    r"buz[óo]n lleno",
+    r"postfach (ist )?voll",
+    r"user'?s? mailbox is full",
+)
+_TRANSIENT = _phrases(
+    r"suspend",
+    r"disabled",
+    r"inactive",
+    r"temporar(il)?y",
+    r"expired",
+    r"time(d)? ?out",
+    r"too large",
+    r"message size",
+    r"size limit",
+    r"exceeds? (the )?(maximum )?(message )?size",
+    r"message length",
+    r"loop(s|ing)? ",
+    r"hop count",
+    r"not (a )?member",
+    r"locked",
+    r"could not be delivered for",
+    r"not delivered within",
+    r"maximum[- ]time",
+    r"queue too long",
+    r"in the queue",
+    r"not (reachable|responding)",
+    r"unreachable",
+    r"network (problem|error)",
+    r"connection (refused|reset|dropped|timed|lost)",
+    r"establish an smtp connection",
+    r"giving up",
+    r"delivery (failed|attempts?) \d+ (attempts|times)",
+    r"failed \d+ attempts",
+    r"retry time",
+    r"moderator",
+    r"held until",
+    r"processing error",
+    r"error while being processed",
+    r"system error",
+    r"internal error",
+    r"local error",
+    r"out of memory",
+    r"resources",
+    r"service (currently )?unavailable",
+    r"try (again )?later",
+    r"deferr?ed",
+    r"\b4\.\d\.\d+\b",
+)
+_POLICY = _phrases(
+    r"spam",
+    r"\bblocked",
+    r"block ?list",
+    r"black ?list",
+    r"dnsbl",
+    r"\brbl\b",
+    r"spamhaus",
+    r"spamcop",
+    r"policy",
+    r"reputation",
+    r"relay(ing)? (denied|not permitted|access denied)",
+    r"relaying",
+    r"not permitted",
+    r"access denied",
+    r"denied",
+    r"\bspf\b",
+    r"dkim",
+    r"dmarc",
+    r"authenticat",
+    r"\bptr\b",
+    r"reverse (dns|lookup)",
+    r"virus",
+    r"malware",
+    r"content (rejected|filter)",
+    r"filtered",
+    r"\bfilter",
+    r"unsolicited",
+    r"\bube\b",
+    r"junk ?mail",
+    r"rcpthosts",
+    r"banned",
+    r"attachments?",
+    r"\btls\b",
+    r"starttls",
+    r"encryption",
+    r"security",
+    r"too many",
+    r"rate limit",
+    r"throttl",
+    r"not allowed",
+    r"prohibited",
+    r"forbidden",
+    r"sender (address )?(rejected|verify|verification)",
+    r"domain of sender",
+    r"blocklisted",
+    r"\b5\.7\.\d+\b",
+)
+_HARD = _phrases(
+    r"user(name)? (is )?unknown",
+    r"unknown (user|recipient|local[- ]part|address|mailbox|alias|host)",
+    r"no such (user|mailbox|recipient|person|address|account|local user|domain|host)",
+    r"(mailbox|recipient|user|address|account|domain|host) (does not|doesn'?t|did not) exist",
+    r"(mailbox|recipient|user|address|account|destination|host|domain|user name) (was )?not found",
+    r"not (a )?(valid|known) (user|recipient|mailbox|address)",
+    r"invalid (recipient|mailbox|address|user)",
+    r"(user|recipient) not (listed|local|here)",
+    r"address rejected",
+    r"has moved",
+    r"no longer (on|at|valid|available at)",
+    r"mailbox (is )?unavailable",
+    r"mailbox not available",
+    r"host (or domain name )?unknown",
+    r"domain (name )?not found",
+    r"unrouteable",
+    r"unroutable",
+    r"name or service not known",
+    r"no mx",
+    r"nxdomain",
+    r"no such host",
+    r"bad destination",
+    r"recipnotfound",
+    r"not our customer",
+    r"deactivated",
+    r"doesn'?t have an? [\w.]+ account",
+    r"no mailbox here",
+    r"not listed in",
+    r"unknown or illegal alias",
+    r"does not have an account",
+    r"no valid recipients",
+    r"not a valid mailbox",
+    r"addressee unknown",
+    r"account (has been )?(closed|removed|deleted)",
+    r"address (is )?invalid",
+    r"did not (exactly )?match (an? )?[\w.]+ (e-?mail )?address",
+    r"not recognized",
+    r"unbekannt",
+    r"existiert nicht",
+    r"inexistente",
+    r"no existe",
+    r"n'existe pas",
+    r"inconnu",
+)
+_HARD_CODE = re.compile(r"\b5\.1\.(0|1|2|3|6|10)\b|\b5\.4\.4\b|#5\.1\.1")
+_STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+
+_DELAY_SUBJECT = re.compile(
+    r"delay|still being retried|warning: message|not yet been delivered|"
+    r"delivery (notification|status notification) \(delay\)|verzögert|retardé|retrasad",
+    _I,
+)
+_DELAY_BODY = re.compile(
+    r"no action is required|will (continue to|keep|automatically) (try|retry|attempt)|"
+    r"still (being )?(re)?tr(y|ied|ying)|has not yet been delivered|not yet been delivered|"
+    r"has been delayed|delivery is delayed|will be retried|delayed \d+ hours|"
+    r"message (is )?delayed|this is a warning|warning message only|"
+    r"will try again|retry (again )?(until|for)",
+    _I,
+)
+
+_CHALLENGE = re.compile(
+    r"boxbe|bluebottle|spam ?arrest|mailblocks|sender not pre-?approved|"
+    r"requires confirmation|verify (that )?you are (a )?(human|real person|person)|"
+    r"prove (that )?you are (a )?human|confirm (that )?you are (a )?(human|real)|"
+    r"please confirm your (message|e-?mail|address)|challenge[- ]response|"
+    r"added to (the|my) (recipient'?s )?(allowed|approved|white) ?(list|senders)|"
+    r"whitelist request|(add|added) (you|your address) to (my|the) (whitelist|white list|"
+    r"approved senders)|awaiting your (confirmation|verification)|"
+    r"protected by [\w ]{0,30}(spam|anti-?spam|verification)|this account is protected by",
+    _I,
+)
+
+_REPLY_PREFIX = re.compile(
+    r"^\s*(re|aw|sv|vs|antw|antwort|odp|ref|rif|r|réf|res|ynt|vá|atb|tr|rv|"
+    r"回复|答复|回覆|返信|答复)\s*(\[\d+\])?\s*[:：]",
+    _I,
+)
+_ATTRIBUTION = re.compile(
+    r"^[ \t]*(-{2,}\s*)?(on|am|le|el|il|op|em|den|d\.|w dniu|dne|в|у|pada|el día|"
+    r"the)\b[^\n]{0,250}?(\n[^\n]{0,250}?){0,2}"
+    r"(wrote|schrieb|a écrit|escribió|ha scritto|schreef|escreveu|skrev|napisał|"
+    r"написал|написала|пише|napsal|kirjoitti|írta)\s*:?[ \t]*$"
+    r"|^[^\n]{0,200}(wrote|schrieb|a écrit|escribió|ha scritto|schreef|escreveu|skrev|"
+    r"napisał|написал\(а\)|написал)\s*:[ \t]*$"
+    r"|^[^\n]{0,200}(書きました|写道|寫道|のメッセージ)[:：]?[ \t]*$"
+    r"|^[ \t]*-{2,}[ \t]*(original message|ursprüngliche nachricht|originalnachricht|"
+    r"message d'origine|mensaje original|messaggio originale|oorspronkelijk bericht|"
+    r"mensagem original|forwarded message|ursprungligt meddelande|original meddelelse|"
+    r"alkuperäinen viesti|wiadomość oryginalna|исходное сообщение|"
+    r"weitergeleitete nachricht|message transféré)[ \t]*-*"
+    r"|^[ \t]*_{10,}[ \t]*$"
+    r"|^[ \t]*\*?(from|von|de|da|van|från|fra|od|от|lähettäjä|feladó)\s*:\*?[ \t]+\S[^\n]*"
+    r"\n([^\n]*\n){0,3}?[ \t]*\*?(sent|gesendet|envoyé|enviado|inviato|verzonden|date|datum|"
+    r"skickat|sendt|wysłano|отправлено|data|fecha|lähetetty|to|an|à|para|a|aan|til|till|"
+    r"do|кому|subject|betreff|objet|asunto|oggetto|onderwerp|assunto)\s*:",
+    _IM,
+)
+_QUOTED_LINE = re.compile(r"^[ \t]*>", re.M)
+
+_OOO_SUBJECT_START = re.compile(
+    r"^\s*(\[?(out of (the )?office|ooo|automatic reply|auto(matic)?[- ]?reply|autoreply|"
+    r"auto(matic)?[- ]?response|autorespon\w*|auto:|away|vacation|on vacation|on holiday|"
+    r"on leave|abwesen\w*|automatische antwort|nicht im büro|außer haus|ausser haus|urlaub|"
+    r"réponse automatique|absence|absent\w*|message d'absence|en congés?|"
+    r"respuesta automática|respuesta automatica|fuera de (la )?oficina|ausente|ausencia|"
+    r"de vacaciones|risposta automatica|fuori (ufficio|sede)|assente|in ferie|"
+    r"automatisch antwoord|afwezig\w*|niet aanwezig|buiten kantoor|"
+    r"resposta automática|resposta automatica|fora do escritório|ausência|férias|"
+    r"automatyczna odpowied\w*|automatiskt svar|automatisk svar|frånvaro|fravær|"
+    r"automaattinen vastaus|automatická odpověď|automatiska atbilde|"
+    r"[\w ]{0,40}automatiska atbilde|atvaļinājums|atvalinajums|自動応答|自动回复|不在)\b\]?)",
+    _I,
+)
+_OOO_SUBJECT_ANY = re.compile(
+    r"\(automatic (response|reply)\)|\bout of (the )?office\b|\bautomatic reply\b|"
+    r"\bauto[- ]?reply\b|\bautoreply\b|\bautorespons\w*|abwesenheitsnotiz|"
+    r"automatische antwort|réponse automatique|respuesta automática|risposta automatica|"
+    r"automatisch antwoord|resposta automática|automatyczna odpowied|"
+    r"is out of the office|\bOOO\b",
+    _I,
+)
+_OOO_TEXT = re.compile(
+    r"\b(i am|i'm|i will be|i'll be|i shall be|currently)\s+(currently\s+)?"
+    r"(out of (the )?office|away|on (annual |parental |maternity |sick )?(leave|vacation|"
+    r"holiday|holidays|business travel|a business trip)|traveling|travelling|"
+    r"out of the country|on pto|off work)\b"
+    r"|\b(out of (the )?office|away from (the |my )?(office|desk|e-?mail))\b[^.\n]{0,80}"
+    r"\b(until|till|through|returning|return|back)\b"
+    r"|\b(with|have) (limited|no|restricted) (access to (my )?e-?mail|e-?mail access)"
+    r"|this is an? (automatic(ally generated)?|automated|auto(-)?generated) "
+    r"(reply|response|message|notification|e-?mail)"
+    r"|\bautomatic (reply|response)\b|\bauto[- ]?reply\b"
+    r"|\b(ich bin|bin ich)\b[^.\n]{0,60}\b(nicht im büro|abwesend|im urlaub|außer haus|"
+    r"ausser haus|nicht erreichbar|nicht im haus)"
+    r"|\b(abwesenheitsnotiz|automatische antwort)\b"
+    r"|\bje (suis|serai) (actuellement )?(absente?|en congés?|en vacances|hors du bureau)"
+    r"|\bréponse automatique\b"
+    r"|\b(estoy|estaré) (fuera de (la )?oficina|ausente|de vacaciones)"
+    r"|\brespuesta automática\b"
+    r"|\bsono (attualmente )?(fuori (ufficio|sede)|assente|in ferie)|\brisposta automatica\b"
+    r"|\bik ben (momenteel |tot )?[^.\n]{0,30}(afwezig|niet aanwezig|op vakantie|"
+    r"niet op kantoor)|\bautomatisch antwoord\b"
+    r"|\b(estou|estarei) (ausente|fora do escritório|de férias)|\bresposta automática\b"
+    r"|\bout of (the )?office\b",
+    _I,
+)
+_LEFT_COMPANY = re.compile(
+    r"\bno longer (with|at|employed|working|works|part of|in use|monitored|active|valid|"
+    r"being monitored|available|in service)\b"
+    r"|\b(has|have) left (the|our) (company|organi[sz]ation|firm|business|team)"
+    r"|\b(has|have) left\b[^.\n]{0,40}\b(company|organi[sz]ation|firm)"
+    r"|\bis no longer\b[^.\n]{0,40}\b(employed|with|at|part of|working)"
+    r"|\b(mailbox|address|inbox|account) (is|has been) (closed|deactivated|retired|"
+    r"discontinued|no longer)"
+    r"|nicht mehr (im unternehmen|bei|für|in unserem unternehmen|tätig|erreichbar|aktiv)"
+    r"|hat das unternehmen verlassen|ist aus dem unternehmen ausgeschieden"
+    r"|ne fait plus partie|a quitté (la société|l'entreprise)|n'est plus (en poste|chez)"
+    r"|ya no (trabaja|forma parte|está en)|ha dejado la empresa"
+    r"|non (fa più parte|lavora più)|ha lasciato (la società|l'azienda)"
+    r"|niet meer (werkzaam|in dienst|actief)|heeft .{0,20}verlaten"
+    r"|não (faz mais parte|trabalha mais)|deixou a empresa",
+    _I,
+)
+_UNSUBSCRIBE = re.compile(
+    r"\bunsubscribe\b|\bremove me\b|\bremove (my|this) (e-?mail|address|name|contact)"
+    r"|\btake me off\b|\bstop (e-?mailing|emailing|sending|contacting|writing to) me"
+    r"|\bplease,? stop\b(?!\s+by)|\bdo not (e-?mail|contact|write to) me\b"
+    r"|\bdon'?t (e-?mail|contact|write to) me\b|\bnot interested\b[^\n]{0,60}\bremove"
+    r"|\bopt(-| )?out\b|\bno more (e-?mails|messages)\b"
+    r"|\babmelden\b|\babbestellen\b|\btragen sie mich\b[^\n]{0,40}\baus\b"
+    r"|\bkeine (weiteren )?(e-?mails|mails|nachrichten|werbung) mehr"
+    r"|\b(löschen|entfernen) sie (mich|meine)|\baus (ihrem|dem) verteiler"
+    r"|d[ée]sabonner|d[ée]sinscri|d[ée]sabonnement|ne (plus|pas) recevoir|"
+    r"\bretirez[- ]moi|\bsupprimez[- ]moi|ne m'envoyez plus|arr[êe]tez de m'envoyer"
+    r"|darme de baja|dar(me)? de baja|no me (envíe|envie|envíen|envien|mande|manden)\w* más"
+    r"|no quiero recibir más|elim[ií]n(en|e)me|quit(en|e)me de|b[óo]rr(en|e)me"
+    r"|\bcancellami\b|\bcancellatemi\b|disiscriv|non (inviatemi|mandatemi) più"
+    r"|\brimuovetemi\b|\brimuovimi\b"
+    r"|\bafmelden\b|\buitschrijven\b|\bverwijder (mij|me)\b|geen e-?mails? meer"
+    r"|descadastr|não quero receber mais|cancelar (minha )?inscrição|\bremova[- ]me\b",
+    _I,
+)
+
+_CAL_METHOD = re.compile(r"^METHOD:\s*REPLY\s*$", _IM)
+_CAL_PARTSTAT = re.compile(r"PARTSTAT=\"?([A-Z-]+)", _I)
+
+# Return dates.
+_MONTHS: dict[str, int] = {}
+for _num, _names in enumerate(
+    (
+        "january jan januar jänner janvier enero gennaio januari janeiro",
+        "february feb februar février fevrier febrero febbraio februari fevereiro",
+        "march mar märz maerz mars marzo maart março marco",
+        "april apr avril abril aprile",
+        "may mai mayo maggio mei maio",
+        "june jun juni juin junio giugno junho",
+        "july jul juli juillet julio luglio julho",
+        "august aug août aout agosto augustus",
+        "september sep sept septembre septiembre settembre setembro",
+        "october oct oktober octobre octubre ottobre oktober outubro okt",
+        "november nov novembre noviembre novembro",
+        "december dec dezember décembre decembre diciembre dicembre dezembro dez",
+    ),
+    start=1,
+):
+    for _name in _names.split():
+        _MONTHS[_name] = _num
+_MONTH_RE = "|".join(sorted(_MONTHS, key=len, reverse=True))
+_WEEKDAYS: dict[str, int] = {}
+for _num, _names in enumerate(
+    (
+        "monday mon montag lundi lunes lunedì lunedi maandag segunda",
+        "tuesday tue tues dienstag mardi martes martedì martedi dinsdag terça terca",
+        "wednesday wed mittwoch mercredi miércoles miercoles mercoledì mercoledi woensdag quarta",
+        "thursday thu thurs donnerstag jeudi jueves giovedì giovedi donderdag quinta",
+        "friday fri freitag vendredi viernes venerdì venerdi vrijdag sexta",
+        "saturday sat samstag samedi sábado sabado sabato zaterdag",
+        "sunday sun sonntag dimanche domingo domenica zondag",
+    )
+):
+    for _name in _names.split():
+        _WEEKDAYS[_name] = _num
+_WEEKDAY_RE = "|".join(sorted(_WEEKDAYS, key=len, reverse=True))
+_RETURN_KEY = re.compile(
+    r"\b(back|return|returning|returns|until|till|through|ab dem|ab|zurück|wieder|bis|"
+    r"retour|jusqu'au|jusqu’au|hasta el|hasta|regreso|regresaré|vuelvo|volveré|rientro|"
+    r"rientrerò|fino al|tornerò|terug|tot en met|tot|até|retorno|regresso|voltarei|"
+    r"de volta)\b",
+    _I,
+)
+_DATE_ISO = re.compile(r"\b(\d{4})-(\d{1,2})-(\d{1,2})\b")
+_DATE_NUM = re.compile(r"\b(\d{1,2})([./-])(\d{1,2})(?:\2(\d{4}|\d{2}))?(?!\d)")
+_DATE_DMY = re.compile(
+    rf"\b(\d{{1,2}})(?:st|nd|rd|th|er|º|\.)?\s+(?:de\s+)?({_MONTH_RE})\b\.?"
+    rf"(?:,?\s+(?:de\s+)?(\d{{4}}))?",
+    _I,
+)
+_DATE_MDY = re.compile(
+    rf"\b({_MONTH_RE})\.?\s+(\d{{1,2}})(?:st|nd|rd|th)?\b(?:,?\s+(\d{{4}}))?", _I
+)
+_DATE_WEEKDAY = re.compile(rf"\b({_WEEKDAY_RE})\b", _I)
+
+_HTML_DROP = re.compile(r"<(style|script|head)\b.*?</\1\s*>", _I | re.S)
+_HTML_QUOTE = re.compile(
+    r"<blockquote\b|<div[^>]+(gmail_quote|divRplyFwdMsg|OutlookMessageHeader|"
+    r"yahoo_quoted|moz-cite-prefix)|<hr\b[^>]*>\s*(<[^>]+>\s*)*(<b>)?\s*(from|von|de)\s*:",
+    _I,
+)
+_HTML_BREAK = re.compile(r"<\s*(br|/p|/div|/tr|/li|/h\d|p|div|tr|li)\b[^>]*>", _I)
+_HTML_TAG = re.compile(r"<[^>]*>")
+
+_MAX_PARTS = 200
+# message/* parts whose payload compat32 splits into header blocks: leaves, not attachments.
+_REPORT_PARTS = frozenset(
+    {
+        "message/delivery-status",
+        "message/global-delivery-status",
+        "message/feedback-report",
+        "message/disposition-notification",
+    }
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing: everything the rules look at, computed once and defensively.
+
+
+@dataclass
+class _Rcpt:
+    """One per-recipient block of a delivery-status report."""
+
+    address: str
+    action: str
+    status: str
+    diagnostic: str
+
+
+@dataclass
+class _Mail:
+    msg: Message
+    subject: str
+    from_address: str | None
+    from_display: str
+    sent: date | None
+    text: str  # the readable body of this message (quoted parts kept)
+    new_text: str  # `text` without quoted replies: what the sender wrote now
+    report_text: str  # bounce explanation: text parts before the returned copy
+    all_text: str  # every text part, returned copies included
+    report_type: str
+    dsn: list[_Rcpt]
+    has_dsn_part: bool
+    original_headers: list[Message]
+    calendar: str
+    reply_relation: bool
+
+    def header(self, name: str) -> str:
+        return _header(self.msg, name)
+
+
+@dataclass(frozen=True)
+class _Hit:
+    """What a rule decided; `also` names the refinements that shaped kind/hard/date."""
+
+    verdict: Verdict
+    kind: str | None = None
+    hard: bool | None = None
+    recipients: tuple[str, ...] = ()
+    return_date: date | None = None
+    also: tuple[str, ...] = ()
+    name: str | None = None  # overrides the rule's name when one rule has two outcomes
+
+
+def _classify(raw: bytes) -> Classification:
+    raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+    facts = {
+        "message_id": _first_msgid(_header(msg, "Message-ID")),
+        "from_address": _from_address(msg)[0],
+        "subject": _subject(msg),
+    }
+    if not msg.keys():
+        return Classification(Verdict.OTHER, rules=("unparseable",), subject=facts["subject"] or "")
+    mail = _parse(msg)
+    for name, rule in _RULES:
+        hit = rule(mail)
+        if hit is None:
+            continue
+        related = _msgids(mail.header("In-Reply-To")) + _msgids(mail.header("References"))
+        name = hit.name or name
+        if hit.verdict is Verdict.BOUNCE or name in {"dsn_success", "arf_complaint"}:
+            related += _returned_ids(mail)
+        own = facts["message_id"]
+        return Classification(
+            verdict=hit.verdict,
+            kind=hit.kind,
+            hard=hit.hard,
+            recipients=hit.recipients,
+            return_date=hit.return_date,
+            rules=(name, *hit.also),
+            message_id=own,
+            from_address=mail.from_address,
+            subject=mail.subject,
+            related_message_ids=tuple(i for i in dict.fromkeys(related) if i != own),
+        )
+    raise AssertionError("the rule table ends with a catch-all")  # pragma: no cover
+
+
+def _header(msg: Message, name: str) -> str:
+    """Decoded, unfolded header value, or "" (RFC 2047 words and raw 8-bit both tolerated)."""
+    try:
+        value = msg.get(name)
+    except Exception:
+        return ""
+    if value is None:
+        return ""
+    try:
+        text = str(make_header(decode_header(value)))
+    except Exception:
+        text = str(value)
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return " ".join(text.split())
+
+
+def _subject(msg: Message) -> str:
+    return _header(msg, "Subject")
+
+
+def _from_address(msg: Message) -> tuple[str | None, str]:
+    raw = _header(msg, "From")
+    if not raw:
+        return None, ""
+    try:
+        name, addr = parseaddr(raw)
+    except Exception:
+        return None, raw
+    addr = addr.strip().strip("<>").lower()
+    return (addr if "@" in addr else None), name
+
+
+def _first_msgid(value: str) -> str | None:
+    ids = _MSGID.findall(value)
+    return ids[0] if ids else None
+
+
+def _msgids(value: str) -> tuple[str, ...]:
+    return tuple(_MSGID.findall(value))
+
+
+def _payload_text(part: Message) -> str:
+    """Decoded text of a leaf part; unknown charsets and broken encodings degrade, not fail."""
+    try:
+        data = part.get_payload(decode=True)
+    except Exception:
+        data = None
+    if not isinstance(data, bytes):
+        payload = part.get_payload()
+        return payload if isinstance(payload, str) else ""
+    charset = "utf-8"
+    try:
+        charset = part.get_content_charset() or "utf-8"
+        return data.decode(charset, "replace")
+    except (LookupError, ValueError):
+        return data.decode("utf-8", "replace")
+
+
+def _html_to_text(markup: str, *, cut_quotes: bool) -> str:
+    markup = _HTML_DROP.sub("", markup)
+    if cut_quotes:
+        quote = _HTML_QUOTE.search(markup)
+        if quote:
+            markup = markup[: quote.start()]
+    text = _HTML_TAG.sub("", _HTML_BREAK.sub("\n", markup))
+    return html.unescape(text).replace("\xa0", " ")
+
+
+def _walk(msg: Message) -> Iterator[tuple[Message, bool]]:
+    """Leaf parts with a flag telling whether they sit inside an attached message.
+
+    Iterative with a part budget, so hostile nesting cannot exhaust the stack or the clock.
+    """
+    stack: list[tuple[Message, bool]] = [(msg, False)]
+    seen = 0
+    while stack and seen < _MAX_PARTS:
+        part, nested = stack.pop()
+        seen += 1
+        payload = part.get_payload()
+        if isinstance(payload, list) and part.get_content_type() not in _REPORT_PARTS:
+            inner = nested or part.get_content_maintype() == "message"
+            stack.extend((p, inner) for p in reversed(payload) if isinstance(p, Message))
+        else:
+            yield part, nested
+
+
+def _parse(msg: Message) -> _Mail:
+    from_address, from_display = _from_address(msg)
+    sent: date | None = None
+    try:
+        sent = parsedate_to_datetime(_header(msg, "Date")).date()
+    except Exception:
+        sent = None
+    plain: list[str] = []
+    html_parts: list[str] = []
+    report: list[str] = []
+    every: list[str] = []
+    calendar = ""
+    dsn: list[_Rcpt] = []
+    has_dsn = False
+    originals: list[Message] = []
+    for part, nested in _walk(msg):
+        ctype = part.get_content_type()
+        if ctype in {"message/delivery-status", "message/global-delivery-status"}:
+            has_dsn = True
+            dsn.extend(_dsn_blocks(part))
+            continue
+        if ctype in {"text/rfc822-headers", "message/rfc822-headers"}:
+            originals.append(_header_block(_payload_text(part)))
+            every.append(_payload_text(part))
+            continue
+        if part.get_content_maintype() == "multipart":
+            ctype = "text/plain"  # a multipart without a usable boundary: read it as text
+        elif part.get_content_maintype() != "text" and ctype != "message/rfc822":
+            if ctype in {"application/ics"}:
+                calendar += _payload_text(part)
+            continue
+        body = _payload_text(part)
+        every.append(body)
+        if ctype == "text/calendar":
+            calendar += body
+            continue
+        if nested:
+            continue
+        if ctype == "text/html":
+            html_parts.append(body)
+        elif ctype == "text/plain" or ctype.startswith("text/"):
+            plain.append(body)
+    for part in _attached_messages(msg):
+        originals.append(part)
+    text = "\n".join(plain) if plain else _html_to_text("\n".join(html_parts), cut_quotes=False)
+    if plain:
+        new_text = _strip_quotes("\n".join(plain))
+    else:
+        new_text = _strip_quotes(_html_to_text("\n".join(html_parts), cut_quotes=True))
+    for body in plain or [text]:
+        cut = _ORIGINAL_START.search(body)
+        report.append(body[: cut.start()] if cut else body)
+    subject = _subject(msg)
+    reply_relation = bool(
+        _header(msg, "In-Reply-To")
+        or _header(msg, "References")
+        or _REPLY_PREFIX.match(subject)
+        or new_text.strip() != text.strip()
+    )
+    return _Mail(
+        msg=msg,
+        subject=subject,
+        from_address=from_address,
+        from_display=from_display,
+        sent=sent,
+        text=text,
+        new_text=new_text,
+        report_text="\n".join(report),
+        all_text="\n".join(every),
+        report_type=(_safe_param(msg, "report-type") or "").lower(),
+        dsn=dsn,
+        has_dsn_part=has_dsn,
+        original_headers=originals,
+        calendar=calendar,
+        reply_relation=reply_relation,
+    )
+
+
+def _safe_param(msg: Message, name: str) -> str | None:
+    try:
+        value = msg.get_param(name)
+    except Exception:
+        return None
+    return value if isinstance(value, str) else None
+
+
+def _attached_messages(msg: Message) -> Iterator[Message]:
+    """The messages attached as message/rfc822, for their Message-ID and recipients."""
+    stack = [msg]
+    seen = 0
+    while stack and seen < _MAX_PARTS:
+        part = stack.pop()
+        seen += 1
+        payload = part.get_payload()
+        if not isinstance(payload, list):
+            continue
+        if part.get_content_type() == "message/rfc822":
+            yield from (p for p in payload if isinstance(p, Message))
+            continue
+        stack.extend(p for p in payload if isinstance(p, Message))
+
+
+def _header_block(text: str) -> Message:
+    try:
+        return HeaderParser(policy=email.policy.compat32).parsestr(text.lstrip(), headersonly=True)
+    except Exception:
+        return Message()
+
+
+def _dsn_fields(block: str) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    last = ""
+    for line in block.splitlines():
+        if line[:1] in {" ", "\t"} and last:
+            fields[last] += " " + line.strip()
+            continue
+        name, sep, value = line.partition(":")
+        if sep and name.strip() and " " not in name.strip():
+            last = name.strip().lower()
+            fields.setdefault(last, value.strip())
+    return fields
+
+
+def _dsn_blocks(part: Message) -> list[_Rcpt]:
+    """Per-recipient fields of a message/delivery-status part (RFC 3464 section 2.3)."""
+    payload = part.get_payload()
+    blocks: list[dict[str, str]] = []
+    if isinstance(payload, list):
+        for sub in payload:
+            if isinstance(sub, Message):
+                blocks.append({k.lower(): " ".join(str(v).split()) for k, v in sub.items()})
+                # A body under a block means blank lines split it oddly: parse that too.
+                inner = sub.get_payload()
+                if isinstance(inner, str) and inner.strip():
+                    blocks.extend(_dsn_fields(b) for b in re.split(r"\n\s*\n", inner))
+    else:
+        text = _payload_text(part)
+        blocks = [_dsn_fields(b) for b in re.split(r"\n\s*\n", text)]
+    rcpts: list[_Rcpt] = []
+    for fields in blocks:
+        if not ({"final-recipient", "original-recipient", "action"} & fields.keys()):
+            continue
+        address = ""
+        for key in ("original-recipient", "final-recipient", "x-actual-recipient"):
+            candidate = _bare_address(fields.get(key, "").rpartition(";")[2])
+            if candidate:
+                address = candidate
+                break
+        rcpts.append(
+            _Rcpt(
+                address=address,
+                action=fields.get("action", "").lower().split(" ")[0]
+                if fields.get("action")
+                else "",
+                status=fields.get("status", ""),
+                diagnostic=fields.get("diagnostic-code", ""),
+            )
+        )
+    return rcpts
+
+
+def _bare_address(value: str) -> str:
+    value = value.strip().strip("<>").strip().strip('"').lower()
+    if _ADDR_ONLY.match(value):
+        return value
+    found = _ADDR.findall(value)
+    return found[-1].lower() if found else ""
+
+
+def _strip_quotes(text: str) -> str:
+    """The new text of a reply: before the first attribution/original-message marker, no '>'."""
+    cut = _ATTRIBUTION.search(text)
+    if cut:
+        text = text[: cut.start()]
+    return _QUOTED_LINE.sub(
+        "", "\n".join(ln for ln in text.splitlines() if not ln.lstrip().startswith(">"))
+    )
+
+
+def _returned_ids(mail: _Mail) -> tuple[str, ...]:
+    """Message-ID and References of the message a report returns or complains about."""
+    ids: list[str] = []
+    for original in mail.original_headers:
+        ids += _msgids(_header(original, "Message-ID"))
+        ids += _msgids(_header(original, "References"))
+    for match in re.finditer(
+        r"^[ \t>]*(message-id|references)[ \t]*:[ \t]*((?:.*)(?:\n[ \t]+<.*)*)", mail.all_text, _IM
+    ):
+        ids += _msgids(match.group(2))
+    own = _first_msgid(mail.header("Message-ID"))
+    return tuple(i for i in dict.fromkeys(ids) if i != own)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bounce reasons and recipients.
+
+
+def _reason(text: str, status: str) -> tuple[str, bool]:
+    """(kind, hard) for one failure: words decide, status codes only when words are silent.
+
+    Anything that could pass with time or with a different message (full, blocked, too big,
+    suspended, expired) is soft even beside an "unknown user" code: a false hard bounce
+    burns a good address for ever, a false soft one costs a retry.
+    """
+    codes = " ".join(m.group(0) for m in _STATUS.finditer(status))
+    if _FULL.search(text) or (not text.strip() and "5.2.2" in codes):
+        return "mailbox_full", False
+    if _TRANSIENT.search(text) or codes.startswith("4"):
+        return "other", False
+    hard_words = bool(_HARD.search(text))
+    if _POLICY.search(text) and not hard_words:
+        return "policy", False
+    if _DATA_STAGE.search(text):
+        return "policy", False  # recipient accepted at RCPT, refused after DATA: a filter
+    if hard_words or _HARD_CODE.search(text + " " + codes):
+        return "user_unknown", True
+    if codes.startswith("5.7"):
+        return "policy", False
+    return "other", False
+
+
+def _flufl(msg: Message) -> tuple[set[str], set[str]]:
+    try:
+        temporary, permanent = all_failures(msg)
+    except Exception:
+        return set(), set()
+
+    def clean(found: frozenset[bytes]) -> set[str]:
+        out: set[str] = set()
+        for item in found:
+            address = _bare_address(item.decode("utf-8", "replace")) if len(item) < 320 else ""
+            if address:
+                out.add(address)
+        return out
+
+    return clean(temporary), clean(permanent)
+
+
+_TEXT_RCPT = (
+    re.compile(r"^\s*<([^<>\s]+@[^<>\s]+)>\s*(\(expanded from[^)]*\))?:", re.M),
+    re.compile(r"^\s*<([^<>\s]+@[^<>\s]+)>[: ]*$", re.M),
+    re.compile(r"^[ \t]+([^<>\s@]+@[\w.-]+\.[a-z]{2,})[ \t]*$", _IM),
+    re.compile(r"^\s*([^<>\s@:]+@[\w.-]+\.[a-z]{2,})\s*:?\s*$", _IM),
+    re.compile(
+        r"(?:RCPT TO|recipient|Original-Recipient|Final-Recipient)\s*:?\s*"
+        r"(?:rfc822;\s*)?<?([^<>\s;]+@[\w.-]+\.[a-z]{2,})",
+        _I,
+    ),
+    re.compile(r"(?:to|for|address(?:ee)?)\s*:?\s*<([^<>\s]+@[^<>\s]+)>", _I),
+    re.compile(
+        r"delivery to the following recipients? failed[^\n]*\n\s*\n?\s*"
+        r"([^<>\s@]+@[\w.-]+\.[a-z]{2,})",
+        _I,
+    ),
+    re.compile(r"your message to ([^<>\s@]+@[\w.-]+\.[a-z]{2,})", _I),
+    re.compile(r"could not be delivered to[^\n@]*?<?([^<>\s@]+@[\w.-]+\.[a-z]{2,})", _I),
+)
+
+
+def _text_recipients(mail: _Mail) -> list[str]:
+    """Failed addresses stated in a non-standard bounce's explanation."""
+    found: list[str] = []
+    for pattern in _TEXT_RCPT:
+        for match in pattern.finditer(mail.report_text):
+            address = _bare_address(match.group(1))
+            if address:
+                found.append(address)
+    return found
+
+
+def _not_ours(mail: _Mail, addresses: list[str]) -> tuple[str, ...]:
+    """Drop the bounce's own From/To and daemon addresses: they never are the failed recipient."""
+    skip = {mail.from_address or ""}
+    try:
+        skip |= {a.lower() for _, a in getaddresses([mail.header("To"), mail.header("Cc")])}
+    except Exception:
+        pass
+    out: list[str] = []
+    for address in addresses:
+        local = address.partition("@")[0]
+        if address in skip or _DAEMON_LOCAL.match(local):
+            continue
+        out.append(address)
+    return tuple(dict.fromkeys(out))
+
+
+def _from_daemon(mail: _Mail) -> bool:
+    local = (mail.from_address or "").partition("@")[0]
+    return (
+        not mail.from_address
+        or bool(_DAEMON_LOCAL.match(local))
+        or bool(_DAEMON_NAME.search(mail.from_display))
+        or mail.header("Return-Path").strip() in {"<>", ""}
+        and bool(mail.header("Return-Path"))
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Rules. Each takes the parsed mail and returns a _Hit when it decides, None to pass.
+
+
+def _rule_arf(mail: _Mail) -> _Hit | None:
+    """RFC 5965 abuse report: the complained-about address must be suppressed, not retried."""
+    is_arf = mail.report_type == "feedback-report" or any(
+        p.get_content_type() == "message/feedback-report" for p, _ in _walk(mail.msg)
+    )
+    if not is_arf and not re.search(r"complaint|feedback loop|abuse report", mail.subject, _I):
+        return None
+    if not is_arf and not mail.original_headers:
+        return None
+    recipients: list[str] = []
+    for original in mail.original_headers:
+        try:
+            recipients += [
+                a.lower() for _, a in getaddresses([_header(original, "To")]) if "@" in a
+            ]
+        except Exception:
+            continue
+    for part, _ in _walk(mail.msg):
+        if part.get_content_type() == "message/feedback-report":
+            body = part.get_payload()
+            text = (
+                "\n".join(str(b) for b in body) if isinstance(body, list) else _payload_text(part)
+            )
+            for match in re.finditer(r"^original-rcpt-to:\s*(.+)$", text, _IM):
+                address = _bare_address(match.group(1))
+                if address:
+                    recipients.append(address)
+    return _Hit(Verdict.OTHER, recipients=tuple(dict.fromkeys(recipients)))
+
+
+def _rule_mdn(mail: _Mail) -> _Hit | None:
+    """RFC 8098 read receipt: says nothing about interest, so it is not a reply."""
+    if mail.report_type == "disposition-notification":
+        return _Hit(Verdict.OTHER)
+    return None
+
+
+def _rule_challenge(mail: _Mail) -> _Hit | None:
+    """Challenge-response filters ask us to prove we are human; some dress up as DSNs."""
+    text = mail.subject + "\n" + mail.new_text + "\n" + mail.report_text
+    text += "\n" + " ".join(r.diagnostic for r in mail.dsn)
+    if _CHALLENGE.search(text):
+        return _Hit(Verdict.AUTO_REPLY, kind="challenge")
+    return None
+
+
+def _rule_dsn(mail: _Mail) -> _Hit | None:
+    """RFC 3464 report: per-recipient Action/Status/Diagnostic-Code are exact evidence."""
+    if not mail.dsn:
+        return None
+    failed = [
+        r for r in mail.dsn if r.action == "failed" or (not r.action and r.status[:1] in "45")
+    ]
+    delayed = [r for r in mail.dsn if r.action == "delayed"]
+    if not failed and not delayed:
+        return _Hit(Verdict.OTHER, name="dsn_success")  # delivered / relayed / expanded only
+    if not failed:
+        recipients = tuple(dict.fromkeys(r.address for r in delayed if r.address))
+        return _Hit(Verdict.BOUNCE, kind="delay", hard=False, recipients=recipients)
+    kinds: list[tuple[str, bool]] = []
+    for rcpt in failed:
+        text = rcpt.diagnostic or _status_words(mail.report_text)
+        kinds.append(_reason(text, rcpt.status))
+    hard = all(h for _, h in kinds)
+    kind = "user_unknown" if hard else next((k for k, h in kinds if not h), "other")
+    if kind == "user_unknown":
+        kind = "other"
+    if hard:
+        kind = "user_unknown"
+    recipients = tuple(dict.fromkeys(r.address for r in failed if r.address))
+    if not recipients:
+        temporary, permanent = _flufl(mail.msg)
+        recipients = _not_ours(mail, sorted(permanent | temporary) + _text_recipients(mail))
+    return _Hit(
+        Verdict.BOUNCE, kind=kind, hard=hard, recipients=recipients, also=(f"reason_{kind}",)
+    )
+
+
+def _status_words(text: str) -> str:
+    return text
+
+
+def _rule_bounce_text(mail: _Mail) -> _Hit | None:
+    """Non-standard bounces: a daemon sender or bounce subject, and failure text or addresses."""
+    daemon = _from_daemon(mail)
+    subject = bool(_BOUNCE_SUBJECT.search(mail.subject))
+    if not (daemon or subject):
+        return None
+    body = bool(_BOUNCE_BODY.search(mail.report_text))
+    temporary, permanent = _flufl(mail.msg)
+    if not (daemon and subject) and not body and not (permanent or temporary):
+        return None
+    recipients = _not_ours(
+        mail, sorted(permanent) + sorted(temporary - permanent) + _text_recipients(mail)
+    )
+    delay = bool(_DELAY_SUBJECT.search(mail.subject)) or (
+        bool(temporary) and not permanent and bool(_DELAY_BODY.search(mail.report_text))
+    )
+    if delay and not re.search(r"fail|undeliver|returned", mail.subject, _I):
+        return _Hit(Verdict.BOUNCE, kind="delay", hard=False, recipients=recipients)
+    kind, hard = _reason(mail.report_text, _status_from_text(mail.report_text))
+    return _Hit(
+        Verdict.BOUNCE, kind=kind, hard=hard, recipients=recipients, also=(f"reason_{kind}",)
+    )
+
+
+def _status_from_text(text: str) -> str:
+    found = _STATUS.search(text)
+    return found.group(0) if found else ""
+
+
+def _rule_calendar(mail: _Mail) -> _Hit | None:
+    """An iTIP REPLY is a person answering an invitation, even with no text at all."""
+    if not mail.calendar or not _CAL_METHOD.search(mail.calendar):
+        return None
+    status = _CAL_PARTSTAT.search(mail.calendar)
+    if status and status.group(1).upper() == "ACCEPTED":
+        return _Hit(Verdict.HUMAN_REPLY)
+    return None
+
+
+def _rule_calendar_reply(mail: _Mail) -> _Hit | None:
+    if mail.calendar and _CAL_METHOD.search(mail.calendar):
+        return _Hit(Verdict.HUMAN_REPLY)
+    return None
+
+
+def _auto_reply(mail: _Mail) -> _Hit:
+    """Refine an auto-reply already proven by other evidence: kind and return date."""
+    text = mail.subject + "\n" + mail.new_text
+    if _LEFT_COMPANY.search(text):
+        return _Hit(Verdict.AUTO_REPLY, kind="left_company", also=("left_company",))
+    if (
+        _OOO_TEXT.search(text)
+        or _OOO_SUBJECT_ANY.search(mail.subject)
+        or _OOO_SUBJECT_START.match(mail.subject)
+    ):
+        back = _return_date(text, mail.sent)
+        return _Hit(
+            Verdict.AUTO_REPLY,
+            kind="out_of_office",
+            return_date=back,
+            also=("out_of_office",) + (("return_date",) if back else ()),
+        )
+    return _Hit(Verdict.AUTO_REPLY, kind="other")
+
+
+def _rule_auto_submitted(mail: _Mail) -> _Hit | None:
+    """RFC 3834: any Auto-Submitted value but "no" means no person sent it."""
+    value = mail.header("Auto-Submitted").lower()
+    if not value or value.startswith("no"):
+        return None
+    if value.startswith("auto-replied") or mail.reply_relation:
+        return _auto_reply(mail)
+    # auto-generated and answering nothing: a notification
+    return _Hit(Verdict.OTHER, name="auto_generated")
+
+
+def _rule_autoreply_headers(mail: _Mail) -> _Hit | None:
+    """Vendor auto-reply headers (Gmail X-Autoreply, X-Autorespond, Exchange suppress flags)."""
+    if mail.header("X-Autoreply").lower() not in {"", "no", "false"}:
+        return _auto_reply(mail)
+    if mail.header("X-Autorespond") or mail.header("X-Autoresponse"):
+        return _auto_reply(mail)
+    suppress = mail.header("X-Auto-Response-Suppress").lower()
+    if re.search(r"\b(oof|autoreply|all)\b", suppress):
+        return _auto_reply(mail)
+    return None
+
+
+def _rule_precedence(mail: _Mail) -> _Hit | None:
+    """Precedence auto_reply/junk/bulk from a single sender (not a list) marks a robot."""
+    value = (mail.header("Precedence") or mail.header("X-Precedence")).lower()
+    if value not in {"auto_reply", "auto-reply", "junk", "bulk"}:
+        return None
+    if value == "bulk" and (mail.header("List-Id") or mail.header("List-Unsubscribe")):
+        return None  # a newsletter, judged by the list rule
+    return _auto_reply(mail)
+
+
+def _rule_unsubscribe(mail: _Mail) -> _Hit | None:
+    """A person asking to be removed, in the new text only (quoted footers do not count)."""
+    if re.fullmatch(r"\s*(re:\s*)?(unsubscribe|remove|stop|abmelden)\s*", mail.subject, _I):
+        return _Hit(Verdict.UNSUBSCRIBE_REQUEST, also=("subject",))
+    if _UNSUBSCRIBE.search(mail.new_text):
+        return _Hit(Verdict.UNSUBSCRIBE_REQUEST)
+    return None
+
+
+def _rule_ooo_subject(mail: _Mail) -> _Hit | None:
+    """Auto-reply subjects start with the marker; a person's "Re: Automatic reply" does not."""
+    if _OOO_SUBJECT_START.match(mail.subject) or re.search(
+        r"\(automatic (response|reply)\)\s*$", mail.subject, _I
+    ):
+        return _auto_reply(mail)
+    return None
+
+
+def _rule_ooo_text(mail: _Mail) -> _Hit | None:
+    """Absence or retirement notices in the new text, in the languages our contacts write."""
+    if _OOO_TEXT.search(mail.new_text) or _LEFT_COMPANY.search(mail.new_text):
+        return _auto_reply(mail)
+    return None
+
+
+def _rule_list(mail: _Mail) -> _Hit | None:
+    """List and bulk mail that answers nothing: newsletters, notifications."""
+    precedence = (mail.header("Precedence") or mail.header("X-Precedence")).lower()
+    listed = bool(mail.header("List-Id") or mail.header("List-Unsubscribe"))
+    if precedence == "list" or (listed and not mail.reply_relation):
+        return _Hit(Verdict.OTHER)
+    return None
+
+
+def _rule_not_a_reply(mail: _Mail) -> _Hit | None:
+    """No In-Reply-To, no "Re:", no quote: whatever it is, it does not answer our mail."""
+    if not mail.reply_relation:
+        return _Hit(Verdict.OTHER)
+    return None
+
+
+def _rule_human(mail: _Mail) -> _Hit | None:
+    return _Hit(Verdict.HUMAN_REPLY)
+
+
+# ---------------------------------------------------------------------------------------------
+# Return dates.
+
+
+def _return_date(text: str, sent: date | None) -> date | None:
+    """The first date stated after a "back/until/bis/retour..." keyword; None when unsure."""
+    for key in _RETURN_KEY.finditer(text):
+        window = text[key.end() : key.end() + 60]
+        found = _date_in(window, sent)
+        if found:
+            return found
+    return None
+
+
+def _date_in(window: str, sent: date | None) -> date | None:
+    base_year = sent.year if sent else None
+    iso = _DATE_ISO.search(window)
+    candidates: list[tuple[int, date | None]] = []
+    if iso:
+        candidates.append((iso.start(), _mkdate(int(iso[1]), int(iso[2]), int(iso[3]))))
+    for match in _DATE_DMY.finditer(window):
+        year = int(match[3]) if match[3] else None
+        candidates.append(
+            (match.start(), _year_fill(year, _MONTHS[match[2].lower()], int(match[1]), sent))
+        )
+        break
+    for match in _DATE_MDY.finditer(window):
+        year = int(match[3]) if match[3] else None
+        candidates.append(
+            (match.start(), _year_fill(year, _MONTHS[match[1].lower()], int(match[2]), sent))
+        )
+        break
+    for match in _DATE_NUM.finditer(window):
+        if iso and iso.start() <= match.start() < iso.end():
+            continue
+        candidates.append((match.start(), _numeric(match, window, sent)))
+        break
+    dated = sorted((pos, d) for pos, d in candidates if d is not None)
+    if dated:
+        return dated[0][1]
+    weekday = _DATE_WEEKDAY.search(window)
+    if weekday and sent and base_year:
+        target = _WEEKDAYS[weekday[1].lower()]
+        ahead = (target - sent.weekday()) % 7 or 7
+        return sent + timedelta(days=ahead)
+    return None
+
+
+def _mkdate(year: int, month: int, day: int) -> date | None:
+    try:
+        return date(year, month, day)
+    except ValueError:
+        return None
+
+
+def _year_fill(year: int | None, month: int, day: int, sent: date | None) -> date | None:
+    if year is not None:
+        return _mkdate(year, month, day)
+    if sent is None:
+        return None
+    found = _mkdate(sent.year, month, day)
+    if found and found < sent - timedelta(days=7):
+        found = _mkdate(sent.year + 1, month, day)
+    return found
+
+
+def _numeric(match: re.Match[str], window: str, sent: date | None) -> date | None:
+    """d.m.(y), d/m/y or m/d/y: the weekday named, else the reading nearest after Date."""
+    a, sep, b = int(match[1]), match[2], int(match[3])
+    year = int(match[4]) if match[4] else None
+    if year is not None and year < 100:
+        year += 2000
+    if sep == ":" or (match[4] is None and sep != "."):
+        return None  # "9/11" or "10-12" without a year is more often not a date
+    readings = [(a, b)] if sep == "." else [(a, b), (b, a)]
+    options = [d for d in (_year_fill(year, m, dd, sent) for dd, m in readings) if d]
+    options = list(dict.fromkeys(options))
+    before = window[: match.start()]
+    weekday = _DATE_WEEKDAY.search(before[-20:])
+    if weekday:
+        options = [d for d in options if d.weekday() == _WEEKDAYS[weekday[1].lower()]] or options
+    if len(options) > 1 and sent:
+        later = [d for d in options if d >= sent] or options
+        options = sorted(later, key=lambda d: abs((d - sent).days))
+    return options[0] if options else None
+
+
+# ---------------------------------------------------------------------------------------------
+# The rule table: order is policy. Reports first, then robots, then what people write.
+
+_RULES: tuple[tuple[str, Callable[[_Mail], _Hit | None]], ...] = (
+    ("arf_complaint", _rule_arf),
+    ("read_receipt", _rule_mdn),
+    ("challenge_response", _rule_challenge),
+    ("dsn_report", _rule_dsn),
+    ("bounce_text", _rule_bounce_text),
+    ("calendar_accept", _rule_calendar),
+    ("calendar_reply", _rule_calendar_reply),
+    ("auto_submitted", _rule_auto_submitted),
+    ("autoreply_header", _rule_autoreply_headers),
+    ("precedence", _rule_precedence),
+    ("unsubscribe_text", _rule_unsubscribe),
+    ("ooo_subject", _rule_ooo_subject),
+    ("ooo_text", _rule_ooo_text),
+    ("list_mail", _rule_list),
+    ("not_a_reply", _rule_not_a_reply),
+    ("human_text", _rule_human),
+)

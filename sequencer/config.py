@@ -1,0 +1,184 @@
+"""The settings file: found, parsed, validated once, then frozen.
+
+Owns: where the config comes from (`--config`, `$SEQUENCER_CONFIG`, `./sequencer.yaml`), the
+meaning of relative paths (relative to the file's folder, since systemd runs us from `/`), and
+how secrets are read (from the environment or a file, never from the config itself).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from sequencer.addresses import normalize_address
+from sequencer.errors import ConfigError
+from sequencer.yamlfile import YamlDoc, load, pydantic_problems
+
+DEFAULT_CONFIG = "sequencer.yaml"
+DEFAULT_DATABASE = "sqlite://sequencer.db"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Server(_Frozen):
+    host: str
+    port: int = Field(ge=1, le=65535)
+    security: Literal["none", "starttls", "tls"]
+    username: str | None = None
+    password_env: str | None = None
+    password_file: str | None = None
+    timeout: float = Field(default=30.0, gt=0)
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        if not v.strip() or any(c.isspace() for c in v):
+            raise ValueError(f"'{v}' is not a host name")
+        return v
+
+    def password(self, where: str) -> str | None:
+        """The secret, read now. `where` names the setting for the error message."""
+        if self.password_env and self.password_file:
+            raise ConfigError([f"{where}: set password_env or password_file, not both"])
+        if self.password_env:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise ConfigError(
+                    [
+                        f"{where}: environment variable {self.password_env} is not set "
+                        f"(export it, or use password_file)"
+                    ]
+                )
+            return value
+        if self.password_file:
+            path = Path(os.path.expandvars(self.password_file))
+            try:
+                return path.read_text(encoding="utf-8").rstrip("\r\n")
+            except OSError as exc:
+                raise ConfigError(
+                    [f"{where}: cannot read password_file {path}: {exc.strerror}"]
+                ) from None
+        return None
+
+
+class Imap(Server):
+    folder: str = "INBOX"
+    username: str  # IMAP always needs a login
+
+
+class Mailbox(_Frozen):
+    name: str = ""
+    address: str
+    display_name: str = ""
+    smtp: Server
+    imap: Imap
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        return normalize_address(v)
+
+    @field_validator("display_name")
+    @classmethod
+    def _display(cls, v: str) -> str:
+        if "\r" in v or "\n" in v:
+            raise ValueError("display_name must be one line (no line breaks)")
+        return v
+
+    @property
+    def domain(self) -> str:
+        return self.address.rsplit("@", 1)[1]
+
+
+class Settings(_Frozen):
+    database: str = DEFAULT_DATABASE
+    sequences: Path = Path("sequences")
+    timezone: str = "UTC"
+    mailboxes: dict[str, Mailbox] = Field(default_factory=dict)
+    source: Path | None = None  # the file these came from, for messages
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone '{v}' (use an IANA name such as Europe/London)"
+            ) from None
+        return v
+
+    @field_validator("database")
+    @classmethod
+    def _db(cls, v: str) -> str:
+        if not v.startswith(("sqlite://", "postgres://", "postgresql://", "asyncpg://")):
+            raise ValueError(
+                f"'{v}' is not a supported database URL "
+                "(use sqlite://sequencer.db or postgres://user@host:5432/dbname)"
+            )
+        return v
+
+    def secrets(self) -> list[str]:
+        """Every secret these settings can read right now, to scrub from logs and errors."""
+        found = []
+        for box in self.mailboxes.values():
+            for server in (box.smtp, box.imap):
+                try:
+                    pw = server.password("")
+                except ConfigError:
+                    continue
+                if pw:
+                    found.append(pw)
+        return found
+
+
+def find_config(explicit: Path | None) -> Path:
+    if explicit is not None:
+        return explicit
+    env = os.environ.get("SEQUENCER_CONFIG")
+    return Path(env) if env else Path(DEFAULT_CONFIG)
+
+
+def resolve_database(url: str, base: Path) -> str:
+    """Make a relative SQLite path relative to the config's folder (systemd runs from /)."""
+    if url.startswith("sqlite://"):
+        path = url.removeprefix("sqlite://")
+        if path and path != ":memory:" and not path.startswith("/"):
+            return "sqlite://" + str((base / path).resolve())
+    return url
+
+
+def load_settings(path: Path) -> Settings:
+    doc = load(path, ConfigError)
+    return settings_from(doc)
+
+
+def settings_from(doc: YamlDoc) -> Settings:
+    data = doc.data
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"{doc.at(())}: the settings file must be a mapping of keys"])
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(pydantic_problems(doc, exc)) from None
+    base = doc.path.resolve().parent
+    seq_dir = settings.sequences if settings.sequences.is_absolute() else base / settings.sequences
+    boxes = {
+        name: box.model_copy(update={"name": name}) for name, box in settings.mailboxes.items()
+    }
+    return settings.model_copy(
+        update={
+            "database": resolve_database(settings.database, base),
+            "sequences": seq_dir,
+            "mailboxes": boxes,
+            "source": doc.path,
+        }
+    )

@@ -1,0 +1,109 @@
+"""Pure contact intake: `--var` pairs and CSV rows -> validated contact records.
+
+Owns what a valid contact is before anything is written: a good address, variable names and
+values that cannot inject headers, and every field the sequence needs. A CSV is checked whole,
+and every bad row is reported with its line.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sequencer.addresses import normalize_address
+from sequencer.errors import EnrollError
+from sequencer.sequences import Sequence
+
+_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Contact:
+    email: str
+    values: dict[str, str]  # what the templates see, defaults applied
+    line: int | None = None
+
+
+def parse_vars(pairs: Iterable[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    problems = []
+    for pair in pairs:
+        if "=" not in pair:
+            problems.append(f"--var {pair!r}: expected key=value, e.g. --var first_name=Jo")
+            continue
+        key, value = pair.split("=", 1)
+        out[key.strip().lower()] = value
+    if problems:
+        raise EnrollError(problems)
+    return out
+
+
+def _check_fields(fields: dict[str, str]) -> list[str]:
+    problems = []
+    for key, value in fields.items():
+        if not _NAME.match(key):
+            problems.append(f"'{key}' is not a usable field name (lower-case letters, digits, _)")
+        if any(c in value for c in "\r\n\0"):
+            problems.append(f"{key}: contains a line break (header injection is refused)")
+        if len(value) > 1000:
+            problems.append(f"{key}: longer than 1000 characters")
+    return problems
+
+
+def contact(seq: Sequence, email: str, fields: dict[str, str], line: int | None = None) -> Contact:
+    """One contact, or EnrollError listing everything wrong with it."""
+    problems = []
+    try:
+        address = normalize_address(email)
+    except ValueError as exc:
+        problems.append(f"email {exc}")
+        address = email
+    fields = {k: v.strip() for k, v in fields.items() if k != "email"}
+    problems += _check_fields(fields)
+    if not problems:
+        try:
+            values = seq.contact_values(address, fields)
+        except EnrollError as exc:
+            problems += exc.problems
+    if problems:
+        raise EnrollError(problems)
+    return Contact(address, values, line)
+
+
+def read_csv(seq: Sequence, text: str, name: str) -> list[Contact]:
+    """Every row of a CSV with a header row, or EnrollError listing every bad row."""
+    reader = csv.DictReader(io.StringIO(text))
+    header = [h.strip().lower() for h in (reader.fieldnames or [])]
+    if "email" not in header:
+        raise EnrollError(
+            [
+                f"{name}:1: the header row needs an 'email' column "
+                f"(found: {', '.join(header) or 'nothing'})"
+            ]
+        )
+    reader.fieldnames = header
+    contacts: list[Contact] = []
+    problems: list[str] = []
+    bad_header = _check_fields({h: "" for h in header if h})
+    if bad_header:
+        raise EnrollError([f"{name}:1: {p}" for p in bad_header])
+    for row in reader:
+        line = reader.line_num
+        if None in row:
+            problems.append(f"{name}:{line}: more cells than header columns")
+            continue
+        fields = {k: (v or "") for k, v in row.items() if k}
+        if not any(v.strip() for v in fields.values()):
+            continue  # blank line
+        try:
+            contacts.append(contact(seq, fields.get("email", ""), fields, line))
+        except EnrollError as exc:
+            problems += [f"{name}:{line}: {p}" for p in exc.problems]
+    if problems:
+        raise EnrollError(
+            [f"{len(problems)} problem(s) in {name}; nothing was enrolled:", *problems]
+        )
+    return contacts

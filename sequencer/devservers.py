@@ -1,0 +1,182 @@
+"""Real mail servers on loopback for `sequencer demo` and the tests: an aiosmtpd sink (with
+fault injection and optional AUTH) and pymap (an in-memory IMAP server) in a subprocess.
+Only 127.0.0.1 is ever used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aioimaplib
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+
+
+@dataclass
+class SinkHandler:
+    """Collects what it is sent. Set `refuse[rcpt]` or `data_reply` to inject failures."""
+
+    received: list[Received] = field(default_factory=list)
+    refuse: dict[str, str] = field(default_factory=dict)
+    data_reply: str | None = None
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
+    ) -> str:
+        if address.lower() in self.refuse:
+            return self.refuse[address.lower()]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.data_reply is not None:
+            return self.data_reply
+        self.received.append(
+            Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.content)
+        )
+        return "250 2.0.0 Message accepted"
+
+
+class SmtpSink:
+    """aiosmtpd in a thread on a free loopback port."""
+
+    def __init__(self, credentials: tuple[str, str] | None = None) -> None:
+        self.handler = SinkHandler()
+        self.port = free_port()
+        self.credentials = credentials
+        kwargs: dict[str, Any] = {}
+        if credentials is not None:
+            kwargs = {
+                "authenticator": self._auth,
+                "auth_required": True,
+                "auth_require_tls": False,
+            }
+        self.controller = Controller(
+            self.handler, hostname=LOOPBACK, port=self.port, server_hostname="localhost", **kwargs
+        )
+
+    def _auth(self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
+        ok = (
+            isinstance(data, LoginPassword)
+            and self.credentials is not None
+            and (data.login.decode(), data.password.decode()) == self.credentials
+        )
+        # handled=False lets aiosmtpd answer 535 itself; True would leave the client hanging.
+        return AuthResult(success=ok, handled=False)
+
+    @property
+    def received(self) -> list[Received]:
+        return self.handler.received
+
+    def start(self) -> SmtpSink:
+        self.controller.start()
+        return self
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+
+class Pymap:
+    """pymap's in-memory `dict` backend in a subprocess, one user, no TLS."""
+
+    def __init__(self, user: str = "sales", password: str = "demo-pass") -> None:  # noqa: S107
+        self.user = user
+        self.password = password
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 15.0) -> Pymap:
+        code = "import sys; from pymap.main import main; sys.exit(main())"
+        args = [
+            sys.executable,
+            "-c",
+            code,
+            "--host",
+            LOOPBACK,
+            "--port",
+            str(self.port),
+            "--no-tls",
+            "dict",
+            "--demo-user",
+            self.user,
+            "--demo-password",
+            self.password,
+        ]
+        env = {**os.environ, "FQDN": "localhost"}
+        self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter, fixed arguments
+            args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        wait_for_port(self.port, timeout, self.proc)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc is not None and self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+
+def wait_for_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            detail = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            raise RuntimeError(f"server exited with {proc.returncode}: {detail[-500:]}")
+        with socket.socket() as s:
+            if s.connect_ex((LOOPBACK, port)) == 0:
+                return
+        time.sleep(0.02)
+    raise RuntimeError(f"nothing listens on {LOOPBACK}:{port} after {timeout}s")
+
+
+async def imap_append(
+    port: int, user: str, password: str, raw: bytes, folder: str = "INBOX"
+) -> None:
+    """Deliver a message into a mailbox the way an MTA would (IMAP APPEND)."""
+    imap = aioimaplib.IMAP4(host=LOOPBACK, port=port, timeout=10)
+    await imap.wait_hello_from_server()
+    resp = await imap.login(user, password)
+    if resp.result != "OK":
+        raise RuntimeError(f"IMAP login failed: {resp.lines}")
+    resp = await imap.append(raw, mailbox=folder)
+    if resp.result != "OK":
+        raise RuntimeError(f"IMAP APPEND failed: {resp.lines}")
+    await imap.logout()
+
+
+async def wait_until(predicate: Any, within: float = 10.0, every: float = 0.05) -> None:
+    """Poll an async predicate (for tests and the demo): short waits, never long sleeps."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        if await predicate():
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"condition not met within {within}s")
+        await asyncio.sleep(every)

@@ -1,0 +1,67 @@
+"""structlog setup: one JSON object per line, `event`, `level`, `timestamp` (ISO 8601 UTC)
+and the context that applies (`sequence`, `email`, `step`, `message_id`, `mailbox`).
+
+`run` logs to stdout, where systemd's journal picks it up; every other command logs to stderr
+so its results on stdout can be piped. Secrets are scrubbed from every value, whatever the
+code that logged it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+REDACTED = "[redacted]"
+
+
+class Redactor:
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+
+    def scrub(self, value: Any) -> Any:
+        if isinstance(value, str):
+            for secret in self.secrets:
+                value = value.replace(secret, REDACTED)
+            return value
+        if isinstance(value, dict):
+            return {k: self.scrub(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.scrub(v) for v in value]
+        return value
+
+    def __call__(
+        self, _logger: Any, _name: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        if not self.secrets:
+            return event
+        for key in list(event):
+            if key.lower() in ("password", "secret", "token"):
+                event[key] = REDACTED
+            else:
+                event[key] = self.scrub(event[key])
+        return event
+
+
+def configure(
+    stream: TextIO | None = None, secrets: Iterable[str] = (), level: str = "info"
+) -> None:
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            Redactor(secrets),
+            structlog.processors.JSONRenderer(sort_keys=False),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(stream or sys.stdout),
+        cache_logger_on_first_use=False,
+    )
+    # Libraries that use the standard logging module (tortoise, aiosmtpd) stay quiet unless
+    # something is wrong; their warnings go to stderr.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)

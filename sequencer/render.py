@@ -1,0 +1,139 @@
+"""Pure template rendering and message building.
+
+Owns: the sandboxed, strict Jinja2 environment; which contact fields a template uses (so
+`check` can reject undeclared ones and `enroll` can demand required ones); turning a step into
+the exact bytes sent, with Message-ID, In-Reply-To and References so clients show one thread.
+Must not import asyncio, tortoise or any network library.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime
+
+from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, nodes
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import SandboxedEnvironment
+
+from sequencer.errors import TemplateError
+
+#: Names a template may use at the top level.
+CONTEXT_NAMES = frozenset({"contact", "sender"})
+SENDER_FIELDS = frozenset({"name", "address"})
+#: Contact fields every contact has, whatever the sequence declares.
+BUILTIN_FIELDS = frozenset({"email", "first_name"})
+
+_ENV = SandboxedEnvironment(
+    undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True, trim_blocks=True
+)
+
+
+@dataclass(frozen=True)
+class TemplateUse:
+    contact_fields: frozenset[str]
+    sender_fields: frozenset[str]
+    unknown_names: frozenset[str]
+    dynamic_access: bool  # contact[some_expression]: fields cannot be known statically
+
+
+def analyse(source: str) -> TemplateUse:
+    """Which names and fields a template reads. Raises TemplateError on a syntax error."""
+    try:
+        tree = _ENV.parse(source)
+    except TemplateSyntaxError as exc:
+        raise TemplateError(f"line {exc.lineno} of the template: {exc.message}") from None
+    fields: dict[str, set[str]] = {"contact": set(), "sender": set()}
+    dynamic = False
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        target = getattr(node, "node", None)
+        if isinstance(target, nodes.Name) and target.name in fields:
+            if isinstance(node, nodes.Getattr):
+                fields[target.name].add(node.attr)
+            elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+                fields[target.name].add(str(node.arg.value))
+            else:
+                dynamic = True
+    assigned = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
+    loaded = {n.name for n in tree.find_all(nodes.Name) if n.ctx == "load"}
+    unknown = loaded - CONTEXT_NAMES - assigned - set(_ENV.globals)
+    return TemplateUse(
+        frozenset(fields["contact"]), frozenset(fields["sender"]), frozenset(unknown), dynamic
+    )
+
+
+def render(source: str, contact: Mapping[str, str], sender: Mapping[str, str]) -> str:
+    """Render strictly: a missing field is an error, never a blank in a sent email."""
+    try:
+        return _ENV.from_string(source).render(contact=dict(contact), sender=dict(sender))
+    except UndefinedError as exc:
+        raise TemplateError(f"template uses a value the contact does not have: {exc}") from None
+    except SecurityError as exc:
+        raise TemplateError(f"template tried something the sandbox forbids: {exc}") from None
+    except TemplateSyntaxError as exc:
+        raise TemplateError(f"line {exc.lineno} of the template: {exc.message}") from None
+
+
+def new_message_id(domain: str) -> str:
+    """A globally unique Message-ID on the mailbox's own domain."""
+    return f"<{secrets.token_hex(16)}@{domain}>"
+
+
+def reply_subject(first_subject: str) -> str:
+    """`Re: <first subject>`, never `Re: Re: ...`."""
+    if first_subject[:3].lower() == "re:":
+        return first_subject
+    return f"Re: {first_subject}"
+
+
+def check_header_value(what: str, value: str) -> None:
+    """Header injection guard: a header value is one line."""
+    if "\r" in value or "\n" in value or "\0" in value:
+        raise TemplateError(f"{what} contains a line break; header values must be one line")
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    message_id: str
+    subject: str
+    data: bytes
+
+
+def build_message(
+    *,
+    from_address: str,
+    from_name: str,
+    to_address: str,
+    subject: str,
+    body: str,
+    message_id: str,
+    date: datetime,
+    thread: Sequence[str] = (),
+) -> Outgoing:
+    """The bytes to hand to SMTP. `thread` is the Message-IDs already sent, oldest first."""
+    check_header_value("subject", subject)
+    check_header_value("display name", from_name)
+    if not subject.strip():
+        raise TemplateError("subject renders empty")
+    if not body.strip():
+        raise TemplateError("body renders empty")
+    msg = EmailMessage(policy=SMTP)
+    local, domain = from_address.rsplit("@", 1)
+    msg["From"] = Address(display_name=from_name, username=local, domain=domain)
+    to_local, to_domain = to_address.rsplit("@", 1)
+    msg["To"] = Address(username=to_local, domain=to_domain)
+    msg["Subject"] = subject
+    msg["Date"] = format_datetime(date)
+    msg["Message-ID"] = message_id
+    if thread:
+        msg["In-Reply-To"] = thread[-1]
+        msg["References"] = " ".join(thread)
+    text = body if body.endswith("\n") else body + "\n"
+    cte = "7bit" if text.isascii() else "quoted-printable"
+    msg.set_content(text, charset="utf-8", cte=cte)
+    return Outgoing(message_id=message_id, subject=subject, data=msg.as_bytes())

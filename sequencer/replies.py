@@ -1,0 +1,162 @@
+"""What an inbound message does: match it to an enrollment, then act on its verdict.
+
+Owns the policy (the action table below); classification itself is pure and lives in
+classify.py, the IMAP I/O in inbox.py. The whole effect of one message is written in one
+short transaction, so a message is handled exactly once even if the daemon restarts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+import structlog
+from tortoise.transactions import in_transaction
+
+from sequencer.classify import Classification, Verdict, classify
+from sequencer.store import queries
+from sequencer.store.models import Enrollment
+
+log = structlog.get_logger("sequencer.replies")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    verdict: Verdict
+    action: str
+    enrollment_id: int | None
+    ended: tuple[int, ...] = ()
+
+
+async def handle(
+    mailbox: str,
+    uidvalidity: int,
+    uid: int,
+    raw: bytes,
+    *,
+    now: datetime,
+    own_addresses: Iterable[str],
+) -> Outcome | None:
+    """Classify and act. None when the message is not about any enrollment (left alone)."""
+    c = classify(raw)
+    own = {a.lower() for a in own_addresses}
+    if c.from_address in own or await queries.is_our_message(c.message_id):
+        return None  # a copy of our own message (Cc, Bcc, server-side copy) is never a reply
+    enrollment = await _match(c)
+    if enrollment is None:
+        return None
+    async with in_transaction():
+        row = await queries.record_inbound(
+            mailbox=mailbox,
+            uidvalidity=uidvalidity,
+            uid=uid,
+            message_id=c.message_id,
+            from_address=c.from_address,
+            subject=c.subject[:1000],
+            verdict=str(c.verdict),
+            kind=c.kind,
+            rules=list(c.rules),
+            enrollment_id=enrollment.id,
+            received_at=now,
+        )
+        if row is None:
+            return None  # handled before (a restart replayed it)
+        action, ended = await _act(c, enrollment, row.id, now)
+        await queries.set_inbound_action(row.id, action)
+    event = _EVENTS[c.verdict]
+    log.info(
+        event,
+        mailbox=mailbox,
+        email=enrollment.email,
+        sequence=enrollment.sequence,
+        enrollment_id=enrollment.id,
+        uid=uid,
+        message_id=c.message_id,
+        verdict=str(c.verdict),
+        kind=c.kind,
+        rules=list(c.rules),
+        action=action,
+    )
+    return Outcome(c.verdict, action, enrollment.id, tuple(e.id for e in ended))
+
+
+_EVENTS = {
+    Verdict.HUMAN_REPLY: "reply.detected",
+    Verdict.AUTO_REPLY: "autoreply.detected",
+    Verdict.BOUNCE: "bounce.detected",
+    Verdict.UNSUBSCRIBE_REQUEST: "unsubscribe.detected",
+    Verdict.OTHER: "inbound.noted",
+}
+
+
+async def _match(c: Classification) -> Enrollment | None:
+    """Exact evidence first (our Message-IDs in the thread headers), then the address."""
+    found = await queries.enrollment_for_message_ids(c.related_message_ids)
+    if found is not None:
+        return found
+    candidates = list(c.recipients) if c.verdict == Verdict.BOUNCE else []
+    if c.from_address and c.verdict != Verdict.BOUNCE:
+        candidates.append(c.from_address)
+    for address in candidates:
+        rows = await queries.enrollments_of(address)
+        if rows:
+            return rows[0]
+    return None
+
+
+async def _act(
+    c: Classification, enrollment: Enrollment, inbound_id: int, now: datetime
+) -> tuple[str, list[Enrollment]]:
+    subject = c.subject or "(no subject)"
+    if c.verdict == Verdict.HUMAN_REPLY:
+        ended = await _end(enrollment, c, "replied", f"replied: {subject}", inbound_id, now)
+        return (f"stopped {len(ended)} enrollment(s)" if ended else "recorded"), ended
+    if c.verdict == Verdict.UNSUBSCRIBE_REQUEST:
+        targets = _addresses(enrollment, c)
+        for address in targets:
+            await queries.suppress(address, "unsubscribe", subject, now)
+        ended = await _end(
+            enrollment, c, "unsubscribed", f"asked to be removed: {subject}", inbound_id, now
+        )
+        return f"suppressed {', '.join(sorted(targets))}; stopped {len(ended)}", ended
+    if c.verdict == Verdict.BOUNCE and c.hard:
+        targets = set(c.recipients) or {enrollment.email}
+        ended = []
+        for address in sorted(targets):
+            await queries.suppress(address, "hard_bounce", f"{c.kind}: {subject}", now)
+            ended += await queries.finish_address(
+                address,
+                "bounced",
+                f"address bad ({c.kind or 'bounce'}): {subject}",
+                now,
+                inbound_id,
+            )
+        return f"suppressed {', '.join(sorted(targets))}; stopped {len(ended)}", ended
+    if c.verdict == Verdict.BOUNCE:
+        return f"soft bounce ({c.kind}): sequence continues", []
+    if c.verdict == Verdict.AUTO_REPLY:
+        return f"auto-reply ({c.kind}): sequence continues", []
+    return "recorded", []
+
+
+def _addresses(enrollment: Enrollment, c: Classification) -> set[str]:
+    targets = {enrollment.email}
+    if c.from_address:
+        targets.add(c.from_address)
+    return targets
+
+
+async def _end(
+    enrollment: Enrollment,
+    c: Classification,
+    state: str,
+    reason: str,
+    inbound_id: int,
+    now: datetime,
+) -> list[Enrollment]:
+    """A reply, bounce or removal request ends every active enrollment of that address."""
+    ended: list[Enrollment] = []
+    for address in sorted(_addresses(enrollment, c)):
+        ended += await queries.finish_address(address, state, reason, now, inbound_id)
+    return ended

@@ -1,0 +1,223 @@
+"""Pure sequence loading and validation: YAML files in, frozen Sequence objects out.
+
+Owns: the sequence file format, its structural rules (a subject on the first step only, a
+break-up as the last step and only there) and the template rules (only declared variables).
+Every problem is reported at once, each with file, line and step.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from sequencer import render
+from sequencer.errors import EnrollError, SequenceError, TemplateError
+from sequencer.schedule import Wait, parse_wait
+from sequencer.yamlfile import YamlDoc, load, pydantic_problems
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_VAR = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+class StepModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    wait: str
+    subject: str | None = None
+    body: str
+    breakup: bool = False
+
+    @field_validator("wait", mode="before")
+    @classmethod
+    def _wait(cls, v: Any) -> str:
+        parse_wait(v)
+        return str(v)
+
+
+class SequenceModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    mailbox: str
+    variables: dict[str, str | None] = Field(default_factory=dict)
+    steps: list[StepModel] = Field(min_length=1)
+
+    @field_validator("variables")
+    @classmethod
+    def _vars(cls, v: dict[str, str | None]) -> dict[str, str | None]:
+        for name in v:
+            if not _VAR.match(name):
+                raise ValueError(
+                    f"variable name '{name}' must be lower-case letters, digits and _ "
+                    "(it becomes contact.<name> in templates)"
+                )
+            if name == "email":
+                raise ValueError("'email' is always present; do not declare it")
+        return v
+
+
+@dataclass(frozen=True)
+class Step:
+    number: int  # 1-based
+    wait: Wait
+    subject: str | None
+    body: str
+    breakup: bool
+    line: int | None
+
+
+@dataclass(frozen=True)
+class Sequence:
+    id: str
+    path: Path
+    mailbox: str
+    variables: Mapping[str, str | None]
+    steps: tuple[Step, ...]
+    fields_used: frozenset[str]  # contact fields any template reads
+
+    def contact_values(self, email: str, given: Mapping[str, str]) -> dict[str, str]:
+        """The values the templates will see: given fields over declared defaults.
+
+        Raises EnrollError naming every required field that is missing or blank.
+        """
+        values: dict[str, str] = {k: v for k, v in self.variables.items() if v is not None}
+        values.update({k: v for k, v in given.items() if v is not None and v.strip()})
+        values["email"] = email
+        missing = sorted(
+            name
+            for name in (self.fields_used | {k for k, v in self.variables.items() if v is None})
+            if not values.get(name, "").strip()
+        )
+        if missing:
+            raise EnrollError(
+                [
+                    f"missing {', '.join(missing)} (sequence '{self.id}' needs "
+                    f"{'it' if len(missing) == 1 else 'them'}; pass --var {missing[0]}=... "
+                    f"or add a CSV column, or give a default under variables: in {self.path.name})"
+                ]
+            )
+        return values
+
+
+def load_sequence(path: Path, mailboxes: Iterable[str] | None = None) -> Sequence:
+    doc = load(path, SequenceError)
+    return sequence_from(doc, mailboxes)
+
+
+def sequence_from(doc: YamlDoc, mailboxes: Iterable[str] | None = None) -> Sequence:
+    path = doc.path
+    seq_id = path.name.removesuffix(".yaml")
+    problems: list[str] = []
+    if not _ID.match(seq_id):
+        problems.append(
+            f"{path}: the file name '{path.name}' is not a usable sequence id "
+            "(use letters, digits, '-', '_' and '.')"
+        )
+    if not isinstance(doc.data, dict):
+        raise SequenceError(
+            [f"{doc.at(())}: a sequence file must be a mapping with 'mailbox' and 'steps'"]
+        )
+    try:
+        model = SequenceModel.model_validate(doc.data)
+    except ValidationError as exc:
+        raise SequenceError(problems + pydantic_problems(doc, exc)) from None
+
+    boxes = set(mailboxes) if mailboxes is not None else None
+    if boxes is not None and model.mailbox not in boxes:
+        known = ", ".join(sorted(boxes)) or "none are configured"
+        problems.append(
+            f"{doc.at(('mailbox',))}: unknown mailbox '{model.mailbox}' "
+            f"(the settings file defines: {known})"
+        )
+
+    allowed = render.BUILTIN_FIELDS | set(model.variables)
+    used: set[str] = set()
+    steps: list[Step] = []
+    last = len(model.steps)
+    for i, st in enumerate(model.steps, start=1):
+        loc: tuple[str | int, ...] = ("steps", i - 1)
+        at = doc.at(loc)
+        if i == 1 and not (st.subject and st.subject.strip()):
+            problems.append(f"{at}: step 1: needs a subject (later steps reuse it as 'Re: ...')")
+        if i > 1 and st.subject is not None:
+            problems.append(
+                f"{doc.at((*loc, 'subject'))}: step {i}: remove 'subject': later "
+                "steps are sent as 'Re: <first subject>' in the same thread"
+            )
+        if st.breakup and i != last:
+            problems.append(
+                f"{doc.at((*loc, 'breakup'))}: step {i}: the break-up must be the "
+                "last step; move it to the end or remove the steps after it"
+            )
+        if i == last and not st.breakup:
+            problems.append(
+                f"{at}: step {i}: the last step must be the break-up: add "
+                "'breakup: true' to a short, polite last email that lets them go"
+            )
+        for part in ("subject", "body"):
+            source = getattr(st, part)
+            if source is None:
+                continue
+            part_at = doc.at((*loc, part))
+            try:
+                use = render.analyse(source)
+            except TemplateError as exc:
+                problems.append(f"{part_at}: step {i}: {part}: {exc}")
+                continue
+            for name in sorted(use.unknown_names):
+                problems.append(
+                    f"{part_at}: step {i}: {part}: unknown name '{name}' (use "
+                    f"contact.<field> or sender.name / sender.address)"
+                )
+            for field in sorted(use.contact_fields - allowed):
+                problems.append(
+                    f"{part_at}: step {i}: {part}: contact.{field} is not declared; "
+                    f"add '{field}:' under variables: (with a default, or null "
+                    "if every contact must have it)"
+                )
+            for field in sorted(use.sender_fields - render.SENDER_FIELDS):
+                problems.append(
+                    f"{part_at}: step {i}: {part}: sender.{field} does not exist "
+                    "(use sender.name or sender.address)"
+                )
+            if use.dynamic_access:
+                problems.append(
+                    f"{part_at}: step {i}: {part}: contact[...] with a computed key "
+                    "cannot be checked; use contact.<field>"
+                )
+            used |= use.contact_fields & allowed
+        steps.append(Step(i, parse_wait(st.wait), st.subject, st.body, st.breakup, doc.line(loc)))
+    if problems:
+        raise SequenceError(problems)
+    return Sequence(
+        seq_id, path, model.mailbox, dict(model.variables), tuple(steps), frozenset(used)
+    )
+
+
+def load_all(folder: Path, mailboxes: Iterable[str] | None = None) -> dict[str, Sequence]:
+    """Every `*.yaml` in `folder`, validated together; all problems are raised at once."""
+    if not folder.is_dir():
+        raise SequenceError(
+            [
+                f"{folder}: sequences folder not found (create it, or set "
+                "'sequences:' in the settings file)"
+            ]
+        )
+    found: dict[str, Sequence] = {}
+    problems: list[str] = []
+    boxes = list(mailboxes) if mailboxes is not None else None
+    for path in sorted(folder.glob("*.y*ml")):
+        if path.suffix == ".yml":
+            problems.append(f"{path}: rename it to {path.stem}.yaml (sequence files end in .yaml)")
+            continue
+        try:
+            seq = load_sequence(path, boxes)
+        except SequenceError as exc:
+            problems.extend(exc.problems)
+            continue
+        found[seq.id] = seq
+    if problems:
+        raise SequenceError(problems)
+    return found

@@ -1,0 +1,1 @@
+"""Persistence through tortoise-orm: SQLite by default, PostgreSQL by URL."""

@@ -1,0 +1,81 @@
+"""Opening and closing the database, and the one-daemon-per-SQLite-file lock."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from types import ModuleType
+
+from tortoise import Tortoise
+from tortoise.exceptions import DBConnectionError, OperationalError
+
+from sequencer.errors import StoreError
+
+MODELS: dict[str, Iterable[str | ModuleType]] = {"models": ["sequencer.store.models"]}
+
+
+def sqlite_path(url: str) -> Path | None:
+    if not url.startswith("sqlite://"):
+        return None
+    path = url.removeprefix("sqlite://")
+    return None if path in ("", ":memory:") else Path(path)
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    if "://" in url and "@" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}@{host}"
+    return url
+
+
+@asynccontextmanager
+async def connected(url: str) -> AsyncIterator[None]:
+    """Connect, create the schema if it is missing, and close on the way out."""
+    path = sqlite_path(url)
+    if path is not None and not path.parent.is_dir():
+        raise StoreError(f"database folder {path.parent} does not exist (create it first)")
+    try:
+        await Tortoise.init(db_url=url, modules=MODELS)
+        await Tortoise.generate_schemas(safe=True)
+    except (DBConnectionError, OperationalError, OSError) as exc:
+        await Tortoise.close_connections()
+        raise StoreError(f"cannot open database {redact(url)}: {exc}") from None
+    try:
+        yield
+    finally:
+        await Tortoise.close_connections()
+
+
+@contextmanager
+def daemon_lock(url: str) -> Iterator[None]:
+    """Refuse a second daemon on the same SQLite file: they would both send every step.
+
+    PostgreSQL allows several daemons: claims there are conditional updates with leases.
+    """
+    path = sqlite_path(url)
+    if path is None:
+        yield
+        return
+    lock_path = path.with_name(path.name + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip()
+            raise StoreError(
+                f"another sequencer daemon (pid {holder or '?'}) is already running on {path}; "
+                "two daemons on one SQLite file would send every step twice. Stop it first, "
+                "or use PostgreSQL to run several daemons."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        yield
+    finally:
+        os.close(fd)

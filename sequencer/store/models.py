@@ -1,0 +1,105 @@
+"""Tortoise models. Times are aware UTC. Owns the schema; queries live in queries.py."""
+
+from __future__ import annotations
+
+from tortoise import fields
+from tortoise.models import Model
+
+ACTIVE = "active"
+FINAL_STATES = ("completed", "replied", "bounced", "unsubscribed", "stopped", "failed")
+STATES = (ACTIVE, *FINAL_STATES)
+
+
+class Enrollment(Model):
+    """One contact going through one sequence."""
+
+    id = fields.BigIntField(primary_key=True)
+    email = fields.CharField(max_length=320, db_index=True)
+    sequence = fields.CharField(max_length=200)
+    mailbox = fields.CharField(max_length=100)
+    variables: fields.Field[dict[str, str]] = fields.JSONField(default=dict)
+    state = fields.CharField(max_length=20, default=ACTIVE, db_index=True)
+    reason = fields.TextField(null=True)
+    steps_sent = fields.IntField(default=0)
+    # Only set while active: the due query is one indexed range scan over next_at.
+    next_at = fields.DatetimeField(null=True, db_index=True)
+    # A claim is a lease: a crashed daemon's claim expires and the work is looked at again.
+    claimed_until = fields.DatetimeField(null=True)
+    attempts = fields.IntField(default=0)  # consecutive transient failures of the next step
+    last_error = fields.TextField(null=True)
+    thread_subject = fields.TextField(null=True)
+    enrolled_at = fields.DatetimeField()
+    last_sent_at = fields.DatetimeField(null=True)
+    finished_at = fields.DatetimeField(null=True)
+    # The inbound message that ended it (a plain id: a foreign key both ways is a cycle).
+    ended_by_id = fields.BigIntField(null=True)
+
+    class Meta:
+        table = "enrollment"
+
+
+class SentMessage(Model):
+    """The outbound log. A row is written, with its Message-ID, before SMTP is spoken."""
+
+    id = fields.BigIntField(primary_key=True)
+    enrollment: fields.ForeignKeyRelation[Enrollment] = fields.ForeignKeyField(
+        "models.Enrollment", related_name="sent", on_delete=fields.CASCADE
+    )
+    step = fields.IntField()
+    message_id = fields.CharField(max_length=255, unique=True)
+    subject = fields.TextField()
+    # pending: written, SMTP not yet confirmed; sent; uncertain: a crash hit mid-send.
+    status = fields.CharField(max_length=12, default="pending")
+    created_at = fields.DatetimeField()
+    sent_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "sent_message"
+        unique_together = (("enrollment", "step"),)
+
+
+class InboundMessage(Model):
+    """Every inbound message we matched or acted on, with the verdict and the rules."""
+
+    id = fields.BigIntField(primary_key=True)
+    mailbox = fields.CharField(max_length=100)
+    uidvalidity = fields.BigIntField()
+    uid = fields.BigIntField()
+    message_id = fields.CharField(max_length=998, null=True)
+    from_address = fields.CharField(max_length=320, null=True)
+    subject = fields.TextField(default="")
+    verdict = fields.CharField(max_length=32)
+    kind = fields.CharField(max_length=32, null=True)
+    rules: fields.Field[list[str]] = fields.JSONField(default=list)
+    action = fields.TextField(default="")
+    enrollment: fields.ForeignKeyNullableRelation[Enrollment] = fields.ForeignKeyField(
+        "models.Enrollment", null=True, related_name="inbound", on_delete=fields.SET_NULL
+    )
+    received_at = fields.DatetimeField()
+
+    class Meta:
+        table = "inbound_message"
+        unique_together = (("mailbox", "uidvalidity", "uid"),)
+
+
+class Suppression(Model):
+    """Addresses no sequence may ever enroll again (hard bounces, removal requests)."""
+
+    email = fields.CharField(max_length=320, primary_key=True)
+    reason = fields.CharField(max_length=64)
+    detail = fields.TextField(default="")
+    created_at = fields.DatetimeField()
+
+    class Meta:
+        table = "suppression"
+
+
+class MailboxCursor(Model):
+    """Where the inbox watcher got to: the folder's UIDVALIDITY and the last UID handled."""
+
+    mailbox = fields.CharField(max_length=100, primary_key=True)
+    uidvalidity = fields.BigIntField()
+    last_uid = fields.BigIntField()
+
+    class Meta:
+        table = "mailbox_cursor"

@@ -1,0 +1,105 @@
+"""YAML 1.2 loading with line numbers, shared by the settings file and sequence files.
+
+ruamel.yaml keeps each key's position; we flatten the document to plain Python and keep a map
+from each key path to its 1-based line, so pydantic's error locations become `file:line`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from sequencer.errors import where
+
+Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class YamlDoc:
+    path: Path
+    data: Any
+    lines: dict[Loc, int]
+
+    def line(self, loc: Loc) -> int | None:
+        """The line of the deepest key along `loc` that the file has (1-based)."""
+        for cut in range(len(loc), -1, -1):
+            if loc[:cut] in self.lines:
+                return self.lines[loc[:cut]]
+        return None
+
+    def at(self, loc: Loc) -> str:
+        return where(self.path, self.line(loc))
+
+
+def load(path: Path, error: Callable[[list[str]], Exception]) -> YamlDoc:
+    """Read and parse `path`; raise `error([...])` with file:line on any problem."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error([f"{path}: file not found"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error([f"{path}: cannot read it: {exc}"]) from None
+    yaml = YAML(typ="rt")
+    yaml.version = (1, 2)
+    try:
+        root = yaml.load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        what = exc.problem or exc.context or "invalid YAML"
+        raise error(
+            [f"{where(path, line)}: not valid YAML: {what} (check indentation and quoting)"]
+        ) from None
+    except YAMLError as exc:
+        raise error([f"{path}: not valid YAML: {exc}"]) from None
+    lines: dict[Loc, int] = {(): 1}
+    return YamlDoc(path, _plain(root, (), lines), lines)
+
+
+def _plain(node: Any, loc: Loc, lines: dict[Loc, int]) -> Any:
+    if isinstance(node, CommentedMap):
+        out: dict[Any, Any] = {}
+        for key, value in node.items():
+            k = str(key) if not isinstance(key, (str, int)) else key
+            lines[(*loc, k)] = node.lc.key(key)[0] + 1
+            out[k] = _plain(value, (*loc, k), lines)
+        return out
+    if isinstance(node, CommentedSeq):
+        items = []
+        for i, value in enumerate(node):
+            lines[(*loc, i)] = node.lc.item(i)[0] + 1
+            items.append(_plain(value, (*loc, i), lines))
+        return items
+    if isinstance(node, bool) or node is None:
+        return node
+    if isinstance(node, str):
+        return str(node)
+    if isinstance(node, int):
+        return int(node)
+    if isinstance(node, float):
+        return float(node)
+    return node
+
+
+def pydantic_problems(doc: YamlDoc, exc: ValidationError, prefix: Loc = ()) -> list[str]:
+    """Turn pydantic's errors into `file:line: where: what` sentences."""
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc: Loc = (*prefix, *(p for p in err["loc"] if isinstance(p, (str, int))))
+        dotted = ".".join(str(p) for p in loc) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown key '{loc[-1]}' (check its spelling; see the README for valid keys)"
+        elif err["type"] == "missing":
+            msg = f"required key '{loc[-1]}' is missing"
+        elif msg.startswith("Value error, "):
+            msg = msg.removeprefix("Value error, ")
+        problems.append(f"{doc.at(loc)}: {dotted}: {msg}")
+    return problems
