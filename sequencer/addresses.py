@@ -26,12 +26,13 @@ def normalize_address(raw: str) -> str:
         raise ValueError(f"'{addr}' has an invalid part before the @")
     if local.startswith(".") or local.endswith("."):
         raise ValueError(f"'{addr}' has an invalid part before the @")
-    labels = domain.rstrip(".").split(".")
+    domain = domain.removesuffix(".")  # one trailing dot is the DNS root; "com.." is an error
+    labels = domain.split(".")
     if len(labels) < 2 or not all(_LABEL.match(label) for label in labels) or len(domain) > 253:
         raise ValueError(f"'{addr}' has an invalid domain (expected something like example.com)")
     if labels[-1].isdigit():
         raise ValueError(f"'{addr}' has an invalid domain (expected something like example.com)")
-    return f"{local}@{domain.rstrip('.')}".lower()
+    return f"{local}@{domain}".lower()
 
 
 def domain_of(address: str) -> str:

@@ -84,7 +84,9 @@ _IM = re.IGNORECASE | re.MULTILINE
 
 def _phrases(*alternatives: str) -> re.Pattern[str]:
     """Case-insensitive alternation in which a space also matches a line break."""
-    return re.compile("|".join(a.replace(" ", r"\s+") for a in alternatives), _I)
+    return re.compile(
+        "|".join(a.replace(" ?", r"\s*").replace(" ", r"\s+") for a in alternatives), _I
+    )
 
 
 _MSGID = re.compile(r"<[^<>\s]+@[^<>\s]+>|<[^<>\s]+>")
@@ -129,14 +131,23 @@ _BOUNCE_BODY = re.compile(
 _ORIGINAL_START = re.compile(
     r"^[ \t>-]*(-{2,}|={2,}|\*{2,})?\s*("
     r"this is a copy of|below this line is a copy|original message (follows|headers)|"
-    r"the original message|returned message|undelivered message|message text follows|"
+    r"the original message (follows|is (included|attached)|headers)|returned message|undelivered message|message text follows|"
     r"(start|begin) of (the )?(returned|original)|headers of the original|"
     r"copy of the message|unsent message below|forwarded message|"
-    r"original message was received"
-    r")|^(Received|Return-Path|DKIM-Signature|X-Received|Authentication-Results|"
+    r"summary of the undelivered message"
+    r")|^[ \t>]*(Received|Return-Path|DKIM-Signature|X-Received|Authentication-Results|"
     r"Received-SPF|ARC-Seal):\s",
     _IM,
 )
+# Disclaimers and antivirus stamps under a bounce: their words ("virus", "prohibited") are noise.
+_DISCLAIMER = re.compile(r"^[ \t]*(_{5,}|~{5,}|-- )[ \t]*$", re.M)
+# Exchange Online's directory-based edge blocking refuses addresses its directory lacks.
+_EXCHANGE_DBEB = _phrases(r"5\.4\.1 .{0,80}recipient address rejected: access denied")
+# Quoted header lines of the returned message ("Subject: Virus alert") are not reasons.
+_HEADER_LINE = re.compile(r"^[ \t]*(subject|to|cc|from|sent|date)[ \t]*:.*$", _IM)
+# "550 : User unknown" with the address left out: Japanese carriers' answer for a filtered
+# sender (the mailbox exists); with the address filled in it is a real unknown user.
+_BLANK_USER_UNKNOWN = re.compile(r"\b550:?\s+:\s*user unknown", _I)
 _DATA_STAGE = re.compile(r"(>>>|in reply to|after)\s*(end of\s*)?data\b", _I)
 
 # Reasons. Words win over codes: "552 5.2.2 mailbox full" is soft, "550 5.7.1 No such user" hard.
@@ -166,17 +177,15 @@ _FULL = _phrases(
 _TRANSIENT = _phrases(
     r"suspend",
     r"disabled",
-    r"inactive",
-    r"temporar(il)?y",
     r"expired",
-    r"time(d)? ?out",
     r"too large",
     r"message size",
     r"size limit",
     r"exceeds? (the )?(maximum )?(message )?size",
     r"message length",
-    r"loop(s|ing)? ",
+    r"loop(s|ing)?\b",
     r"hop count",
+    r"too many hops",
     r"not (a )?member",
     r"locked",
     r"could not be delivered for",
@@ -184,23 +193,31 @@ _TRANSIENT = _phrases(
     r"maximum[- ]time",
     r"queue too long",
     r"in the queue",
-    r"not (reachable|responding)",
-    r"unreachable",
-    r"network (problem|error)",
-    r"connection (refused|reset|dropped|timed|lost)",
-    r"establish an smtp connection",
-    r"giving up",
-    r"delivery (failed|attempts?) \d+ (attempts|times)",
-    r"failed \d+ attempts",
-    r"retry time",
     r"moderator",
     r"held until",
     r"processing error",
     r"error while being processed",
+    r"delivery failed \d+ attempts",
+    r"failed \d+ attempts",
+    r"retry time",
+    r"out of memory",
+    r"command died",
+    r"mail system problem",
+    r"not collected",
+)
+# Vaguer trouble words: they make a failure soft only when no address-bad words stand beside.
+_TRANSIENT_WEAK = _phrases(
+    r"inactive",
+    r"temporar(il)?y",
+    r"time(d)? ?out",
+    r"(computer|host|server|destination) (was |is )?not (reachable|responding)",
+    r"unreachable",
+    r"network (problem|error)",
+    r"connection (refused|reset|dropped|timed|lost)",
+    r"establish an smtp connection",
     r"system error",
     r"internal error",
     r"local error",
-    r"out of memory",
     r"resources",
     r"service (currently )?unavailable",
     r"try (again )?later",
@@ -239,11 +256,11 @@ _POLICY = _phrases(
     r"junk ?mail",
     r"rcpthosts",
     r"banned",
-    r"attachments?",
+    r"accept attachments",
+    r"attachments? (are |is )?not (allowed|accepted)",
     r"\btls\b",
     r"starttls",
     r"encryption",
-    r"security",
     r"too many",
     r"rate limit",
     r"throttl",
@@ -253,7 +270,8 @@ _POLICY = _phrases(
     r"sender (address )?(rejected|verify|verification)",
     r"domain of sender",
     r"blocklisted",
-    r"\b5\.7\.\d+\b",
+    r"refused due to",
+    r"recipient preferences",
 )
 _HARD = _phrases(
     r"user(name)? (is )?unknown",
@@ -285,6 +303,18 @@ _HARD = _phrases(
     r"no mailbox here",
     r"not listed in",
     r"unknown or illegal alias",
+    r"no account by that name",
+    r"invalid (final delivery )?userid",
+    r"(user ?name|recipient)[^\n]{0,80}not unique",
+    r"user not known",
+    r"host \S+ not found",
+    r"no matches to (the )?name ?server query",
+    r"(does not|doesn't) have a (final )?(e-?mail )?delivery point",
+    r"indicated no smtp service",
+    r"null mx",
+    r"domain is not reachable",
+    r"no user by that name",
+    r"wrong or no longer valid",
     r"does not have an account",
     r"no valid recipients",
     r"not a valid mailbox",
@@ -300,8 +330,12 @@ _HARD = _phrases(
     r"n'existe pas",
     r"inconnu",
 )
+_SENDER_SIDE = _phrases(r"sender address rejected", r"\b5\.1\.[78]\b", r"mail from .{0,40}rejected")
+# A local delivery program (procmail, a pipe) failing says nothing about the address.
+_LOCAL_AGENT = re.compile(r"^\s*x-unix\s*;|procmail|couldn'?t create|mailer error", _IM)
 _HARD_CODE = re.compile(r"\b5\.1\.(0|1|2|3|6|10)\b|\b5\.4\.4\b|#5\.1\.1")
-_STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+# Enhanced status codes (RFC 3463), not the middle of an IP address.
+_STATUS = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?!\.?\d)")
 
 _DELAY_SUBJECT = re.compile(
     r"delay|still being retried|warning: message|not yet been delivered|"
@@ -741,6 +775,8 @@ def _parse(msg: Message) -> _Mail:
         new_text = _strip_quotes(_html_to_text("\n".join(html_parts), cut_quotes=True))
     for body in plain or [text]:
         cut = _ORIGINAL_START.search(body)
+        body = body[: cut.start()] if cut else body
+        cut = _DISCLAIMER.search(body)
         report.append(body[: cut.start()] if cut else body)
     subject = _subject(msg)
     reply_relation = bool(
@@ -887,28 +923,47 @@ def _returned_ids(mail: _Mail) -> tuple[str, ...]:
 # Bounce reasons and recipients.
 
 
-def _reason(text: str, status: str) -> tuple[str, bool]:
+def _reason(diagnostic: str, explanation: str, status: str) -> tuple[str, bool]:
     """(kind, hard) for one failure: words decide, status codes only when words are silent.
 
-    Anything that could pass with time or with a different message (full, blocked, too big,
-    suspended, expired) is soft even beside an "unknown user" code: a false hard bounce
-    burns a good address for ever, a false soft one costs a retry.
+    The remote server's own words (Diagnostic-Code) are the reason when present; the
+    human-readable explanation stands in when they are missing. Anything that could pass with
+    time or a different message (full, blocked, too big, suspended, expired, refused after
+    DATA) is soft even beside an "unknown user": a false hard bounce burns a good address for
+    ever, a false soft one costs one more attempt.
     """
-    codes = " ".join(m.group(0) for m in _STATUS.finditer(status))
-    if _FULL.search(text) or (not text.strip() and "5.2.2" in codes):
-        return "mailbox_full", False
-    if _TRANSIENT.search(text) or codes.startswith("4"):
-        return "other", False
+    diagnostic, explanation = _words_only(diagnostic), _words_only(explanation)
+    text = (diagnostic if diagnostic.strip() else explanation) + " " + status
+    codes = [m.group(0) for m in _STATUS.finditer(status + " " + text)]
+    hard_code = bool(_HARD_CODE.search(" ".join(codes)))
     hard_words = bool(_HARD.search(text))
-    if _POLICY.search(text) and not hard_words:
-        return "policy", False
-    if _DATA_STAGE.search(text):
-        return "policy", False  # recipient accepted at RCPT, refused after DATA: a filter
-    if hard_words or _HARD_CODE.search(text + " " + codes):
+    if _FULL.search(diagnostic + "\n" + explanation) or any(c[2:] == "2.2" for c in codes):
+        return "mailbox_full", False
+    if _TRANSIENT.search(text) or _LOCAL_AGENT.search(text) or status.strip().startswith("4"):
+        return "other", False
+    if _TRANSIENT_WEAK.search(text) and not (hard_words or hard_code):
+        return "other", False
+    if _EXCHANGE_DBEB.search(text):
         return "user_unknown", True
-    if codes.startswith("5.7"):
+    # Policy words in free text beside an explicit 5.1.x status are usually a disclaimer.
+    policy = _POLICY.search(text) and (diagnostic.strip() or not hard_code)
+    if policy or _SENDER_SIDE.search(text) or _BLANK_USER_UNKNOWN.search(text):
         return "policy", False
+    everything = f"{status} {diagnostic}\n{explanation}"
+    if _DATA_STAGE.search(everything) and not _HARD_CODE.search(everything):
+        return "policy", False  # accepted at RCPT, refused after DATA: a filter, not the address
+    # Mailbox disabled (X.2.x) or content (X.6.x) codes contradict "unknown user"; a policy
+    # code (X.7.x) only counts when the words are silent ("550 5.7.1 No such user" is hard).
+    if any(c[2] in "26" or (c[2] == "7" and not hard_words) for c in codes):
+        return ("other" if any(c[2] == "2" for c in codes) else "policy"), False
+    if hard_words or hard_code:
+        return "user_unknown", True
     return "other", False
+
+
+def _words_only(text: str) -> str:
+    """Reason text without addresses and quoted header lines: names, not words."""
+    return _HEADER_LINE.sub("", _ADDR.sub(" ", text))
 
 
 def _flufl(msg: Message) -> tuple[set[str], set[str]]:
@@ -1050,27 +1105,46 @@ def _rule_dsn(mail: _Mail) -> _Hit | None:
     if not failed:
         recipients = tuple(dict.fromkeys(r.address for r in delayed if r.address))
         return _Hit(Verdict.BOUNCE, kind="delay", hard=False, recipients=recipients)
-    kinds: list[tuple[str, bool]] = []
-    for rcpt in failed:
-        text = rcpt.diagnostic or _status_words(mail.report_text)
-        kinds.append(_reason(text, rcpt.status))
-    hard = all(h for _, h in kinds)
-    kind = "user_unknown" if hard else next((k for k, h in kinds if not h), "other")
-    if kind == "user_unknown":
-        kind = "other"
-    if hard:
-        kind = "user_unknown"
-    recipients = tuple(dict.fromkeys(r.address for r in failed if r.address))
-    if not recipients:
+    failures = [(r.address, *_reason(r.diagnostic, mail.report_text, r.status)) for r in failed]
+    if not any(address for address, _, _ in failures):
         temporary, permanent = _flufl(mail.msg)
-        recipients = _not_ours(mail, sorted(permanent | temporary) + _text_recipients(mail))
+        found = _not_ours(mail, sorted(permanent | temporary) + _text_recipients(mail))
+        failures = [(a, kind, hard) for a in found or ("",) for _, kind, hard in failures]
+    return _bounce(failures)
+
+
+def _bounce(failures: list[tuple[str, str, bool]]) -> _Hit:
+    """One verdict from per-recipient (address, kind, hard) failures.
+
+    Hard when any recipient's reason proves its address bad; `recipients` are then exactly
+    those addresses, so a soft failure beside them is never marked bad by association.
+    """
+    hard = [address for address, _, is_hard in failures if is_hard]
+    if hard:
+        recipients = tuple(dict.fromkeys(a for a in hard if a))
+        return _Hit(
+            Verdict.BOUNCE,
+            kind="user_unknown",
+            hard=True,
+            recipients=recipients,
+            also=("reason_user_unknown",),
+        )
+    kinds = [kind for _, kind, _ in failures]
+    kind = next((k for k in kinds if k != "other"), "other")
+    recipients = tuple(dict.fromkeys(a for a, _, _ in failures if a))
     return _Hit(
-        Verdict.BOUNCE, kind=kind, hard=hard, recipients=recipients, also=(f"reason_{kind}",)
+        Verdict.BOUNCE, kind=kind, hard=False, recipients=recipients, also=(f"reason_{kind}",)
     )
 
 
-def _status_words(text: str) -> str:
-    return text
+def _segments(text: str, recipients: tuple[str, ...]) -> list[tuple[str, str]]:
+    """Each recipient with the stretch of explanation that follows its first mention."""
+    lowered = text.lower()
+    found = sorted((lowered.find(r), r) for r in recipients if r in lowered)
+    if len(found) < 2 or len(found) != len(recipients):
+        return [(r, text) for r in recipients] or [("", text)]
+    ends = [pos for pos, _ in found[1:]] + [len(text)]
+    return [(r, text[pos:end]) for (pos, r), end in zip(found, ends, strict=True)]
 
 
 def _rule_bounce_text(mail: _Mail) -> _Hit | None:
@@ -1091,10 +1165,11 @@ def _rule_bounce_text(mail: _Mail) -> _Hit | None:
     )
     if delay and not re.search(r"fail|undeliver|returned", mail.subject, _I):
         return _Hit(Verdict.BOUNCE, kind="delay", hard=False, recipients=recipients)
-    kind, hard = _reason(mail.report_text, _status_from_text(mail.report_text))
-    return _Hit(
-        Verdict.BOUNCE, kind=kind, hard=hard, recipients=recipients, also=(f"reason_{kind}",)
-    )
+    failures = [
+        (address, *_reason("", part, _status_from_text(part)))
+        for address, part in _segments(mail.report_text, recipients)
+    ]
+    return _bounce(failures)
 
 
 def _status_from_text(text: str) -> str:

@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from sequencer.addresses import normalize_address
 from sequencer.errors import ConfigError
@@ -42,6 +49,12 @@ class Server(_Frozen):
             raise ValueError(f"'{v}' is not a host name")
         return v
 
+    @model_validator(mode="after")
+    def _one_secret(self) -> Server:
+        if self.password_env and self.password_file:
+            raise ValueError("set password_env or password_file, not both (remove one of them)")
+        return self
+
     def password(self, where: str) -> str | None:
         """The secret, read now. `where` names the setting for the error message."""
         if self.password_env and self.password_file:
@@ -57,7 +70,15 @@ class Server(_Frozen):
                 )
             return value
         if self.password_file:
-            path = Path(os.path.expandvars(self.password_file))
+            expanded = os.path.expanduser(os.path.expandvars(self.password_file))
+            if "$" in expanded:
+                raise ConfigError(
+                    [
+                        f"{where}: password_file {self.password_file}: an environment "
+                        f"variable in it is not set (export it, or write the path out)"
+                    ]
+                )
+            path = Path(expanded)
             try:
                 return path.read_text(encoding="utf-8").rstrip("\r\n")
             except OSError as exc:
@@ -65,6 +86,9 @@ class Server(_Frozen):
                     [f"{where}: cannot read password_file {path}: {exc.strerror}"]
                 ) from None
         return None
+
+
+_S = TypeVar("_S", bound=Server)
 
 
 class Imap(Server):
@@ -154,6 +178,17 @@ def resolve_database(url: str, base: Path) -> str:
     return url
 
 
+def _anchor_secret(server: _S, base: Path) -> _S:
+    """A relative password_file is relative to the config's folder, like every other path."""
+    raw = server.password_file
+    if raw is None:
+        return server
+    expanded = os.path.expanduser(os.path.expandvars(raw))
+    if "$" in expanded or Path(expanded).is_absolute():
+        return server  # expanded (or reported) when it is read
+    return server.model_copy(update={"password_file": str(base / raw)})
+
+
 def load_settings(path: Path) -> Settings:
     doc = load(path, ConfigError)
     return settings_from(doc)
@@ -172,7 +207,14 @@ def settings_from(doc: YamlDoc) -> Settings:
     base = doc.path.resolve().parent
     seq_dir = settings.sequences if settings.sequences.is_absolute() else base / settings.sequences
     boxes = {
-        name: box.model_copy(update={"name": name}) for name, box in settings.mailboxes.items()
+        name: box.model_copy(
+            update={
+                "name": name,
+                "smtp": _anchor_secret(box.smtp, base),
+                "imap": _anchor_secret(box.imap, base),
+            }
+        )
+        for name, box in settings.mailboxes.items()
     }
     return settings.model_copy(
         update={

@@ -73,10 +73,18 @@ def contact(seq: Sequence, email: str, fields: dict[str, str], line: int | None 
     return Contact(address, values, line)
 
 
+def _line_breaks(value: str) -> int:
+    return value.count("\n") + value.count("\r") - value.count("\r\n")
+
+
 def read_csv(seq: Sequence, text: str, name: str) -> list[Contact]:
     """Every row of a CSV with a header row, or EnrollError listing every bad row."""
-    reader = csv.DictReader(io.StringIO(text))
-    header = [h.strip().lower() for h in (reader.fieldnames or [])]
+    # A BOM is normally removed by reading with utf-8-sig; never let it hide the email column.
+    reader = csv.DictReader(io.StringIO(text.removeprefix("\ufeff"), newline=""))
+    try:
+        header = [h.strip().lower() for h in (reader.fieldnames or [])]
+    except csv.Error as exc:
+        raise EnrollError([f"{name}:1: not a readable CSV header row: {exc}"]) from None
     if "email" not in header:
         raise EnrollError(
             [
@@ -90,10 +98,24 @@ def read_csv(seq: Sequence, text: str, name: str) -> list[Contact]:
     bad_header = _check_fields({h: "" for h in header if h})
     if bad_header:
         raise EnrollError([f"{name}:1: {p}" for p in bad_header])
-    for row in reader:
-        line = reader.line_num
+    end = 1  # the last line of the previous record
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # e.g. a cell over the csv module's size limit
+            problems.append(f"{name}:{reader.line_num}: not readable as CSV: {exc}")
+            break
+        # line_num is the record's last line; a quoted value may span lines: point at its first.
+        cells = [v for v in row.values() if isinstance(v, str)] + list(row.get(None) or [])
+        line = max(end + 1, reader.line_num - sum(_line_breaks(v) for v in cells))
+        end = reader.line_num
         if None in row:
-            problems.append(f"{name}:{line}: more cells than header columns")
+            problems.append(
+                f"{name}:{line}: more cells than header columns "
+                '(put a value that contains a comma in "double quotes")'
+            )
             continue
         fields = {k: (v or "") for k, v in row.items() if k}
         if not any(v.strip() for v in fields.values()):

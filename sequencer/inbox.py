@@ -138,6 +138,8 @@ class InboxWatcher:
         (some servers announce new mail only in responses to other commands)."""
         assert self.imap is not None
         handled = 0
+        # Some servers (pymap) refresh a selected folder's view only on a command such as NOOP.
+        await self.imap.noop()
         while True:
             resp = await self.imap.uid_search(f"UID {self.last_uid + 1}:*")
             if resp.result != "OK":

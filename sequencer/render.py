@@ -28,6 +28,10 @@ CONTEXT_NAMES = frozenset({"contact", "sender"})
 SENDER_FIELDS = frozenset({"name", "address"})
 #: Contact fields every contact has, whatever the sequence declares.
 BUILTIN_FIELDS = frozenset({"email", "first_name"})
+#: RFC 5322 2.1.1: a line is at most 998 characters; longer body lines go quoted-printable.
+MAX_LINE = 998
+#: What str.splitlines() and the email package treat as a line break, plus NUL.
+_BREAKS = "\r\n\0\v\f\x1c\x1d\x1e\x85\u2028\u2029"
 
 _ENV = SandboxedEnvironment(
     undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True, trim_blocks=True
@@ -77,6 +81,10 @@ def render(source: str, contact: Mapping[str, str], sender: Mapping[str, str]) -
         raise TemplateError(f"template tried something the sandbox forbids: {exc}") from None
     except TemplateSyntaxError as exc:
         raise TemplateError(f"line {exc.lineno} of the template: {exc.message}") from None
+    except Exception as exc:  # 1/0, "a" + 1, range(10**9): the template's fault, not ours
+        raise TemplateError(
+            f"template failed while rendering: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def new_message_id(domain: str) -> str:
@@ -86,15 +94,20 @@ def new_message_id(domain: str) -> str:
 
 def reply_subject(first_subject: str) -> str:
     """`Re: <first subject>`, never `Re: Re: ...`."""
-    if first_subject[:3].lower() == "re:":
-        return first_subject
-    return f"Re: {first_subject}"
+    subject = first_subject.strip()
+    if subject[:3].lower() == "re:":
+        return subject
+    return f"Re: {subject}"
 
 
 def check_header_value(what: str, value: str) -> None:
     """Header injection guard: a header value is one line."""
-    if "\r" in value or "\n" in value or "\0" in value:
+    # Not only CR and LF: the email package also treats \v, \f, \x1c-\x1e, \x85, \u2028 and
+    # \u2029 as line breaks and would refuse them with a bare ValueError.
+    if any(c in value for c in _BREAKS):
         raise TemplateError(f"{what} contains a line break; header values must be one line")
+    if any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in value):
+        raise TemplateError(f"{what} contains a control character; remove it")
 
 
 @dataclass(frozen=True)
@@ -134,6 +147,7 @@ def build_message(
         msg["In-Reply-To"] = thread[-1]
         msg["References"] = " ".join(thread)
     text = body if body.endswith("\n") else body + "\n"
-    cte = "7bit" if text.isascii() else "quoted-printable"
+    short = all(len(line) <= MAX_LINE for line in text.splitlines())
+    cte = "7bit" if text.isascii() and short else "quoted-printable"
     msg.set_content(text, charset="utf-8", cte=cte)
     return Outgoing(message_id=message_id, subject=subject, data=msg.as_bytes())

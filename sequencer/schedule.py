@@ -25,7 +25,10 @@ _UNITS = {
     "w": 604800,
     "week": 604800,
 }
-_PART = re.compile(r"\s*(\d+)\s*([a-z]+)")
+#: Long unit names that may also be written in the plural ("3 days"); "ms" is not "m" plural.
+_PLURAL = frozenset({"sec", "second", "min", "minute", "hour", "day", "week"})
+_MAX_WAIT = 3653 * 86400
+_PART = re.compile(r"\s*([0-9]+)\s*([a-z]+)", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -42,14 +45,16 @@ class Wait:
 def parse_wait(text: str | int) -> Wait:
     """`0s`, `90m`, `3d`, `1w`, `1d12h`, `3 days`. Raises ValueError with a hint."""
     raw = str(text).strip().lower()
-    if isinstance(text, int) or raw.isdigit():
+    if isinstance(text, bool) or not isinstance(text, (str, int)):
+        raise ValueError(f'wait "{text}" is not a duration (try "3d", "12h" or "1w")')
+    if isinstance(text, int) or (raw.isascii() and raw.isdigit()):
         raise ValueError(f'wait "{text}" has no unit (try "{raw}d" or "{raw}h")')
     pos, total = 0, 0
     for match in _PART.finditer(raw):
         if match.start() != pos:
             break
         unit = match.group(2)
-        unit = unit[:-1] if unit.endswith("s") and unit[:-1] in _UNITS else unit
+        unit = unit[:-1] if unit.endswith("s") and unit[:-1] in _PLURAL else unit
         if unit not in _UNITS:
             raise ValueError(
                 f'wait "{text}" has an unknown unit "{match.group(2)}" (use s, m, h, d or w)'
@@ -58,6 +63,9 @@ def parse_wait(text: str | int) -> Wait:
         pos = match.end()
     if pos == 0 or raw[pos:].strip():
         raise ValueError(f'wait "{text}" is not a duration (try "3d", "12h" or "1w")')
+    if total > _MAX_WAIT:
+        # Also keeps timedelta and `due_after` away from OverflowError.
+        raise ValueError(f'wait "{text}" is longer than ten years (use a shorter wait)')
     return Wait(timedelta(seconds=total), str(text).strip())
 
 

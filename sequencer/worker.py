@@ -237,9 +237,11 @@ class Daemon:
         self._wake.set()
 
     async def start(self) -> None:
-        """Start-up checks: every inbox must log in (a wrong password stops us here)."""
+        """Start-up checks: every inbox must log in (a wrong password stops us here), and
+        what arrived while we were down is read before anything is sent."""
         for watcher in self.watchers.values():
             await watcher.connect()
+            await watcher.catch_up()
 
     async def run(self) -> None:
         """Run until stop(): inbox watchers plus the scheduler loop."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,10 @@ def load(path: Path, error: Callable[[list[str]], Exception]) -> YamlDoc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
         what = exc.problem or exc.context or "invalid YAML"
+        start = exc.context_mark
+        if exc.problem and exc.context and start is not None and start.line + 1 != line:
+            # An unclosed bracket or quote is noticed lines later: say where it was opened.
+            what += f" ({exc.context} that starts on line {start.line + 1})"
         raise error(
             [f"{where(path, line)}: not valid YAML: {what} (check indentation and quoting)"]
         ) from None
@@ -101,5 +106,19 @@ def pydantic_problems(doc: YamlDoc, exc: ValidationError, prefix: Loc = ()) -> l
             msg = f"required key '{loc[-1]}' is missing"
         elif msg.startswith("Value error, "):
             msg = msg.removeprefix("Value error, ")
+        elif err["type"] == "string_type" and isinstance(err["input"], (bool, int, float, date)):
+            # YAML read `2025`, `1.50`, `true` or `2024-06-12` as a number, boolean or date.
+            value = str(err["input"]).lower() if isinstance(err["input"], bool) else err["input"]
+            kind = (
+                "true/false"
+                if isinstance(err["input"], bool)
+                else "a date"
+                if isinstance(value, date)
+                else "a number"
+            )
+            msg = (
+                f"{msg}: YAML read {value} as {kind}; put it in quotes to keep it as "
+                f'text, e.g. {loc[-1]}: "{value}"'
+            )
         problems.append(f"{doc.at(loc)}: {dotted}: {msg}")
     return problems

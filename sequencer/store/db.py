@@ -10,6 +10,7 @@ from pathlib import Path
 from types import ModuleType
 
 from tortoise import Tortoise
+from tortoise.backends.base.executor import EXECUTOR_CACHE
 from tortoise.exceptions import DBConnectionError, OperationalError
 
 from sequencer.errors import StoreError
@@ -40,6 +41,10 @@ async def connected(url: str) -> AsyncIterator[None]:
     path = sqlite_path(url)
     if path is not None and not path.parent.is_dir():
         raise StoreError(f"database folder {path.parent} does not exist (create it first)")
+    # tortoise caches each model's INSERT statement under the connection's name, not its
+    # dialect: a process that opens SQLite and then PostgreSQL (tests, `demo`) would send
+    # SQLite's placeholders to PostgreSQL. Start each connection with an empty cache.
+    EXECUTOR_CACHE.clear()
     try:
         await Tortoise.init(db_url=url, modules=MODELS)
         await Tortoise.generate_schemas(safe=True)

@@ -1,0 +1,163 @@
+"""Real servers on loopback for the end-to-end tests: aiosmtpd, pymap and Dovecot for mail,
+SQLite and PostgreSQL for state. Each test gets fresh servers and a fresh database."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from sequencer.devservers import LOOPBACK, Pymap, SmtpSink, free_port, imap_append, wait_for_port
+
+PG_ADMIN = os.environ.get("SEQUENCER_TEST_PG", "postgres://postgres@127.0.0.1:5432/postgres")
+IMAP_USER, IMAP_PASSWORD = "sales", "imap-Secret-42"
+
+
+@dataclass
+class ImapServer:
+    kind: str
+    port: int
+    user: str = IMAP_USER
+    password: str = IMAP_PASSWORD
+
+    async def deliver(self, raw: bytes) -> None:
+        await imap_append(self.port, self.user, self.password, raw)
+
+
+def _dovecot_binary() -> str | None:
+    return shutil.which("dovecot") or (
+        "/usr/sbin/dovecot" if os.path.exists("/usr/sbin/dovecot") else None
+    )
+
+
+DOVECOT_CONF = """instance_name = dovecot-test-{port}
+base_dir = {d}/run
+state_dir = {d}/state
+log_path = {d}/dovecot.log
+protocols = imap
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_failure_delay = 0
+mail_location = maildir:~/Maildir
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {d}/passwd
+}}
+userdb {{
+  driver = static
+  args = uid=65534 gid=65534 home={d}/mail/%u
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+"""
+
+
+@pytest.fixture
+def dovecot() -> Iterator[ImapServer]:
+    binary = _dovecot_binary()
+    if binary is None:
+        pytest.skip("Dovecot is not installed (apt-get install dovecot-imapd; `make test` does)")
+    if os.geteuid() != 0:
+        pytest.skip("the Dovecot fixture runs as root (it drops mail access to nobody)")
+    d = tempfile.mkdtemp(dir="/tmp", prefix="dc")  # short: socket paths must be < 108 chars
+    port = free_port()
+    for sub in ("run", "state", "mail"):
+        os.mkdir(f"{d}/{sub}")
+    Path(f"{d}/passwd").write_text(f"{IMAP_USER}:{{PLAIN}}{IMAP_PASSWORD}::::::\n")
+    Path(f"{d}/dovecot.conf").write_text(DOVECOT_CONF.format(d=d, port=port))
+    os.chmod(d, 0o755)
+    shutil.chown(f"{d}/mail", "nobody")
+    proc = subprocess.Popen(
+        [binary, "-F", "-c", f"{d}/dovecot.conf"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        wait_for_port(port, 10, proc)
+        yield ImapServer("dovecot", port)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def pymap() -> Iterator[ImapServer]:
+    server = Pymap(IMAP_USER, IMAP_PASSWORD).start()
+    try:
+        yield ImapServer("pymap", server.port)
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["pymap", "dovecot"])
+def imap(request: pytest.FixtureRequest) -> ImapServer:
+    return request.getfixturevalue(request.param)  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpSink]:
+    sink = SmtpSink().start()
+    try:
+        yield sink
+    finally:
+        sink.stop()
+
+
+async def _pg_admin(sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN, timeout=5)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    name = f"seqtest_{uuid.uuid4().hex[:12]}"
+    try:
+        await _pg_admin(f'CREATE DATABASE "{name}"')
+    except (OSError, asyncio.TimeoutError) as exc:
+        pytest.skip(f"PostgreSQL is not reachable at {PG_ADMIN}: {exc}")
+    base = PG_ADMIN.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        await _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite://{tmp_path / 'state.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request: pytest.FixtureRequest) -> str:
+    return request.getfixturevalue(f"{request.param}_url")  # type: ignore[no-any-return]
+
+
+__all__ = ["LOOPBACK", "ImapServer"]

@@ -1,0 +1,210 @@
+"""A sequencer installation for end-to-end tests: config file, sequences, database, real
+SMTP and IMAP servers on loopback, a frozen clock, and the real daemon driven step by step."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from pathlib import Path
+from typing import Any
+
+from conftest import ImapServer
+
+from sequencer import contacts
+from sequencer.clock import FrozenClock
+from sequencer.config import Settings, load_settings
+from sequencer.devservers import SmtpSink
+from sequencer.schedule import due_after
+from sequencer.sequences import Sequence, load_all
+from sequencer.store import db, queries
+from sequencer.store.models import Enrollment
+from sequencer.worker import Daemon
+
+SALES = "sales@vendor.test"
+START = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+
+FOLLOW_UP = """mailbox: sales
+variables:
+  company: "your team"
+steps:
+  - wait: 0s
+    subject: "Notes from our call, {{ contact.first_name }}"
+    body: |
+      Hi {{ contact.first_name }}, here are the notes for {{ contact.company }}.
+  - wait: 2d
+    body: |
+      Hi {{ contact.first_name }}, the pricing page I promised.
+  - wait: 3d
+    body: |
+      Hi {{ contact.first_name }}, one case study from a team like yours.
+  - wait: 4d
+    breakup: true
+    body: |
+      Hi {{ contact.first_name }}, I'll stop here. A one-word reply is all it takes.
+"""
+
+
+def write_config(
+    root: Path, smtp_port: int, imap: ImapServer, database: str, smtp_extra: str = ""
+) -> Path:
+    (root / "sequences").mkdir(exist_ok=True)
+    (root / "sequences" / "follow-up.yaml").write_text(FOLLOW_UP)
+    cfg = root / "sequencer.yaml"
+    cfg.write_text(
+        f"""database: {database}
+sequences: ./sequences
+mailboxes:
+  sales:
+    address: {SALES}
+    display_name: Sam Seller
+    smtp: {{host: 127.0.0.1, port: {smtp_port}, security: none{smtp_extra}}}
+    imap: {{host: 127.0.0.1, port: {imap.port}, security: none, username: {imap.user},
+           password_env: TEST_IMAP_PASSWORD}}
+"""
+    )
+    return cfg
+
+
+class World:
+    def __init__(
+        self, settings: Settings, seqs: dict[str, Sequence], smtp: SmtpSink, imap: ImapServer
+    ) -> None:
+        self.settings = settings
+        self.sequences = seqs
+        self.smtp = smtp
+        self.imap = imap
+        self.clock = FrozenClock(START)
+        self.daemon = Daemon(settings, seqs, self.clock)
+
+    async def enroll(self, address: str, sequence: str = "follow-up", **values: str) -> None:
+        seq = self.sequences[sequence]
+        person = contacts.contact(seq, address, {"first_name": "Jo", **values})
+        first = due_after(self.clock.now(), seq.steps[0].wait)
+        outcome = await queries.enroll(
+            [queries.NewEnrollment(person.email, seq.id, seq.mailbox, person.values, first)],
+            allow_overlap=False,
+            now=self.clock.now(),
+        )
+        assert outcome.created, outcome
+
+    async def tick(self, after: timedelta = timedelta(0)) -> int:
+        """Let time pass, read the inbox (as IDLE would have), then run the scheduler once."""
+        self.clock.advance(after)
+        await self.daemon.check_inboxes()
+        sent = await self.daemon.run_once()
+        await self.daemon.check_inboxes()
+        return sent
+
+    async def run_until_quiet(self, step: timedelta = timedelta(hours=6), limit: int = 200) -> None:
+        for _ in range(limit):
+            if not await Enrollment.filter(state="active").exists():
+                return
+            await self.tick(step)
+        raise AssertionError("enrollments still active")
+
+    def sent_to(self, address: str) -> list[EmailMessage]:
+        return [
+            email.message_from_bytes(r.data, policy=email.policy.default)  # type: ignore[misc]
+            for r in self.smtp.received
+            if address in r.rcpt_tos
+        ]
+
+    async def enrollment(self, address: str) -> Enrollment:
+        return await Enrollment.filter(email=address).order_by("-id").first()  # type: ignore[return-value]
+
+
+@asynccontextmanager
+async def world(
+    tmp_path: Path, smtp: SmtpSink, imap: ImapServer, database: str, monkeypatch: Any
+) -> AsyncIterator[World]:
+    monkeypatch.setenv("TEST_IMAP_PASSWORD", imap.password)
+    cfg = write_config(tmp_path, smtp.port, imap, database)
+    settings = load_settings(cfg)
+    seqs = load_all(settings.sequences, settings.mailboxes)
+    async with db.connected(settings.database):
+        w = World(settings, seqs, smtp, imap)
+        await w.daemon.start()
+        try:
+            yield w
+        finally:
+            for watcher in w.daemon.watchers.values():
+                await watcher.close()
+            for sender in w.daemon.senders.values():
+                await sender.close()
+
+
+def reply(
+    to: EmailMessage,
+    body: str,
+    *,
+    sender: str | None = None,
+    subject: str | None = None,
+    **headers: str,
+) -> bytes:
+    """What a contact's mail client sends back to one of our messages."""
+    msg = EmailMessage()
+    msg["From"] = sender or str(to["To"])
+    msg["To"] = SALES
+    msg["Subject"] = subject or f"Re: {str(to['Subject']).removeprefix('Re: ')}"
+    msg["Date"] = format_datetime(START)
+    msg["Message-ID"] = make_msgid(domain="prospect.test")
+    msg["In-Reply-To"] = str(to["Message-ID"])
+    msg["References"] = str(to["Message-ID"])
+    for key, value in headers.items():
+        msg[key.replace("_", "-")] = value
+    msg.set_content(body)
+    return msg.as_bytes()
+
+
+def dsn(
+    original: EmailMessage,
+    status: str = "5.1.1",
+    action: str = "failed",
+    diagnostic: str = "550 5.1.1 Recipient address rejected: User unknown",
+) -> bytes:
+    """A Postfix-style RFC 3464 delivery status notification for one of our messages."""
+    rcpt = str(original["To"])
+    return f"""From: Mail Delivery System <MAILER-DAEMON@mx.vendor.test>
+To: {SALES}
+Subject: Undelivered Mail Returned to Sender
+Date: {format_datetime(START)}
+Message-ID: {make_msgid(domain="mx.vendor.test")}
+Auto-Submitted: auto-replied
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="B0UND"
+
+--B0UND
+Content-Type: text/plain; charset=us-ascii
+
+This is the mail system at host mx.vendor.test.
+I'm sorry to have to inform you that your message could not
+be delivered to one or more recipients.
+
+<{rcpt}>: host mx.prospect.test said: {diagnostic}
+
+--B0UND
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; mx.vendor.test
+
+Final-Recipient: rfc822; {rcpt}
+Original-Recipient: rfc822;{rcpt}
+Action: {action}
+Status: {status}
+Diagnostic-Code: smtp; {diagnostic}
+
+--B0UND
+Content-Type: text/rfc822-headers
+
+From: Sam Seller <{SALES}>
+To: {rcpt}
+Subject: {original["Subject"]}
+Message-ID: {original["Message-ID"]}
+
+--B0UND--
+""".replace("\n", "\r\n").encode()
