@@ -90,13 +90,15 @@ def _phrases(*alternatives: str) -> re.Pattern[str]:
 
 
 _MSGID = re.compile(r"<[^<>\s]+@[^<>\s]+>|<[^<>\s]+>")
-_ADDR = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)*\.[a-z]{2,}", _I)
-_ADDR_ONLY = re.compile(r"^[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)*\.[a-z]{2,}$", _I)
+_ADDR = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)*\.[a-z]+\b", _I)
+_ADDR_ONLY = re.compile(r"^[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)*\.[a-z]+$", _I)
+_ADDR_LOOSE = re.compile(r"^[^\s<>@]+@[^\s<>@]+$")
 _DAEMON_LOCAL = re.compile(
     r"^(mailer-?daemon|mail-?daemon|postmaster|post_master|mdaemon|mailerdaemon|"
     r"mail\.?delivery|bounces?|returns?|nobody|noreply-dsn)$",
     _I,
 )
+_MAILER_DAEMON = re.compile(r"^mail(er)?-?daemon$", _I)
 _DAEMON_NAME = re.compile(
     r"mail delivery (sub)?system|mail ?delivery ?service|mailer[- ]daemon|postmaster|"
     r"mail administrator|internet mail delivery|system administrator",
@@ -347,7 +349,7 @@ _DELAY_BODY = re.compile(
     r"still (being )?(re)?tr(y|ied|ying)|has not yet been delivered|not yet been delivered|"
     r"has been delayed|delivery is delayed|will be retried|delayed \d+ hours|"
     r"message (is )?delayed|this is a warning|warning message only|"
-    r"will try again|retry (again )?(until|for)",
+    r"will try again|retry (again )?(until|for)|attempts will continue|will continue to be made",
     _I,
 )
 
@@ -382,13 +384,14 @@ _ATTRIBUTION = re.compile(
     r"alkuperäinen viesti|wiadomość oryginalna|исходное сообщение|"
     r"weitergeleitete nachricht|message transféré)[ \t]*-*"
     r"|^[ \t]*_{10,}[ \t]*$"
+    r"|^[ \t]*\d{4}[/.-]\d{1,2}[/.-]\d{1,2}\b[^\n]{0,120}<[^<>\s]+@[^<>\s]+>:?[ \t]*$"
     r"|^[ \t]*\*?(from|von|de|da|van|från|fra|od|от|lähettäjä|feladó)\s*:\*?[ \t]+\S[^\n]*"
     r"\n([^\n]*\n){0,3}?[ \t]*\*?(sent|gesendet|envoyé|enviado|inviato|verzonden|date|datum|"
     r"skickat|sendt|wysłano|отправлено|data|fecha|lähetetty|to|an|à|para|a|aan|til|till|"
     r"do|кому|subject|betreff|objet|asunto|oggetto|onderwerp|assunto)\s*:",
     _IM,
 )
-_QUOTED_LINE = re.compile(r"^[ \t]*>", re.M)
+_QUOTED_LINE = re.compile(r"^[ \t]*[>|]")
 
 _OOO_SUBJECT_START = re.compile(
     r"^\s*(\[?(out of (the )?office|ooo|automatic reply|auto(matic)?[- ]?reply|autoreply|"
@@ -542,6 +545,10 @@ _HTML_QUOTE = re.compile(
 _HTML_BREAK = re.compile(r"<\s*(br|/p|/div|/tr|/li|/h\d|p|div|tr|li)\b[^>]*>", _I)
 _HTML_TAG = re.compile(r"<[^>]*>")
 
+_SES_TYPE = re.compile(r'^\s*\{\s*"notificationType"\s*:\s*"(Bounce|Complaint|Delivery)"')
+_SES_RECIPIENT = re.compile(r'\{[^{}]*"emailAddress"\s*:\s*"[^"]+"[^{}]*\}')
+_SES_COMPLAINED = re.compile(r'"complainedRecipients"\s*:\s*\[(.*?)\]', re.S)
+
 _MAX_PARTS = 200
 # message/* parts whose payload compat32 splits into header blocks: leaves, not attachments.
 _REPORT_PARTS = frozenset(
@@ -604,7 +611,7 @@ class _Hit:
 
 
 def _classify(raw: bytes) -> Classification:
-    raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").lstrip(b" \t\n")
     msg = email.message_from_bytes(raw, policy=email.policy.compat32)
     facts = {
         "message_id": _first_msgid(_header(msg, "Message-ID")),
@@ -870,7 +877,7 @@ def _dsn_blocks(part: Message) -> list[_Rcpt]:
             continue
         address = ""
         for key in ("original-recipient", "final-recipient", "x-actual-recipient"):
-            candidate = _bare_address(fields.get(key, "").rpartition(";")[2])
+            candidate = _bare_address(fields.get(key, "").rpartition(";")[2], loose=True)
             if candidate:
                 address = candidate
                 break
@@ -887,22 +894,26 @@ def _dsn_blocks(part: Message) -> list[_Rcpt]:
     return rcpts
 
 
-def _bare_address(value: str) -> str:
+def _bare_address(value: str, *, loose: bool = False) -> str:
+    """Lower-cased addr-spec from a field or phrase; "" when there is none.
+
+    `loose` keeps odd but exact addresses from DSN fields ("recipient@#example.net"): they
+    are what we sent to, so the caller can still match them.
+    """
     value = value.strip().strip("<>").strip().strip('"').lower()
-    if _ADDR_ONLY.match(value):
+    if _ADDR_ONLY.match(value) or (loose and _ADDR_LOOSE.match(value)):
         return value
     found = _ADDR.findall(value)
     return found[-1].lower() if found else ""
 
 
 def _strip_quotes(text: str) -> str:
-    """The new text of a reply: before the first attribution/original-message marker, no '>'."""
+    """The new text of a reply: what precedes the first attribution or original-message
+    marker, without quoted lines ("> ", or "| " as some clients quote)."""
     cut = _ATTRIBUTION.search(text)
     if cut:
         text = text[: cut.start()]
-    return _QUOTED_LINE.sub(
-        "", "\n".join(ln for ln in text.splitlines() if not ln.lstrip().startswith(">"))
-    )
+    return "\n".join(ln for ln in text.splitlines() if not _QUOTED_LINE.match(ln))
 
 
 def _returned_ids(mail: _Mail) -> tuple[str, ...]:
@@ -983,24 +994,20 @@ def _flufl(msg: Message) -> tuple[set[str], set[str]]:
     return clean(temporary), clean(permanent)
 
 
+_A = r"([^<>\s@()\[\],;:\"'|]+@[\w-]+(?:\.[\w-]+)+)"
 _TEXT_RCPT = (
-    re.compile(r"^\s*<([^<>\s]+@[^<>\s]+)>\s*(\(expanded from[^)]*\))?:", re.M),
-    re.compile(r"^\s*<([^<>\s]+@[^<>\s]+)>[: ]*$", re.M),
-    re.compile(r"^[ \t]+([^<>\s@]+@[\w.-]+\.[a-z]{2,})[ \t]*$", _IM),
-    re.compile(r"^\s*([^<>\s@:]+@[\w.-]+\.[a-z]{2,})\s*:?\s*$", _IM),
+    # "<addr>:" (Postfix, qmail), ">>> addr" (sendmail), "addr (reason)", "addr on <date>"
+    re.compile(rf"^[ \t>]*<{_A}>", re.M),
+    re.compile(rf"^[ \t]*(?:>>>|\*)?[ \t]*{_A}[ \t]*(?:[:(\[<]|\.\.\.|\bon\b|$)", re.M),
     re.compile(
-        r"(?:RCPT TO|recipient|Original-Recipient|Final-Recipient)\s*:?\s*"
-        r"(?:rfc822;\s*)?<?([^<>\s;]+@[\w.-]+\.[a-z]{2,})",
+        r"(?:RCPT TO|recipient|Original-Recipient|Final-Recipient|addressed to|Error-for|"
+        r"delivering your mail to|undeliverable\s+to|could not be delivered to|"
+        r"your message to|following address(?:es)?|failed for|attempts)"
+        rf"\s*(?:\(s\))?\s*:?\s*(?:rfc822;\s*)?[<'\"]?{_A}",
         _I,
     ),
-    re.compile(r"(?:to|for|address(?:ee)?)\s*:?\s*<([^<>\s]+@[^<>\s]+)>", _I),
-    re.compile(
-        r"delivery to the following recipients? failed[^\n]*\n\s*\n?\s*"
-        r"([^<>\s@]+@[\w.-]+\.[a-z]{2,})",
-        _I,
-    ),
-    re.compile(r"your message to ([^<>\s@]+@[\w.-]+\.[a-z]{2,})", _I),
-    re.compile(r"could not be delivered to[^\n@]*?<?([^<>\s@]+@[\w.-]+\.[a-z]{2,})", _I),
+    re.compile(rf"(?:\bto|\bfor)\s*:?\s*<{_A}>", _I),
+    re.compile(rf"^[ \t<]*[45]\d\d(?:[ -][245]\.\d{{1,3}}\.\d{{1,3}})?[ \t]+<{_A}>", re.M),
 )
 
 
@@ -1025,7 +1032,7 @@ def _not_ours(mail: _Mail, addresses: list[str]) -> tuple[str, ...]:
     out: list[str] = []
     for address in addresses:
         local = address.partition("@")[0]
-        if address in skip or _DAEMON_LOCAL.match(local):
+        if address in skip or _MAILER_DAEMON.match(local):
             continue
         out.append(address)
     return tuple(dict.fromkeys(out))
@@ -1096,12 +1103,13 @@ def _rule_dsn(mail: _Mail) -> _Hit | None:
     """RFC 3464 report: per-recipient Action/Status/Diagnostic-Code are exact evidence."""
     if not mail.dsn:
         return None
-    failed = [
-        r for r in mail.dsn if r.action == "failed" or (not r.action and r.status[:1] in "45")
-    ]
-    delayed = [r for r in mail.dsn if r.action == "delayed"]
+    actions = [(_action(r), r) for r in mail.dsn]
+    failed = [r for action, r in actions if action == "failed"]
+    delayed = [r for action, r in actions if action == "delayed"]
     if not failed and not delayed:
-        return _Hit(Verdict.OTHER, name="dsn_success")  # delivered / relayed / expanded only
+        if any(action == "delivered" for action, _ in actions):
+            return _Hit(Verdict.OTHER, name="dsn_success")  # delivered / relayed / expanded
+        return None
     if not failed:
         recipients = tuple(dict.fromkeys(r.address for r in delayed if r.address))
         return _Hit(Verdict.BOUNCE, kind="delay", hard=False, recipients=recipients)
@@ -1147,13 +1155,51 @@ def _segments(text: str, recipients: tuple[str, ...]) -> list[tuple[str, str]]:
     return [(r, text[pos:end]) for (pos, r), end in zip(found, ends, strict=True)]
 
 
+def _rule_ses(mail: _Mail) -> _Hit | None:
+    """Amazon SES notifications forwarded by SNS e-mail: JSON, not MIME, but exact evidence."""
+    kind = _SES_TYPE.search(mail.text)
+    if not kind:
+        return None
+    body = mail.text.replace("!\n ", "")
+    if kind.group(1) == "Delivery":
+        return _Hit(Verdict.OTHER, name="dsn_success")
+    if kind.group(1) == "Complaint":
+        found = _SES_COMPLAINED.search(body)
+        addresses = _ADDR.findall(found.group(1)) if found else []
+        return _Hit(
+            Verdict.OTHER,
+            recipients=tuple(dict.fromkeys(a.lower() for a in addresses)),
+            name="arf_complaint",
+        )
+    transient = bool(re.search(r'"bounceType"\s*:\s*"Transient"', body))
+    failures: list[tuple[str, str, bool]] = []
+    for item in _SES_RECIPIENT.finditer(body):
+        fields = dict(re.findall(r'"(\w+)"\s*:\s*"([^"]*)"', item.group(0)))
+        kind_, hard = _reason(fields.get("diagnosticCode", ""), "", fields.get("status", ""))
+        address = _bare_address(fields.get("emailAddress", ""))
+        failures.append((address, kind_, hard and not transient))
+    return _bounce(failures or [("", "other", False)])
+
+
+def _action(rcpt: _Rcpt) -> str:
+    """failed / delayed / delivered / "" from a DSN Action, or from Status when it is odd."""
+    action = rcpt.action
+    if action.startswith(("fail", "expire", "bounce", "reject", "undeliver")):
+        return "failed"
+    if action.startswith(("delay", "defer")):
+        return "delayed"
+    if action.startswith(("deliver", "relay", "expand")):
+        return "delivered"
+    return {"5": "failed", "4": "failed", "2": "delivered"}.get(rcpt.status.strip()[:1], "")
+
+
 def _rule_bounce_text(mail: _Mail) -> _Hit | None:
     """Non-standard bounces: a daemon sender or bounce subject, and failure text or addresses."""
     daemon = _from_daemon(mail)
-    subject = bool(_BOUNCE_SUBJECT.search(mail.subject))
+    subject = bool(_BOUNCE_SUBJECT.search(mail.subject)) and not _REPLY_PREFIX.match(mail.subject)
     if not (daemon or subject):
         return None
-    body = bool(_BOUNCE_BODY.search(mail.report_text))
+    body = bool(_BOUNCE_BODY.search(mail.report_text) or _HARD.search(mail.report_text))
     temporary, permanent = _flufl(mail.msg)
     if not (daemon and subject) and not body and not (permanent or temporary):
         return None
@@ -1386,6 +1432,7 @@ _RULES: tuple[tuple[str, Callable[[_Mail], _Hit | None]], ...] = (
     ("read_receipt", _rule_mdn),
     ("challenge_response", _rule_challenge),
     ("dsn_report", _rule_dsn),
+    ("ses_notification", _rule_ses),
     ("bounce_text", _rule_bounce_text),
     ("calendar_accept", _rule_calendar),
     ("calendar_reply", _rule_calendar_reply),

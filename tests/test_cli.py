@@ -1,0 +1,291 @@
+"""The command line as a user meets it: real processes, real servers on loopback, exit codes,
+stdout for results and stderr for diagnostics."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ImapServer
+from world import write_config
+
+from sequencer.devservers import SmtpSink, free_port
+
+JO = "jo@prospect.test"
+
+
+def cli(
+    *args: str, cfg: Path | None = None, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    extra = ["--config", str(cfg)] if cfg is not None else []
+    return subprocess.run(
+        [sys.executable, "-m", "sequencer", *args, *extra],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture
+def cfg(tmp_path: Path, smtp: SmtpSink, pymap: ImapServer, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("TEST_IMAP_PASSWORD", pymap.password)
+    return write_config(tmp_path, smtp.port, pymap, "sqlite://state.db")
+
+
+def test_check_accepts_a_good_setup(cfg: Path) -> None:
+    res = cli("check", cfg=cfg)
+    assert res.returncode == 0, res.stderr
+    assert "follow-up" in res.stdout
+    assert res.stderr == ""
+
+
+def test_check_names_file_line_and_fix(cfg: Path) -> None:
+    bad = cfg.parent / "sequences" / "broken.yaml"
+    bad.write_text(
+        "mailbox: sales\nsteps:\n  - wait: 0s\n    subject: Hi\n    body: |\n"
+        "      Hi {{ contact.company_size }}\n  - wait: 3 dayz\n    body: bye\n"
+    )
+    res = cli("check", cfg=cfg)
+    assert res.returncode == 2
+    assert f'{bad}:7: steps.1.wait: wait "3 dayz" has an unknown unit' in res.stderr
+    assert res.stdout == ""
+    bad.write_text(bad.read_text().replace("3 dayz", "3d"))
+    res = cli("check", cfg=cfg)
+    assert res.returncode == 2
+    assert f"{bad}:5: step 1: body: contact.company_size is not declared" in res.stderr
+    assert "add 'company_size:' under variables:" in res.stderr
+
+
+def test_check_reports_a_sequence_without_breakup(cfg: Path) -> None:
+    seq = cfg.parent / "sequences" / "follow-up.yaml"
+    seq.write_text(seq.read_text().replace("    breakup: true\n", ""))
+    res = cli("check", cfg=cfg)
+    assert res.returncode == 2
+    assert "the last step must be the break-up" in res.stderr
+    assert "follow-up.yaml:" in res.stderr
+
+
+def test_check_rejects_malformed_yaml_and_unknown_mailbox(cfg: Path) -> None:
+    cfg.write_text(cfg.read_text().replace("mailboxes:", "mailboxes: [\n"))
+    res = cli("check", cfg=cfg)
+    assert res.returncode == 2
+    assert f"{cfg}:" in res.stderr and "not valid YAML" in res.stderr
+
+
+def test_check_rejects_unknown_mailbox(cfg: Path) -> None:
+    seq = cfg.parent / "sequences" / "follow-up.yaml"
+    seq.write_text(seq.read_text().replace("mailbox: sales", "mailbox: marketing"))
+    res = cli("check", cfg=cfg)
+    assert res.returncode == 2
+    assert "follow-up.yaml:1: unknown mailbox 'marketing'" in res.stderr
+
+
+def test_missing_config_is_explained(tmp_path: Path) -> None:
+    res = cli("check", cfg=tmp_path / "nope.yaml")
+    assert res.returncode == 2
+    assert "settings file not found" in res.stderr
+
+
+def test_enroll_status_stop(cfg: Path) -> None:
+    res = cli("enroll", "follow-up", JO, "--var", "first_name=Jo", cfg=cfg)
+    assert res.returncode == 0, res.stderr
+    assert "enrolled 1" in res.stdout
+    again = cli("enroll", "follow-up", JO, "--var", "first_name=Jo", cfg=cfg)
+    assert again.returncode == 2
+    assert "already active" in again.stderr
+    status = cli("status", "--json", cfg=cfg)
+    rows = json.loads(status.stdout)
+    assert len(rows) == 1
+    row = rows[0]
+    keys = {"id", "email", "sequence", "mailbox", "state", "reason", "steps_sent", "next_send_at"}
+    assert keys <= row.keys()
+    assert (row["email"], row["sequence"], row["mailbox"], row["state"], row["steps_sent"]) == (
+        JO,
+        "follow-up",
+        "sales",
+        "active",
+        0,
+    )
+    assert row["next_send_at"].endswith("+00:00")
+    table = cli("status", JO, cfg=cfg)
+    assert JO in table.stdout and "active" in table.stdout
+    stopped = cli("stop", JO, cfg=cfg)
+    assert stopped.returncode == 0, stopped.stderr
+    row = json.loads(cli("status", JO, "--json", cfg=cfg).stdout)[0]
+    assert (row["state"], row["reason"], row["next_send_at"]) == ("stopped", "manual", None)
+    assert cli("stop", JO, cfg=cfg).returncode == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["follow-up", "not-an-address"], "not an e-mail address"),
+        (
+            ["follow-up", "jo@prospect.test", "--var", "first_name=Jo\r\nBcc: x@evil.test"],
+            "line break",
+        ),
+        (["nurture", "jo@prospect.test"], "unknown sequence 'nurture'"),
+        (["follow-up", "jo@prospect.test"], "missing first_name"),
+    ],
+)
+def test_enroll_refuses_bad_input_and_writes_nothing(
+    cfg: Path, args: list[str], message: str
+) -> None:
+    res = cli("enroll", *args, cfg=cfg)
+    assert res.returncode == 2
+    assert message in res.stderr
+    assert json.loads(cli("status", "--json", cfg=cfg).stdout) == []
+
+
+def test_csv_is_validated_whole_and_reimport_is_harmless(cfg: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        "email,first_name,company\nann@a.test,Ann,Acme\nnot-an-address,Bo,Bolt\ncy@c.test,,Cargo\n"
+    )
+    res = cli("enroll", "follow-up", "--csv", str(bad), cfg=cfg)
+    assert res.returncode == 2
+    assert f"{bad}:3:" in res.stderr and f"{bad}:4:" in res.stderr
+    assert "nothing was enrolled" in res.stderr
+    assert json.loads(cli("status", "--json", cfg=cfg).stdout) == []
+
+    good = tmp_path / "good.csv"
+    good.write_text("email,first_name,company\nann@a.test,Ann,Acme\nbo@b.test,Bo,\n")
+    first = cli("enroll", "follow-up", "--csv", str(good), cfg=cfg)
+    assert first.returncode == 0, first.stderr
+    assert "enrolled 2" in first.stdout
+    second = cli("enroll", "follow-up", "--csv", str(good), cfg=cfg)
+    assert second.returncode == 0
+    assert "enrolled 0" in second.stdout and "skipped 2 already active" in second.stdout
+    rows = json.loads(cli("status", "--json", cfg=cfg).stdout)
+    assert sorted(r["email"] for r in rows) == ["ann@a.test", "bo@b.test"]
+
+
+def _start_daemon(cfg: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "sequencer", "run", "--config", str(cfg)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def _read_until(
+    proc: subprocess.Popen[str], event: str, timeout: float = 20
+) -> list[dict[str, object]]:
+    assert proc.stdout is not None
+    seen: list[dict[str, object]] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(json.loads(line))  # every stdout line is one JSON object
+        if seen[-1]["event"] == event:
+            return seen
+    raise AssertionError(
+        f"no {event} in {seen}; stderr: {proc.stderr.read() if proc.stderr else ''}"
+    )
+
+
+def test_daemon_sends_logs_json_and_exits_0_on_sigterm(
+    cfg: Path, smtp: SmtpSink, pymap: ImapServer
+) -> None:
+    assert cli("enroll", "follow-up", JO, "--var", "first_name=Jo", cfg=cfg).returncode == 0
+    proc = _start_daemon(cfg)
+    try:
+        lines = _read_until(proc, "email.sent")
+        second = _start_daemon(cfg)
+        out, err = second.communicate(timeout=30)
+        assert second.returncode == 2
+        assert "another sequencer daemon" in err and "already running" in err
+        proc.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        rest, stderr = proc.communicate(timeout=15)
+        assert time.monotonic() - started < 10
+        assert proc.returncode == 0, stderr
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    lines += [json.loads(line) for line in rest.splitlines()]
+    events = [line["event"] for line in lines]
+    assert "daemon.started" in events and "daemon.stopped" in events
+    assert "inbox.logged_out" in events
+    for line in lines:
+        assert {"event", "level", "timestamp"} <= line.keys()
+        assert str(line["timestamp"]).endswith("Z")
+    sent = next(line for line in lines if line["event"] == "email.sent")
+    assert (sent["email"], sent["sequence"], sent["step"], sent["mailbox"]) == (
+        JO,
+        "follow-up",
+        1,
+        "sales",
+    )
+    assert str(sent["message_id"]).startswith("<")
+    whole = "\n".join(json.dumps(line) for line in lines) + stderr
+    assert pymap.password not in whole
+    assert len(smtp.received) == 1
+
+
+def test_wrong_imap_password_is_a_clear_error(cfg: Path) -> None:
+    proc = _start_daemon(cfg, env={"TEST_IMAP_PASSWORD": "wrong-Secret-99"})
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2
+    assert "login refused for user 'sales'" in err
+    assert "wrong-Secret-99" not in out + err
+
+
+def test_missing_password_variable_is_named(cfg: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "TEST_IMAP_PASSWORD"}
+    res = subprocess.run(
+        [sys.executable, "-m", "sequencer", "run", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+    assert res.returncode == 2
+    assert "TEST_IMAP_PASSWORD is not set" in res.stderr
+
+
+def test_smtp_server_down_retries_and_keeps_the_contact(
+    tmp_path: Path, pymap: ImapServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEST_IMAP_PASSWORD", pymap.password)
+    cfg = write_config(tmp_path, free_port(), pymap, "sqlite://state.db")  # nothing listens there
+    assert cli("enroll", "follow-up", JO, "--var", "first_name=Jo", cfg=cfg).returncode == 0
+    proc = _start_daemon(cfg)
+    try:
+        lines = _read_until(proc, "email.retry")
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    retry = lines[-1]
+    assert "cannot connect" in str(retry["error"])
+    assert proc.returncode == 0
+    row = json.loads(cli("status", JO, "--json", cfg=cfg).stdout)[0]
+    assert row["state"] == "active" and row["steps_sent"] == 0
+    assert "cannot connect" in row["last_error"]
+
+
+def test_classify_prints_json(tmp_path: Path) -> None:
+    msg = tmp_path / "ooo.eml"
+    msg.write_bytes(
+        b"From: Jo <jo@prospect.test>\r\nTo: sales@vendor.test\r\n"
+        b"Subject: Out of Office: Notes\r\nAuto-Submitted: auto-replied\r\n\r\n"
+        b"I am away until Monday.\r\n"
+    )
+    res = cli("classify", "--json", str(msg))
+    assert res.returncode == 0, res.stderr
+    [row] = json.loads(res.stdout)
+    assert row["file"] == str(msg) and row["verdict"] == "auto_reply"
+    assert set(row) >= {"kind", "hard", "recipients", "return_date", "rules"}
