@@ -477,6 +477,14 @@ _UNSUBSCRIBE = re.compile(
     _I,
 )
 
+_UNSUBSCRIBE_SUBJECT = re.compile(
+    r"\s*((re|aw|sv|antw|r)\s*:\s*)?(unsubscribe|remove( me)?|stop|abmelden|désabonner|"
+    r"desabonner|baja|cancellami|afmelden|descadastrar)[\s.!]*",
+    _I,
+)
+_FOOTER_LINE = re.compile(
+    r"https?://|www\.|click|klicken|cliquez|haga clic|\blink\b|preferences", _I
+)
 _CAL_METHOD = re.compile(r"^METHOD:\s*REPLY\s*$", _IM)
 _CAL_PARTSTAT = re.compile(r"PARTSTAT=\"?([A-Z-]+)", _I)
 
@@ -1002,7 +1010,8 @@ _TEXT_RCPT = (
     re.compile(
         r"(?:RCPT TO|recipient|Original-Recipient|Final-Recipient|addressed to|Error-for|"
         r"delivering your mail to|undeliverable\s+to|could not be delivered to|"
-        r"your message to|following address(?:es)?|failed for|attempts)"
+        r"your message to|following address(?:es)?|failed for|attempts|sent mail to|"
+        r"generated from)"
         rf"\s*(?:\(s\))?\s*:?\s*(?:rfc822;\s*)?[<'\"]?{_A}",
         _I,
     ),
@@ -1206,10 +1215,11 @@ def _rule_bounce_text(mail: _Mail) -> _Hit | None:
     recipients = _not_ours(
         mail, sorted(permanent) + sorted(temporary - permanent) + _text_recipients(mail)
     )
-    delay = bool(_DELAY_SUBJECT.search(mail.subject)) or (
-        bool(temporary) and not permanent and bool(_DELAY_BODY.search(mail.report_text))
+    delay = bool(_DELAY_BODY.search(mail.report_text)) or (
+        bool(_DELAY_SUBJECT.search(mail.subject))
+        and not re.search(r"fail|undeliver|returned", mail.subject, _I)
     )
-    if delay and not re.search(r"fail|undeliver|returned", mail.subject, _I):
+    if delay:
         return _Hit(Verdict.BOUNCE, kind="delay", hard=False, recipients=recipients)
     failures = [
         (address, *_reason("", part, _status_from_text(part)))
@@ -1293,10 +1303,16 @@ def _rule_precedence(mail: _Mail) -> _Hit | None:
 
 
 def _rule_unsubscribe(mail: _Mail) -> _Hit | None:
-    """A person asking to be removed, in the new text only (quoted footers do not count)."""
-    if re.fullmatch(r"\s*(re:\s*)?(unsubscribe|remove|stop|abmelden)\s*", mail.subject, _I):
+    """A person asking to be removed, in the new text only (quoted footers do not count).
+
+    Lines that read like a sender's footer (a link, "click", "preferences") are skipped, and
+    a message that answers nothing is only read at its top, where a person would write it.
+    """
+    if _UNSUBSCRIBE_SUBJECT.fullmatch(mail.subject):
         return _Hit(Verdict.UNSUBSCRIBE_REQUEST, also=("subject",))
-    if _UNSUBSCRIBE.search(mail.new_text):
+    text = mail.new_text if mail.reply_relation else mail.new_text.strip()[:500]
+    lines = (ln for ln in text.splitlines() if not _FOOTER_LINE.search(ln))
+    if _UNSUBSCRIBE.search("\n".join(lines)):
         return _Hit(Verdict.UNSUBSCRIBE_REQUEST)
     return None
 
@@ -1311,7 +1327,13 @@ def _rule_ooo_subject(mail: _Mail) -> _Hit | None:
 
 
 def _rule_ooo_text(mail: _Mail) -> _Hit | None:
-    """Absence or retirement notices in the new text, in the languages our contacts write."""
+    """Absence or retirement notices in the new text, when nothing else marks the sender.
+
+    Only for subjects that are not a person's "Re:": people write "I'm out until Monday,
+    but yes" in real replies, and missing a robot costs less than ignoring a person.
+    """
+    if _REPLY_PREFIX.match(mail.subject):
+        return None
     if _OOO_TEXT.search(mail.new_text) or _LEFT_COMPANY.search(mail.new_text):
         return _auto_reply(mail)
     return None
@@ -1439,10 +1461,10 @@ _RULES: tuple[tuple[str, Callable[[_Mail], _Hit | None]], ...] = (
     ("auto_submitted", _rule_auto_submitted),
     ("autoreply_header", _rule_autoreply_headers),
     ("precedence", _rule_precedence),
+    ("list_mail", _rule_list),
     ("unsubscribe_text", _rule_unsubscribe),
     ("ooo_subject", _rule_ooo_subject),
     ("ooo_text", _rule_ooo_text),
-    ("list_mail", _rule_list),
     ("not_a_reply", _rule_not_a_reply),
     ("human_text", _rule_human),
 )

@@ -97,7 +97,7 @@ def reply_subject(first_subject: str) -> str:
     subject = first_subject.strip()
     if subject[:3].lower() == "re:":
         return subject
-    return f"Re: {subject}"
+    return f"Re: {subject}" if subject else "Re:"
 
 
 def check_header_value(what: str, value: str) -> None:

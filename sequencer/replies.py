@@ -8,7 +8,7 @@ short transaction, so a message is handled exactly once even if the daemon resta
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import structlog
@@ -43,9 +43,13 @@ async def handle(
     own = {a.lower() for a in own_addresses}
     if c.from_address in own or await queries.is_our_message(c.message_id):
         return None  # a copy of our own message (Cc, Bcc, server-side copy) is never a reply
-    enrollment = await _match(c)
+    enrollment, by_thread = await _match(c)
     if enrollment is None:
         return None
+    if c.verdict == Verdict.OTHER and c.rules[-1:] == ("not_a_reply",) and not by_thread:
+        # A personal message from a contact we are writing to, without thread headers (a new
+        # mail, or a client that drops them), is them answering us: stop, never hassle.
+        c = replace(c, verdict=Verdict.HUMAN_REPLY, rules=(*c.rules, "from_enrolled_contact"))
     async with in_transaction():
         row = await queries.record_inbound(
             mailbox=mailbox,
@@ -90,19 +94,20 @@ _EVENTS = {
 }
 
 
-async def _match(c: Classification) -> Enrollment | None:
-    """Exact evidence first (our Message-IDs in the thread headers), then the address."""
+async def _match(c: Classification) -> tuple[Enrollment | None, bool]:
+    """Exact evidence first (our Message-IDs in the thread headers), then the address.
+    The flag says whether the thread headers matched."""
     found = await queries.enrollment_for_message_ids(c.related_message_ids)
     if found is not None:
-        return found
+        return found, True
     candidates = list(c.recipients) if c.verdict == Verdict.BOUNCE else []
     if c.from_address and c.verdict != Verdict.BOUNCE:
         candidates.append(c.from_address)
     for address in candidates:
         rows = await queries.enrollments_of(address)
         if rows:
-            return rows[0]
-    return None
+            return rows[0], False
+    return None, False
 
 
 async def _act(

@@ -1,0 +1,381 @@
+"""Templates and the bytes sent: what a recipient's mail client will see."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+from datetime import UTC, datetime, timedelta, timezone
+from email.header import decode_header
+from email.message import EmailMessage
+from email.utils import parsedate_to_datetime
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sequencer import render
+from sequencer.errors import TemplateError
+from sequencer.render import (
+    analyse,
+    build_message,
+    check_header_value,
+    new_message_id,
+    reply_subject,
+)
+
+SENDER = {"name": "Sam Seller", "address": "sales@vendor.test"}
+WHEN = datetime(2025, 3, 4, 9, 30, 15, tzinfo=UTC)
+
+
+def build(**kw: object) -> bytes:
+    args: dict[str, object] = {
+        "from_address": "sales@vendor.test",
+        "from_name": "Sam Seller",
+        "to_address": "jo@acme.test",
+        "subject": "Notes from our call",
+        "body": "Hi Jo,\n\nThanks.\n",
+        "message_id": "<first@vendor.test>",
+        "date": WHEN,
+    }
+    args.update(kw)
+    out = build_message(**args)  # type: ignore[arg-type]
+    assert out.message_id == args["message_id"]
+    assert out.subject == args["subject"]
+    return out.data
+
+
+def text_of(msg: EmailMessage) -> str:
+    """The body as a mail client shows it (the wire form has CRLF line ends)."""
+    content = msg.get_content()
+    assert isinstance(content, str)
+    return content.replace("\r\n", "\n")
+
+
+def parse(data: bytes) -> EmailMessage:
+    msg = email.message_from_bytes(data, policy=email.policy.default)
+    assert isinstance(msg, EmailMessage)
+    return msg
+
+
+def header_lines(data: bytes) -> list[bytes]:
+    head = data.split(b"\r\n\r\n", 1)[0]
+    return head.split(b"\r\n")
+
+
+# --- analyse -------------------------------------------------------------------------------
+
+
+def test_analyse_finds_contact_and_sender_fields() -> None:
+    use = analyse(
+        "Hi {{ contact.first_name }} at {{ contact['company'] }}, "
+        "{% if contact.role %}{{ contact.role | upper }}{% endif %} {{ sender.name }}"
+    )
+    assert use.contact_fields == {"first_name", "company", "role"}
+    assert use.sender_fields == {"name"}
+    assert use.unknown_names == frozenset()
+    assert not use.dynamic_access
+
+
+def test_analyse_reports_unknown_names_but_not_own_variables_or_globals() -> None:
+    use = analyse(
+        "{% set x = 1 %}{{ x }}{% for i in range(2) %}{{ i }}{% endfor %}{{ foo }}{{ bar.baz }}"
+    )
+    assert use.unknown_names == {"foo", "bar"}
+
+
+def test_analyse_flags_computed_keys() -> None:
+    assert analyse("{{ contact[contact.first_name] }}").dynamic_access
+    assert not analyse("{{ contact.first_name }}").dynamic_access
+
+
+def test_analyse_of_plain_text_uses_nothing() -> None:
+    use = analyse("Just text, no {placeholders}.")
+    assert use == render.TemplateUse(frozenset(), frozenset(), frozenset(), False)
+
+
+@pytest.mark.parametrize(
+    ("source", "line"),
+    [("{{ contact.first_name }", 1), ("a\nb\n{% if %}", 3), ("{% for x in y %}", 1)],
+)
+def test_analyse_syntax_error_gives_the_template_line(source: str, line: int) -> None:
+    with pytest.raises(TemplateError, match=rf"^line {line} of the template: "):
+        analyse(source)
+
+
+# --- render --------------------------------------------------------------------------------
+
+
+def test_render_fills_contact_and_sender_values() -> None:
+    out = render.render(
+        "Hi {{ contact.first_name }},\n{{ sender.name }} <{{ sender.address }}>\n",
+        {"first_name": "Zoë", "email": "z@acme.test"},
+        SENDER,
+    )
+    assert out == "Hi Zoë,\nSam Seller <sales@vendor.test>\n"
+
+
+def test_render_keeps_the_trailing_newline_and_does_not_escape_html() -> None:
+    out = render.render("{{ contact.company }}\n", {"company": "Smith & <Sons>"}, SENDER)
+    assert out == "Smith & <Sons>\n"
+
+
+def test_render_with_a_missing_field_is_an_error_not_a_blank() -> None:
+    with pytest.raises(TemplateError, match="does not have") as info:
+        render.render("Hi {{ contact.first_name }}", {"email": "jo@acme.test"}, SENDER)
+    assert "first_name" in str(info.value)
+
+
+def test_a_missing_field_used_in_a_condition_is_an_error() -> None:
+    with pytest.raises(TemplateError):
+        render.render("{% if contact.vip %}VIP{% endif %}", {}, SENDER)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ ''.__class__.__mro__ }}",
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "{{ contact.__class__ }}",
+        "{{ cycler.__init__.__globals__ }}",
+    ],
+)
+def test_the_sandbox_blocks_escapes(source: str) -> None:
+    with pytest.raises(TemplateError) as info:
+        render.render(source, {"first_name": "Jo"}, SENDER)
+    assert "sandbox" in str(info.value) or "does not have" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["{{ 1 / 0 }}", "{{ contact.first_name + 1 }}", "{{ range(10**7) | list | length }}"],
+)
+def test_runtime_errors_in_a_template_are_template_errors(source: str) -> None:
+    # The worker only catches TemplateError: anything else would crash the daemon.
+    with pytest.raises(TemplateError, match="template failed while rendering"):
+        render.render(source, {"first_name": "Jo"}, SENDER)
+
+
+@settings(max_examples=60, deadline=None)
+@given(value=st.text(max_size=40))
+def test_values_are_inserted_verbatim_never_evaluated(value: str) -> None:
+    assert render.render("[{{ contact.x }}]", {"x": value}, SENDER) == f"[{value}]"
+
+
+# --- message ids and subjects --------------------------------------------------------------
+
+
+def test_new_message_id_is_unique_and_on_the_domain() -> None:
+    ids = [new_message_id("vendor.test") for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for mid in ids[:50]:
+        assert re.fullmatch(r"<[0-9a-f]{32}@vendor\.test>", mid)
+
+
+@pytest.mark.parametrize(
+    ("first", "reply"),
+    [
+        ("Notes from our call", "Re: Notes from our call"),
+        ("Re: Notes", "Re: Notes"),
+        ("RE: Notes", "RE: Notes"),
+        ("re:Notes", "re:Notes"),
+        ("  Re: Notes", "Re: Notes"),
+        ("Fwd: Notes", "Re: Fwd: Notes"),
+        ("Regarding the plan", "Re: Regarding the plan"),
+        ("Café ☕ notes", "Re: Café ☕ notes"),
+    ],
+)
+def test_reply_subject(first: str, reply: str) -> None:
+    assert reply_subject(first) == reply
+
+
+@settings(max_examples=100, deadline=None)
+@given(subject=st.text(max_size=30))
+def test_reply_subject_never_doubles_re(subject: str) -> None:
+    once = reply_subject(subject)
+    assert once[:3].lower() == "re:"
+    assert reply_subject(once) == once
+    assert not re.match(r"(?i)re:\s*re:", once) or re.match(r"(?i)\s*re:\s*re:", subject)
+
+
+# --- build_message -------------------------------------------------------------------------
+
+
+def test_step_1_message_headers() -> None:
+    data = build()
+    msg = parse(data)
+    assert msg["From"].addresses[0].display_name == "Sam Seller"
+    assert msg["From"].addresses[0].addr_spec == "sales@vendor.test"
+    assert msg["To"].addresses[0].addr_spec == "jo@acme.test"
+    assert msg["Subject"] == "Notes from our call"
+    assert parsedate_to_datetime(msg["Date"]) == WHEN
+    assert msg["Message-ID"] == "<first@vendor.test>"
+    assert msg["In-Reply-To"] is None
+    assert msg["References"] is None
+    assert msg["MIME-Version"] == "1.0"
+    assert msg.get_content_type() == "text/plain"
+    assert msg.get_content_charset() == "utf-8"
+    assert text_of(msg) == "Hi Jo,\n\nThanks.\n"
+    assert len(msg.get_all("From") or []) == 1
+
+
+def test_later_steps_thread_onto_the_earlier_ones() -> None:
+    chain = ["<a@vendor.test>", "<b@vendor.test>", "<c@vendor.test>"]
+    msg = parse(build(message_id="<d@vendor.test>", subject="Re: Notes", thread=chain))
+    assert msg["Message-ID"] == "<d@vendor.test>"
+    assert msg["In-Reply-To"] == "<c@vendor.test>"
+    assert msg["References"].split() == chain
+
+
+def test_a_long_reference_chain_stays_whole_and_folds() -> None:
+    chain = [new_message_id("vendor.test") for _ in range(30)]
+    data = build(thread=chain)
+    assert parse(data)["References"].split() == chain
+    assert all(len(line) <= 998 for line in header_lines(data))
+
+
+def test_the_date_keeps_its_offset() -> None:
+    when = datetime(2025, 7, 1, 17, 0, tzinfo=timezone(timedelta(hours=2)))
+    data = build(date=when)
+    assert b"Date: Tue, 01 Jul 2025 17:00:00 +0200\r\n" in data
+    assert parsedate_to_datetime(parse(data)["Date"]) == when
+
+
+def test_a_body_without_final_newline_gets_one() -> None:
+    assert parse(build(body="Bye"))["Subject"] == "Notes from our call"
+    assert text_of(parse(build(body="Bye"))) == "Bye\n"
+
+
+def test_non_ascii_display_name_and_subject_round_trip_rfc2047() -> None:
+    data = build(from_name="Zoë Müller", subject="Café ☕ notes")
+    head = b"\r\n".join(header_lines(data))
+    assert head.isascii()
+    assert b"=?utf-8?" in head
+    msg = parse(data)
+    assert msg["From"].addresses[0].display_name == "Zoë Müller"
+    assert shown_display_name(data) == "Zoë Müller"
+    assert msg["From"].addresses[0].addr_spec == "sales@vendor.test"
+    assert msg["Subject"] == "Café ☕ notes"
+
+
+def test_a_display_name_with_punctuation_is_quoted() -> None:
+    name = 'Sam "The Closer" Seller, Sales'
+    msg = parse(build(from_name=name))
+    assert msg["From"].addresses[0].display_name == name
+    assert len(msg["From"].addresses) == 1
+
+
+def test_an_empty_display_name_sends_the_bare_address() -> None:
+    msg = parse(build(from_name=""))
+    assert msg["From"].addresses[0].display_name == ""
+    assert msg["From"].addresses[0].addr_spec == "sales@vendor.test"
+
+
+def test_non_ascii_body_round_trips_as_utf8() -> None:
+    body = "Grüße aus Köln, Zoë — 日本語もOK ☕\nZweite Zeile\n"
+    data = build(body=body)
+    assert data.isascii()  # quoted-printable: no 8BITMIME needed
+    msg = parse(data)
+    assert msg.get_content_charset() == "utf-8"
+    assert text_of(msg) == body
+
+
+def test_a_long_subject_folds_and_round_trips() -> None:
+    subject = "A really quite long subject line about " + "several things " * 20
+    data = build(subject=subject.strip())
+    assert parse(data)["Subject"] == subject.strip()
+    assert all(len(line) <= 998 for line in header_lines(data))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "x" * 1200 + "\n",
+        "Short line\n" + "word " * 400 + "\nend\n",
+        "ü" * 1500 + "\n",
+    ],
+)
+def test_lines_are_crlf_and_at_most_998_characters(body: str) -> None:
+    data = build(body=body, from_name="Zoë Müller", subject="Café ☕ notes")
+    assert b"\n" not in data.replace(b"\r\n", b"")
+    assert b"\r" not in data.replace(b"\r\n", b"")
+    assert all(len(line) <= 998 for line in data.split(b"\r\n"))
+    assert text_of(parse(data)) == body
+
+
+@pytest.mark.parametrize("field", ["subject", "from_name"])
+@pytest.mark.parametrize(
+    "evil",
+    [
+        "Hi\r\nBcc: victim@x.test",
+        "Hi\nBcc: victim@x.test",
+        "Hi\rBcc: victim@x.test",
+        "Hi\x00there",
+        "Hi\x0bBcc: victim@x.test",
+        "Hi\x0cthere",
+        "Hi\x1cthere",
+        "Hi\x85there",
+        "Hi\u2028Bcc: victim@x.test",
+        "Hi\u2029there",
+        "trailing newline\n",
+    ],
+)
+def test_line_breaks_in_headers_are_refused(field: str, evil: str) -> None:
+    with pytest.raises(TemplateError, match="line break; header values must be one line"):
+        build(**{field: evil})
+
+
+def test_other_control_characters_in_headers_are_refused() -> None:
+    with pytest.raises(TemplateError, match="control character"):
+        build(subject="Hi\x07there")
+    with pytest.raises(TemplateError, match="control character"):
+        check_header_value("display name", "a\x1bb")
+    check_header_value("subject", "a\tb")  # a tab is fine
+
+
+@pytest.mark.parametrize("subject", ["", "   "])
+def test_an_empty_subject_is_refused(subject: str) -> None:
+    with pytest.raises(TemplateError, match="subject renders empty"):
+        build(subject=subject)
+
+
+@pytest.mark.parametrize("body", ["", "  \n\n "])
+def test_an_empty_body_is_refused(body: str) -> None:
+    with pytest.raises(TemplateError, match="body renders empty"):
+        build(body=body)
+
+
+def shown_display_name(data: bytes) -> str:
+    """The From display name as RFC 2047 defines it (whitespace between adjacent encoded
+    words is dropped; the stdlib address parser keeps it, which is its quirk, not ours)."""
+    raw = email.message_from_bytes(data, policy=email.policy.compat32)["From"]
+    unfolded = re.sub(r"\r?\n(?=[ \t])", "", str(raw))
+    phrase = unfolded.rpartition(" <")[0]
+    parts = decode_header(phrase)
+    return "".join(p.decode(c or "ascii") if isinstance(p, bytes) else p for p, c in parts).strip()
+
+
+_NAMES = st.lists(
+    st.text(st.characters(codec="utf-8", categories=("L",)), min_size=1, max_size=12),
+    min_size=0,
+    max_size=4,
+).map(" ".join)
+_SUBJECT_CHARS = st.characters(codec="utf-8", categories=("L", "N", "P", "S", "Zs"))
+_BODY_CHARS = st.characters(codec="utf-8", exclude_categories=("Cs", "Cc"))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    name=_NAMES,
+    subject=st.text(_SUBJECT_CHARS, min_size=1, max_size=120).filter(str.strip),
+    body=st.text(_BODY_CHARS, min_size=1, max_size=300).filter(str.strip),
+)
+def test_messages_round_trip(name: str, subject: str, body: str) -> None:
+    data = build(from_name=name, subject=subject, body=body)
+    assert all(len(line) <= 998 for line in data.split(b"\r\n"))
+    assert b"\n" not in data.replace(b"\r\n", b"")
+    msg = parse(data)
+    assert shown_display_name(data) == name
+    assert msg["From"].addresses[0].addr_spec == "sales@vendor.test"
+    assert msg["Subject"] == subject
+    assert text_of(msg).splitlines() == body.splitlines()
