@@ -3,7 +3,6 @@ SQLite and PostgreSQL for state. Each test gets fresh servers and a fresh databa
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import signal
@@ -83,7 +82,7 @@ def dovecot() -> Iterator[ImapServer]:
         os.mkdir(f"{d}/{sub}")
     Path(f"{d}/passwd").write_text(f"{IMAP_USER}:{{PLAIN}}{IMAP_PASSWORD}::::::\n")
     Path(f"{d}/dovecot.conf").write_text(DOVECOT_CONF.format(d=d, port=port))
-    os.chmod(d, 0o755)
+    os.chmod(d, 0o755)  # noqa: S103 - Dovecot's unprivileged processes must reach it
     shutil.chown(f"{d}/mail", "nobody")
     proc = subprocess.Popen(
         [binary, "-F", "-c", f"{d}/dovecot.conf"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -141,7 +140,7 @@ async def postgres_url() -> AsyncIterator[str]:
     name = f"seqtest_{uuid.uuid4().hex[:12]}"
     try:
         await _pg_admin(f'CREATE DATABASE "{name}"')
-    except (OSError, asyncio.TimeoutError) as exc:
+    except (OSError, TimeoutError) as exc:
         pytest.skip(f"PostgreSQL is not reachable at {PG_ADMIN}: {exc}")
     base = PG_ADMIN.rsplit("/", 1)[0]
     try:

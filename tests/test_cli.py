@@ -203,7 +203,7 @@ def test_daemon_sends_logs_json_and_exits_0_on_sigterm(
     try:
         lines = _read_until(proc, "email.sent")
         second = _start_daemon(cfg)
-        out, err = second.communicate(timeout=30)
+        _, err = second.communicate(timeout=30)
         assert second.returncode == 2
         assert "another sequencer daemon" in err and "already running" in err
         proc.send_signal(signal.SIGTERM)
