@@ -131,7 +131,7 @@ _BOUNCE_BODY = re.compile(
 )
 # Where the copy of the returned message begins in a plain-text bounce: reasons come before it.
 _ORIGINAL_START = re.compile(
-    r"^[ \t>-]*(-{2,}|={2,}|\*{2,})?\s*("
+    r"^[ \t>-]*(-{2,}|={2,}|\*{2,})?\s*(a\s+)?("
     r"this is a copy of|below this line is a copy|original message (follows|headers)|"
     r"the original message (follows|is (included|attached)|headers)|returned message|undelivered message|message text follows|"
     r"(start|begin) of (the )?(returned|original)|headers of the original|"
@@ -1121,7 +1121,9 @@ def _rule_dsn(mail: _Mail) -> _Hit | None:
         return None
     if not failed:
         recipients = tuple(dict.fromkeys(r.address for r in delayed if r.address))
-        return _Hit(Verdict.BOUNCE, kind="delay", hard=False, recipients=recipients)
+        return _Hit(
+            Verdict.BOUNCE, kind="delay", hard=False, recipients=recipients, also=("delayed",)
+        )
     failures = [(r.address, *_reason(r.diagnostic, mail.report_text, r.status)) for r in failed]
     if not any(address for address, _, _ in failures):
         temporary, permanent = _flufl(mail.msg)
@@ -1205,11 +1207,17 @@ def _action(rcpt: _Rcpt) -> str:
 def _rule_bounce_text(mail: _Mail) -> _Hit | None:
     """Non-standard bounces: a daemon sender or bounce subject, and failure text or addresses."""
     daemon = _from_daemon(mail)
-    subject = bool(_BOUNCE_SUBJECT.search(mail.subject)) and not _REPLY_PREFIX.match(mail.subject)
+    subject = bool(_BOUNCE_SUBJECT.search(mail.subject))
     if not (daemon or subject):
         return None
     body = bool(_BOUNCE_BODY.search(mail.report_text) or _HARD.search(mail.report_text))
     temporary, permanent = _flufl(mail.msg)
+    if subject and _REPLY_PREFIX.match(mail.subject):
+        # "Re: Undeliverable" is usually a person talking about a bounce; believe the
+        # subject only when the text and flufl.bounce both find a failure too.
+        subject = body and bool(temporary or permanent)
+    if not (daemon or subject):
+        return None
     if not (daemon and subject) and not body and not (permanent or temporary):
         return None
     recipients = _not_ours(
@@ -1220,7 +1228,9 @@ def _rule_bounce_text(mail: _Mail) -> _Hit | None:
         and not re.search(r"fail|undeliver|returned", mail.subject, _I)
     )
     if delay:
-        return _Hit(Verdict.BOUNCE, kind="delay", hard=False, recipients=recipients)
+        return _Hit(
+            Verdict.BOUNCE, kind="delay", hard=False, recipients=recipients, also=("delayed",)
+        )
     failures = [
         (address, *_reason("", part, _status_from_text(part)))
         for address, part in _segments(mail.report_text, recipients)

@@ -3,6 +3,7 @@ with SQLite and PostgreSQL. The clock is frozen and moved by hand; the servers a
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,8 @@ import pytest
 from conftest import ImapServer
 from world import SALES, START, dsn, reply, world
 
-from sequencer.devservers import SmtpSink
-from sequencer.store.models import InboundMessage, SentMessage, Suppression
+from sequencer.devservers import SmtpSink, wait_until
+from sequencer.store.models import Enrollment, InboundMessage, SentMessage, Suppression
 
 pytestmark = pytest.mark.e2e
 JO = "jo@prospect.test"
@@ -219,3 +220,42 @@ async def test_downtime_sends_at_most_one_overdue_step(setup: Any) -> None:
         assert await w.tick(timedelta(minutes=1)) == 0  # the next waits its full 3 days
         assert await w.tick(timedelta(days=3)) == 1
         assert w.clock.now() > START
+
+
+async def test_idle_push_stops_the_running_daemon(setup: Any) -> None:
+    """The real loop: IDLE wakes the watcher when the reply lands, no polling tick needed."""
+    async with setup as w:
+        w.daemon.max_sleep = 0.2
+        await w.enroll(JO)
+        runner = asyncio.create_task(w.daemon.run())
+        try:
+            await wait_until(_sent(w, 1), within=10)
+            await wait_until(_watching(w), within=10)
+            await w.imap.deliver(reply(w.sent_to(JO)[0], "Got it, thanks: Thursday it is."))
+            await wait_until(_state_is(JO, "replied"), within=10)
+        finally:
+            w.daemon.stop()
+            await asyncio.wait_for(runner, timeout=10)
+
+
+def _sent(w: Any, n: int) -> Any:
+    async def check() -> bool:
+        return len(w.smtp.received) >= n
+
+    return check
+
+
+def _watching(w: Any) -> Any:
+    async def check() -> bool:
+        return all(
+            x.imap is not None and x.imap.has_pending_idle() for x in w.daemon.watchers.values()
+        )
+
+    return check
+
+
+def _state_is(address: str, state: str) -> Any:
+    async def check() -> bool:
+        return await Enrollment.filter(email=address, state=state).exists()
+
+    return check
