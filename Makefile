@@ -25,11 +25,11 @@ dovecot:
 	  echo "warning: could not install dovecot-imapd; Dovecot tests will be skipped"
 
 test: install dovecot
-	$(BIN)/ruff check sequencer tests bench
+	$(BIN)/ruff check sequencer tests
 	$(BIN)/mypy
 	$(BIN)/pytest
 
 lint:
-	$(BIN)/ruff check sequencer tests bench
-	$(BIN)/ruff format --check sequencer tests bench
+	$(BIN)/ruff check sequencer tests
+	$(BIN)/ruff format --check sequencer tests
 	$(BIN)/mypy
