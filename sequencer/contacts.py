@@ -18,6 +18,8 @@ from sequencer.errors import EnrollError
 from sequencer.sequences import Sequence
 
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+#: CR, LF, NUL and what Python's email package also treats as line breaks in a header.
+_BREAKS = "\r\n\0\v\f\x1c\x1d\x1e\x85\u2028\u2029"
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ def _check_fields(fields: dict[str, str]) -> list[str]:
     for key, value in fields.items():
         if not _NAME.match(key):
             problems.append(f"'{key}' is not a usable field name (lower-case letters, digits, _)")
-        if any(c in value for c in "\r\n\0"):
+        if any(c in value for c in _BREAKS):
             problems.append(f"{key}: contains a line break (header injection is refused)")
         if len(value) > 1000:
             problems.append(f"{key}: longer than 1000 characters")

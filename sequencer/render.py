@@ -12,6 +12,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from email.header import Header
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -32,6 +33,7 @@ BUILTIN_FIELDS = frozenset({"email", "first_name"})
 MAX_LINE = 998
 #: What str.splitlines() and the email package treat as a line break, plus NUL.
 _BREAKS = "\r\n\0\v\f\x1c\x1d\x1e\x85\u2028\u2029"
+_FOLD_AT = 78  # RFC 5322's recommended header line length
 
 _ENV = SandboxedEnvironment(
     undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True, trim_blocks=True
@@ -110,6 +112,16 @@ def check_header_value(what: str, value: str) -> None:
         raise TemplateError(f"{what} contains a control character; remove it")
 
 
+def _encoded_words(name: str, value: str) -> str:
+    """`value` as RFC 2047 encoded words, folded to 78 columns.
+
+    Python 3.11's own folder (email.policy) can put the fold exactly on a space between two
+    encoded words, where RFC 2047 says the space is ignored: "Zoë Müller" would show as
+    "ZoëMüller". The legacy Header encoder keeps every space inside an encoded word.
+    """
+    return Header(value, "utf-8", maxlinelen=_FOLD_AT, header_name=name).encode(linesep="\r\n")
+
+
 @dataclass(frozen=True)
 class Outgoing:
     message_id: str
@@ -137,10 +149,22 @@ def build_message(
         raise TemplateError("body renders empty")
     msg = EmailMessage(policy=SMTP)
     local, domain = from_address.rsplit("@", 1)
-    msg["From"] = Address(display_name=from_name, username=local, domain=domain)
+    if from_name.isascii():
+        msg["From"] = Address(display_name=from_name, username=local, domain=domain)
+    else:
+        addr = f"<{Address(username=local, domain=domain).addr_spec}>"
+        lines = _encoded_words("From", from_name).split("\r\n")
+        if len(lines[-1]) + 1 + len(addr) <= _FOLD_AT - (len("From: ") if len(lines) == 1 else 0):
+            lines[-1] += f" {addr}"
+        else:
+            lines.append(f" {addr}")
+        msg.set_raw("From", "\r\n".join(lines))
     to_local, to_domain = to_address.rsplit("@", 1)
     msg["To"] = Address(username=to_local, domain=to_domain)
-    msg["Subject"] = subject
+    if subject.isascii():
+        msg["Subject"] = subject
+    else:
+        msg.set_raw("Subject", _encoded_words("Subject", subject))
     msg["Date"] = format_datetime(date)
     msg["Message-ID"] = message_id
     if thread:

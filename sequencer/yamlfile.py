@@ -73,7 +73,7 @@ def _plain(node: Any, loc: Loc, lines: dict[Loc, int]) -> Any:
         out: dict[Any, Any] = {}
         for key, value in node.items():
             k = str(key) if not isinstance(key, (str, int)) else key
-            lines[(*loc, k)] = node.lc.key(key)[0] + 1
+            lines[(*loc, k)] = _key_line(node, key)
             out[k] = _plain(value, (*loc, k), lines)
         return out
     if isinstance(node, CommentedSeq):
@@ -91,6 +91,14 @@ def _plain(node: Any, loc: Loc, lines: dict[Loc, int]) -> Any:
     if isinstance(node, float):
         return float(node)
     return node
+
+
+def _key_line(node: CommentedMap, key: Any) -> int:
+    """The key's own line; a key merged in with `<<: *anchor` has none, so the mapping's."""
+    try:
+        return int(node.lc.key(key)[0]) + 1
+    except KeyError:
+        return int(node.lc.line) + 1
 
 
 def pydantic_problems(doc: YamlDoc, exc: ValidationError, prefix: Loc = ()) -> list[str]:

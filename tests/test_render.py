@@ -141,9 +141,8 @@ def test_a_missing_field_used_in_a_condition_is_an_error() -> None:
     ],
 )
 def test_the_sandbox_blocks_escapes(source: str) -> None:
-    with pytest.raises(TemplateError) as info:
+    with pytest.raises(TemplateError, match="template tried something the sandbox forbids"):
         render.render(source, {"first_name": "Jo"}, SENDER)
-    assert "sandbox" in str(info.value) or "does not have" in str(info.value)
 
 
 @pytest.mark.parametrize(
@@ -256,6 +255,23 @@ def test_non_ascii_display_name_and_subject_round_trip_rfc2047() -> None:
     assert shown_display_name(data) == "Zoë Müller"
     assert msg["From"].addresses[0].addr_spec == "sales@vendor.test"
     assert msg["Subject"] == "Café ☕ notes"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "h åtmkçjonf wÖörisÖpe qdbösèööel cöäw øjlood eüunoq",
+        "shvøöømtsÜñø Ücèpzäl Äxfüøg åzx bèctÜÜzk øoa",
+        "Ørjan Ødegård Åsmund Æbeltoft Sørensen Hansen, Vertrieb & Beratung Europa",
+        "  two  spaces  kept  in  a  long  Zoë  Müller  subject  line  that  folds  ",
+    ],
+)
+def test_long_non_ascii_headers_fold_without_losing_spaces(text: str) -> None:
+    # Python 3.11's folder used to drop the space at a fold between two encoded words.
+    data = build(from_name=text.strip(), subject=text.strip())
+    assert all(len(line) <= 78 for line in header_lines(data))
+    assert shown_display_name(data) == text.strip()
+    assert parse(data)["Subject"] == text.strip()
 
 
 def test_a_display_name_with_punctuation_is_quoted() -> None:

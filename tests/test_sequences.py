@@ -153,9 +153,8 @@ def test_unclosed_bracket_names_the_line_it_was_opened_on(tmp_path: Path) -> Non
 def test_unclosed_quote_is_reported_with_a_line(tmp_path: Path) -> None:
     path = write(tmp_path, "s.yaml", 'mailbox: sales\nsteps:\n  - wait: "0s\n    body: x\n')
     msg = one_problem(path)
-    assert msg.startswith(f"{path}:")
-    assert "not valid YAML" in msg
-    assert "line 3" in msg or msg.startswith(f"{path}:3:")
+    assert msg.startswith(f"{path}:5: not valid YAML: found unexpected end of stream")
+    assert "(while scanning a quoted scalar that starts on line 3)" in msg
 
 
 def test_a_tab_in_indentation_is_reported_with_its_line(tmp_path: Path) -> None:
@@ -628,3 +627,57 @@ def _good_seq() -> Sequence:
 
 
 _GOOD_SEQ = _good_seq()
+
+
+# --- YAML anchors --------------------------------------------------------------------------
+
+
+def test_anchors_and_merge_keys_can_share_step_settings(tmp_path: Path) -> None:
+    text = """\
+        mailbox: sales
+        variables:
+          company: &team your team
+          team: *team
+        steps:
+          - &first
+            wait: 0s
+            subject: Hi
+            body: "{{ contact.company }}"
+          - <<: *first
+            subject: null
+            wait: 2d
+          - wait: 3d
+            breakup: true
+            body: bye
+        """
+    seq = load_sequence(write(tmp_path, "s.yaml", text))
+    assert dict(seq.variables) == {"company": "your team", "team": "your team"}
+    assert seq.steps[1].body == "{{ contact.company }}"
+    assert seq.steps[1].subject is None
+    assert seq.steps[1].wait.delta == timedelta(days=2)
+    assert [s.line for s in seq.steps] == [6, 10, 13]
+
+
+def test_a_problem_in_a_merged_key_points_at_the_mapping(tmp_path: Path) -> None:
+    text = """\
+        mailbox: sales
+        steps:
+          - &first
+            wait: 0s
+            subject: Hi
+            body: one
+          - <<: *first
+            wait: 2d
+          - wait: 3d
+            breakup: true
+            body: bye
+        """
+    path = write(tmp_path, "s.yaml", text)
+    msg = one_problem(path)
+    assert msg.startswith(f"{path}:7: step 2: remove 'subject'")
+
+
+def test_an_undefined_alias_is_reported_with_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "s.yaml", three_steps().replace("body: three", "body: *missing"))
+    msg = one_problem(path)
+    assert msg.startswith(f"{path}:10: not valid YAML: found undefined alias 'missing'")
