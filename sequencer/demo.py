@@ -24,7 +24,7 @@ from rich.table import Table
 from sequencer import contacts, logs, replies
 from sequencer.clock import SystemClock
 from sequencer.config import load_settings
-from sequencer.devservers import Pymap, SmtpSink, imap_append
+from sequencer.devservers import Pymap, SmtpSink, delivery_report, imap_append
 from sequencer.schedule import due_after
 from sequencer.sequences import load_all
 from sequencer.store import db, queries
@@ -57,46 +57,13 @@ def _reply(to_id: str, sender: str, subject: str, body: str, **headers: str) -> 
 
 
 def _bounce(original_id: str, rcpt: str) -> bytes:
-    """A Postfix-style RFC 3464 report, as a real MTA would send it."""
-    now = format_datetime(SystemClock().now())
-    diag = f"550 5.1.1 <{rcpt}>: Recipient address rejected: User unknown"
-    return f"""From: Mail Delivery System <MAILER-DAEMON@mx.vendor.test>
-To: {SALES}
-Subject: Undelivered Mail Returned to Sender
-Date: {now}
-Message-ID: {make_msgid(domain="mx.vendor.test")}
-Auto-Submitted: auto-replied
-MIME-Version: 1.0
-Content-Type: multipart/report; report-type=delivery-status; boundary="BOUNDARY"
-
---BOUNDARY
-Content-Type: text/plain; charset=us-ascii
-
-I'm sorry to have to inform you that your message could not
-be delivered to one or more recipients.
-
-<{rcpt}>: host mx.nowhere.test said: {diag}
-
---BOUNDARY
-Content-Type: message/delivery-status
-
-Reporting-MTA: dns; mx.vendor.test
-
-Final-Recipient: rfc822; {rcpt}
-Original-Recipient: rfc822;{rcpt}
-Action: failed
-Status: 5.1.1
-Diagnostic-Code: smtp; {diag}
-
---BOUNDARY
-Content-Type: text/rfc822-headers
-
-From: Sam Seller <{SALES}>
-To: {rcpt}
-Message-ID: {original_id}
-
---BOUNDARY--
-""".replace("\n", "\r\n").encode()
+    return delivery_report(
+        to=SALES,
+        rcpt=rcpt,
+        original_id=original_id,
+        diagnostic=f"550 5.1.1 <{rcpt}>: Recipient address rejected: User unknown",
+        date=format_datetime(SystemClock().now()),
+    )
 
 
 async def run_demo(out: Console, err: Console) -> None:

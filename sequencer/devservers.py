@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -180,3 +181,56 @@ async def wait_until(predicate: Any, within: float = 10.0, every: float = 0.05) 
         if asyncio.get_running_loop().time() > deadline:
             raise TimeoutError(f"condition not met within {within}s")
         await asyncio.sleep(every)
+
+
+def delivery_report(
+    *,
+    to: str,
+    rcpt: str,
+    original_id: str,
+    original_subject: str = "",
+    status: str = "5.1.1",
+    action: str = "failed",
+    diagnostic: str = "550 5.1.1 Recipient address rejected: User unknown",
+    date: str = "Tue, 01 Dec 2026 09:00:00 +0000",
+) -> bytes:
+    """A Postfix-style RFC 3464 report about one of our messages, as a real MTA sends it."""
+    return f"""From: Mail Delivery System <MAILER-DAEMON@mx.vendor.test>
+To: {to}
+Subject: Undelivered Mail Returned to Sender
+Date: {date}
+Message-ID: <{uuid.uuid4().hex}@mx.vendor.test>
+Auto-Submitted: auto-replied
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="B0UND"
+
+--B0UND
+Content-Type: text/plain; charset=us-ascii
+
+This is the mail system at host mx.vendor.test.
+I'm sorry to have to inform you that your message could not
+be delivered to one or more recipients.
+
+<{rcpt}>: host mx.prospect.test said: {diagnostic}
+
+--B0UND
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; mx.vendor.test
+
+Final-Recipient: rfc822; {rcpt}
+Original-Recipient: rfc822;{rcpt}
+Action: {action}
+Status: {status}
+Diagnostic-Code: smtp; {diagnostic}
+
+--B0UND
+Content-Type: text/rfc822-headers
+
+From: <{to}>
+To: {rcpt}
+Subject: {original_subject}
+Message-ID: {original_id}
+
+--B0UND--
+""".replace("\n", "\r\n").encode()

@@ -18,7 +18,7 @@ from conftest import ImapServer
 from sequencer import contacts
 from sequencer.clock import FrozenClock
 from sequencer.config import Settings, load_settings
-from sequencer.devservers import SmtpSink
+from sequencer.devservers import SmtpSink, delivery_report
 from sequencer.schedule import due_after
 from sequencer.sequences import Sequence, load_all
 from sequencer.store import db, queries
@@ -167,44 +167,14 @@ def dsn(
     action: str = "failed",
     diagnostic: str = "550 5.1.1 Recipient address rejected: User unknown",
 ) -> bytes:
-    """A Postfix-style RFC 3464 delivery status notification for one of our messages."""
-    rcpt = str(original["To"])
-    return f"""From: Mail Delivery System <MAILER-DAEMON@mx.vendor.test>
-To: {SALES}
-Subject: Undelivered Mail Returned to Sender
-Date: {format_datetime(START)}
-Message-ID: {make_msgid(domain="mx.vendor.test")}
-Auto-Submitted: auto-replied
-MIME-Version: 1.0
-Content-Type: multipart/report; report-type=delivery-status; boundary="B0UND"
-
---B0UND
-Content-Type: text/plain; charset=us-ascii
-
-This is the mail system at host mx.vendor.test.
-I'm sorry to have to inform you that your message could not
-be delivered to one or more recipients.
-
-<{rcpt}>: host mx.prospect.test said: {diagnostic}
-
---B0UND
-Content-Type: message/delivery-status
-
-Reporting-MTA: dns; mx.vendor.test
-
-Final-Recipient: rfc822; {rcpt}
-Original-Recipient: rfc822;{rcpt}
-Action: {action}
-Status: {status}
-Diagnostic-Code: smtp; {diagnostic}
-
---B0UND
-Content-Type: text/rfc822-headers
-
-From: Sam Seller <{SALES}>
-To: {rcpt}
-Subject: {original["Subject"]}
-Message-ID: {original["Message-ID"]}
-
---B0UND--
-""".replace("\n", "\r\n").encode()
+    """A Postfix-style delivery status notification for one of our messages."""
+    return delivery_report(
+        to=SALES,
+        rcpt=str(original["To"]),
+        original_id=str(original["Message-ID"]),
+        original_subject=str(original["Subject"]),
+        status=status,
+        action=action,
+        diagnostic=diagnostic,
+        date=format_datetime(START),
+    )
