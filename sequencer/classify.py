@@ -95,7 +95,7 @@ _ADDR_ONLY = re.compile(r"^[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)*\.[a-z]+$
 _ADDR_LOOSE = re.compile(r"^[^\s<>@]+@[^\s<>@]+$")
 _DAEMON_LOCAL = re.compile(
     r"^(mailer-?daemon|mail-?daemon|postmaster|post_master|mdaemon|mailerdaemon|"
-    r"mail\.?delivery|bounces?|returns?|nobody|noreply-dsn)$",
+    r"mail\.?delivery)$",
     _I,
 )
 _MAILER_DAEMON = re.compile(r"^mail(er)?-?daemon$", _I)
@@ -133,7 +133,8 @@ _BOUNCE_BODY = re.compile(
 _ORIGINAL_START = re.compile(
     r"^[ \t>-]*(-{2,}|={2,}|\*{2,})?\s*(a\s+)?("
     r"this is a copy of|below this line is a copy|original message (follows|headers)|"
-    r"the original message (follows|is (included|attached)|headers)|returned message|undelivered message|message text follows|"
+    r"the original message (follows|is (included|attached)|headers)|returned message|"
+    r"undelivered message|message text follows|"
     r"(start|begin) of (the )?(returned|original)|headers of the original|"
     r"copy of the message|unsent message below|forwarded message|"
     r"summary of the undelivered message"
@@ -155,182 +156,60 @@ _DATA_STAGE = re.compile(r"(>>>|in reply to|after)\s*(end of\s*)?data\b", _I)
 # Reasons. Words win over codes: "552 5.2.2 mailbox full" is soft, "550 5.7.1 No such user" hard.
 # A space in these phrases also matches a line break or several spaces: MTAs wrap their text.
 _FULL = _phrases(
-    r"quota",
-    r"mailbox (is |was )?full",
-    r"inbox (is )?full",
-    r"full mailbox",
-    r"mailbox size",
-    r"(disk|storage) (space|limit)",
-    r"not enough (storage|space)",
-    r"insufficient (storage|space|disk)",
-    r"exceed(s|ed)? (the |its )?(storage|quota|disk|mailbox)",
-    r"mailbox has exceeded",
-    r"zu ?viele mails",
-    r"over ?quota",
-    r"exdiskquota",
-    r"space (limit|exhausted)",
-    r"\b[45]\.2\.2\b",
+    r"quota|mailbox (is |was )?full|inbox (is )?full|full mailbox|mailbox size",
     r"mail ?folder is full",
-    r"mailbox is full",
-    r"buz[óo]n lleno",
+    r"(disk|storage) (space|limit)|not enough (storage|space)|insufficient (storage|space|disk)",
+    r"exceed(s|ed)? (the |its )?(storage|quota|disk|mailbox)|mailbox has exceeded|over ?quota",
+    r"exdiskquota|space (limit|exhausted)|\b[45]\.2\.2\b|zu ?viele mails|buz[óo]n lleno",
     r"postfach (ist )?voll",
-    r"user'?s? mailbox is full",
 )
+# Passing trouble: suspended, expired, too big, looping, held. Soft whatever else is said.
 _TRANSIENT = _phrases(
-    r"suspend",
-    r"disabled",
-    r"expired",
-    r"too large",
-    r"message size",
-    r"size limit",
-    r"exceeds? (the )?(maximum )?(message )?size",
-    r"message length",
-    r"loop(s|ing)?\b",
-    r"hop count",
-    r"too many hops",
-    r"not (a )?member",
-    r"locked",
-    r"could not be delivered for",
-    r"not delivered within",
-    r"maximum[- ]time",
-    r"queue too long",
-    r"in the queue",
-    r"moderator",
-    r"held until",
-    r"processing error",
-    r"error while being processed",
-    r"delivery failed \d+ attempts",
-    r"failed \d+ attempts",
-    r"retry time",
-    r"out of memory",
-    r"command died",
+    r"suspend|disabled|expired|too large|message size|size limit|message length",
+    r"exceeds? (the )?(maximum )?(message )?size|loop(s|ing)?\b|hop count|too many hops",
+    r"not (a )?member|locked|could not be delivered for|not delivered within|maximum[- ]time",
+    r"queue too long|in the queue|moderator|held until|processing error|being processed",
+    r"(delivery )?failed \d+ attempts|retry time|out of memory|command died|not collected",
     r"mail system problem",
-    r"not collected",
 )
 # Vaguer trouble words: they make a failure soft only when no address-bad words stand beside.
 _TRANSIENT_WEAK = _phrases(
-    r"inactive",
-    r"temporar(il)?y",
-    r"time(d)? ?out",
+    r"inactive|temporar(il)?y|time(d)? ?out|unreachable|deferr?ed|try (again )?later",
     r"(computer|host|server|destination) (was |is )?not (reachable|responding)",
-    r"unreachable",
-    r"network (problem|error)",
-    r"connection (refused|reset|dropped|timed|lost)",
-    r"establish an smtp connection",
-    r"system error",
-    r"internal error",
-    r"local error",
-    r"resources",
-    r"service (currently )?unavailable",
-    r"try (again )?later",
-    r"deferr?ed",
-    r"\b4\.\d\.\d+\b",
+    r"network (problem|error)|connection (refused|reset|dropped|timed|lost)",
+    r"establish an smtp connection|(system|internal|local) error|resources",
+    r"service (currently )?unavailable|\b4\.\d\.\d+\b",
 )
 _POLICY = _phrases(
-    r"spam",
-    r"\bblocked",
-    r"block ?list",
-    r"black ?list",
-    r"dnsbl",
-    r"\brbl\b",
-    r"spamhaus",
-    r"spamcop",
-    r"policy",
-    r"reputation",
-    r"relay(ing)? (denied|not permitted|access denied)",
-    r"relaying",
-    r"not permitted",
-    r"access denied",
-    r"denied",
-    r"\bspf\b",
-    r"dkim",
-    r"dmarc",
-    r"authenticat",
-    r"\bptr\b",
-    r"reverse (dns|lookup)",
-    r"virus",
-    r"malware",
-    r"content (rejected|filter)",
-    r"filtered",
-    r"\bfilter",
-    r"unsolicited",
-    r"\bube\b",
-    r"junk ?mail",
-    r"rcpthosts",
-    r"banned",
-    r"accept attachments",
-    r"attachments? (are |is )?not (allowed|accepted)",
-    r"\btls\b",
-    r"starttls",
-    r"encryption",
-    r"too many",
-    r"rate limit",
-    r"throttl",
-    r"not allowed",
-    r"prohibited",
-    r"forbidden",
-    r"sender (address )?(rejected|verify|verification)",
-    r"domain of sender",
-    r"blocklisted",
-    r"refused due to",
-    r"recipient preferences",
+    r"spam|\bblocked|block ?list|black ?list|blocklisted|dnsbl|\brbl\b|policy|reputation",
+    r"relay(ing)? (denied|not permitted|access denied)|not permitted|denied|\bspf\b|dkim|dmarc",
+    r"authenticat|\bptr\b",
+    r"reverse (dns|lookup)|virus|malware|content (rejected|filter)|\bfilter|unsolicited",
+    r"\bube\b|junk ?mail|rcpthosts|banned|accept attachments|\btls\b|starttls|encryption",
+    r"attachments? (are |is )?not (allowed|accepted)|too many|rate limit|throttl|not allowed",
+    r"prohibited|forbidden|sender (address )?(rejected|verify|verification)|domain of sender",
+    r"refused due to|recipient preferences",
 )
 _HARD = _phrases(
-    r"user(name)? (is )?unknown",
-    r"unknown (user|recipient|local[- ]part|address|mailbox|alias|host)",
+    r"user(name)? (is )?unknown|unknown (user|recipient|local[- ]part|address|mailbox|alias|host)",
     r"no such (user|mailbox|recipient|person|address|account|local user|domain|host)",
     r"(mailbox|recipient|user|address|account|domain|host) (does not|doesn'?t|did not) exist",
     r"(mailbox|recipient|user|address|account|destination|host|domain|user name) (was )?not found",
-    r"not (a )?(valid|known) (user|recipient|mailbox|address)",
-    r"invalid (recipient|mailbox|address|user)",
-    r"(user|recipient) not (listed|local|here)",
-    r"address rejected",
-    r"has moved",
-    r"no longer (on|at|valid|available at)",
-    r"mailbox (is )?unavailable",
-    r"mailbox not available",
-    r"host (or domain name )?unknown",
-    r"domain (name )?not found",
-    r"unrouteable",
-    r"unroutable",
-    r"name or service not known",
-    r"no mx",
-    r"nxdomain",
-    r"no such host",
-    r"bad destination",
-    r"recipnotfound",
-    r"not our customer",
-    r"deactivated",
-    r"doesn'?t have an? [\w.]+ account",
-    r"no mailbox here",
-    r"not listed in",
-    r"unknown or illegal alias",
-    r"no account by that name",
-    r"invalid (final delivery )?userid",
-    r"(user ?name|recipient)[^\n]{0,80}not unique",
-    r"user not known",
-    r"host \S+ not found",
-    r"no matches to (the )?name ?server query",
-    r"(does not|doesn't) have a (final )?(e-?mail )?delivery point",
-    r"indicated no smtp service",
-    r"null mx",
-    r"domain is not reachable",
-    r"no user by that name",
-    r"wrong or no longer valid",
-    r"does not have an account",
-    r"no valid recipients",
-    r"not a valid mailbox",
-    r"addressee unknown",
-    r"account (has been )?(closed|removed|deleted)",
-    r"address (is )?invalid",
+    r"not (a )?(valid|known) (user|recipient|mailbox|address)|invalid (recipient|mailbox|user)",
+    r"(user|recipient) not (listed|local|here|known)|(recipient|user|address)( name)? (is )?"
+    r"not recognized|has moved|no longer (on|at|valid|available at)|wrong or no longer valid",
+    r"mailbox (is )?unavailable|mailbox not available|not a valid mailbox|addressee unknown",
+    r"host (or domain name )?unknown|domain (name )?not found|host \S+ not found|no such host",
+    r"unroute?able|name or service not known|no mx|null mx|nxdomain|indicated no smtp service",
+    r"domain is not reachable|bad destination|recipnotfound|not our customer|deactivated",
+    r"doesn'?t have an? [\w.]+ account|does not have an account|no mailbox here|not listed in",
+    r"unknown or illegal alias|no (account|user) by that name|invalid (final delivery )?userid",
+    r"(user ?name|recipient)[^\n]{0,80}not unique|no matches to (the )?name ?server query",
+    r"(does not|doesn't) have a (final )?(e-?mail )?delivery point|no valid recipients",
+    r"account (has been )?(closed|removed|deleted)|address (is )?invalid|invalid address",
     r"did not (exactly )?match (an? )?[\w.]+ (e-?mail )?address",
-    r"not recognized",
-    r"unbekannt",
-    r"existiert nicht",
-    r"inexistente",
-    r"no existe",
-    r"n'existe pas",
-    r"inconnu",
+    r"non-?existent (user|recipient|mailbox|address|account)",
+    r"unbekannt|existiert nicht|inexistente|no existe|n'existe pas|inconnu",
 )
 _SENDER_SIDE = _phrases(r"sender address rejected", r"\b5\.1\.[78]\b", r"mail from .{0,40}rejected")
 # A local delivery program (procmail, a pipe) failing says nothing about the address.
@@ -355,12 +234,12 @@ _DELAY_BODY = re.compile(
 
 _CHALLENGE = re.compile(
     r"boxbe|bluebottle|spam ?arrest|mailblocks|sender not pre-?approved|"
-    r"requires confirmation|verify (that )?you are (a )?(human|real person|person)|"
+    r"server requires confirmation|verify (that )?you are (a )?(human|real person|person)|"
     r"prove (that )?you are (a )?human|confirm (that )?you are (a )?(human|real)|"
     r"please confirm your (message|e-?mail|address)|challenge[- ]response|"
     r"added to (the|my) (recipient'?s )?(allowed|approved|white) ?(list|senders)|"
     r"whitelist request|(add|added) (you|your address) to (my|the) (whitelist|white list|"
-    r"approved senders)|awaiting your (confirmation|verification)|"
+    r"approved senders)|"
     r"protected by [\w ]{0,30}(spam|anti-?spam|verification)|this account is protected by",
     _I,
 )
@@ -440,6 +319,13 @@ _OOO_TEXT = re.compile(
     r"|\bout of (the )?office\b",
     _I,
 )
+# Autoresponder subjects that are not absences ("Thank you for your e-mail").
+_AUTO_SUBJECT = re.compile(
+    r"^\s*((thank you|thanks) for (your|contacting)|we (have )?received your|"
+    r"(your )?(request|ticket|message) (has been )?received|merci pour votre|"
+    r"vielen dank für ihre|gracias por su)",
+    _I,
+)
 _LEFT_COMPANY = re.compile(
     r"\bno longer (with|at|employed|working|works|part of|in use|monitored|active|valid|"
     r"being monitored|available|in service)\b"
@@ -477,6 +363,7 @@ _UNSUBSCRIBE = re.compile(
     _I,
 )
 
+_FEEDBACK_SUBJECT = re.compile(r"complaint|feedback loop|abuse report", _I)
 _UNSUBSCRIBE_SUBJECT = re.compile(
     r"\s*((re|aw|sv|antw|r)\s*:\s*)?(unsubscribe|remove( me)?|stop|abmelden|désabonner|"
     r"desabonner|baja|cancellami|afmelden|descadastrar)[\s.!]*",
@@ -543,6 +430,7 @@ _DATE_MDY = re.compile(
     rf"\b({_MONTH_RE})\.?\s+(\d{{1,2}})(?:st|nd|rd|th)?\b(?:,?\s+(\d{{4}}))?", _I
 )
 _DATE_WEEKDAY = re.compile(rf"\b({_WEEKDAY_RE})\b", _I)
+_SOON = timedelta(days=42)
 
 _HTML_DROP = re.compile(r"<(style|script|head)\b.*?</\1\s*>", _I | re.S)
 _HTML_QUOTE = re.compile(
@@ -557,7 +445,9 @@ _SES_TYPE = re.compile(r'^\s*\{\s*"notificationType"\s*:\s*"(Bounce|Complaint|De
 _SES_RECIPIENT = re.compile(r'\{[^{}]*"emailAddress"\s*:\s*"[^"]+"[^{}]*\}')
 _SES_COMPLAINED = re.compile(r'"complainedRecipients"\s*:\s*\[(.*?)\]', re.S)
 
+# Budgets against hostile mail: parts walked, characters read per part.
 _MAX_PARTS = 200
+_MAX_TEXT = 256_000
 # message/* parts whose payload compat32 splits into header blocks: leaves, not attachments.
 _REPORT_PARTS = frozenset(
     {
@@ -596,7 +486,6 @@ class _Mail:
     all_text: str  # every text part, returned copies included
     report_type: str
     dsn: list[_Rcpt]
-    has_dsn_part: bool
     original_headers: list[Message]
     calendar: str
     reply_relation: bool
@@ -621,13 +510,9 @@ class _Hit:
 def _classify(raw: bytes) -> Classification:
     raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").lstrip(b" \t\n")
     msg = email.message_from_bytes(raw, policy=email.policy.compat32)
-    facts = {
-        "message_id": _first_msgid(_header(msg, "Message-ID")),
-        "from_address": _from_address(msg)[0],
-        "subject": _subject(msg),
-    }
-    if not msg.keys():
-        return Classification(Verdict.OTHER, rules=("unparseable",), subject=facts["subject"] or "")
+    if not msg.keys():  # no header at all: not a message
+        return Classification(Verdict.OTHER, rules=("unparseable",))
+    own = _first_msgid(_header(msg, "Message-ID"))
     mail = _parse(msg)
     for name, rule in _RULES:
         hit = rule(mail)
@@ -637,7 +522,6 @@ def _classify(raw: bytes) -> Classification:
         name = hit.name or name
         if hit.verdict is Verdict.BOUNCE or name in {"dsn_success", "arf_complaint"}:
             related += _returned_ids(mail)
-        own = facts["message_id"]
         return Classification(
             verdict=hit.verdict,
             kind=hit.kind,
@@ -669,10 +553,6 @@ def _header(msg: Message, name: str) -> str:
     return " ".join(text.split())
 
 
-def _subject(msg: Message) -> str:
-    return _header(msg, "Subject")
-
-
 def _from_address(msg: Message) -> tuple[str | None, str]:
     raw = _header(msg, "From")
     if not raw:
@@ -702,16 +582,16 @@ def _payload_text(part: Message) -> str:
         data = None
     if not isinstance(data, bytes):
         payload = part.get_payload()
-        return payload if isinstance(payload, str) else ""
-    charset = "utf-8"
+        return payload[:_MAX_TEXT] if isinstance(payload, str) else ""
+    data = data[:_MAX_TEXT]
     try:
-        charset = part.get_content_charset() or "utf-8"
-        return data.decode(charset, "replace")
+        return data.decode(part.get_content_charset() or "utf-8", "replace")
     except (LookupError, ValueError):
         return data.decode("utf-8", "replace")
 
 
 def _html_to_text(markup: str, *, cut_quotes: bool) -> str:
+    """Readable text of HTML-only mail; `cut_quotes` drops everything from the quoted reply on."""
     markup = _HTML_DROP.sub("", markup)
     if cut_quotes:
         quote = _HTML_QUOTE.search(markup)
@@ -752,12 +632,10 @@ def _parse(msg: Message) -> _Mail:
     every: list[str] = []
     calendar = ""
     dsn: list[_Rcpt] = []
-    has_dsn = False
     originals: list[Message] = []
     for part, nested in _walk(msg):
         ctype = part.get_content_type()
         if ctype in {"message/delivery-status", "message/global-delivery-status"}:
-            has_dsn = True
             dsn.extend(_dsn_blocks(part))
             continue
         if ctype in {"text/rfc822-headers", "message/rfc822-headers"}:
@@ -793,7 +671,7 @@ def _parse(msg: Message) -> _Mail:
         body = body[: cut.start()] if cut else body
         cut = _DISCLAIMER.search(body)
         report.append(body[: cut.start()] if cut else body)
-    subject = _subject(msg)
+    subject = _header(msg, "Subject")
     reply_relation = bool(
         _header(msg, "In-Reply-To")
         or _header(msg, "References")
@@ -812,7 +690,6 @@ def _parse(msg: Message) -> _Mail:
         all_text="\n".join(every),
         report_type=(_safe_param(msg, "report-type") or "").lower(),
         dsn=dsn,
-        has_dsn_part=has_dsn,
         original_headers=originals,
         calendar=calendar,
         reply_relation=reply_relation,
@@ -844,6 +721,7 @@ def _attached_messages(msg: Message) -> Iterator[Message]:
 
 
 def _header_block(text: str) -> Message:
+    """A text/rfc822-headers part as a Message, for its Message-ID and To."""
     try:
         return HeaderParser(policy=email.policy.compat32).parsestr(text.lstrip(), headersonly=True)
     except Exception:
@@ -851,6 +729,7 @@ def _header_block(text: str) -> Message:
 
 
 def _dsn_fields(block: str) -> dict[str, str]:
+    """One DSN field block parsed by hand, for reports compat32 did not split into parts."""
     fields: dict[str, str] = {}
     last = ""
     for line in block.splitlines():
@@ -986,6 +865,7 @@ def _words_only(text: str) -> str:
 
 
 def _flufl(msg: Message) -> tuple[set[str], set[str]]:
+    """(temporary, permanent) failed addresses per flufl.bounce; its detectors can raise."""
     try:
         temporary, permanent = all_failures(msg)
     except Exception:
@@ -1033,11 +913,7 @@ def _text_recipients(mail: _Mail) -> list[str]:
 
 def _not_ours(mail: _Mail, addresses: list[str]) -> tuple[str, ...]:
     """Drop the bounce's own From/To and daemon addresses: they never are the failed recipient."""
-    skip = {mail.from_address or ""}
-    try:
-        skip |= {a.lower() for _, a in getaddresses([mail.header("To"), mail.header("Cc")])}
-    except Exception:
-        pass
+    skip = {mail.from_address or "", *_addresses(mail.header("To")), *_addresses(mail.header("Cc"))}
     out: list[str] = []
     for address in addresses:
         local = address.partition("@")[0]
@@ -1047,15 +923,75 @@ def _not_ours(mail: _Mail, addresses: list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
+def _addresses(value: str) -> list[str]:
+    """Lower-cased addresses of an address-list header; [] when the stdlib parser gives up."""
+    try:
+        pairs = getaddresses([value])
+    except Exception:  # hostile input: the address list is simply unknown
+        return []
+    return [address.lower() for _, address in pairs if "@" in address]
+
+
 def _from_daemon(mail: _Mail) -> bool:
+    """Bounce senders: no From at all, MAILER-DAEMON/postmaster, "Mail Delivery System"."""
     local = (mail.from_address or "").partition("@")[0]
     return (
         not mail.from_address
         or bool(_DAEMON_LOCAL.match(local))
         or bool(_DAEMON_NAME.search(mail.from_display))
-        or mail.header("Return-Path").strip() in {"<>", ""}
-        and bool(mail.header("Return-Path"))
+        or mail.header("Return-Path").strip() == "<>"
     )
+
+
+def _action(rcpt: _Rcpt) -> str:
+    """failed / delayed / delivered / "" from a DSN Action, or from Status when it is odd."""
+    action = rcpt.action
+    if action.startswith(("fail", "expire", "bounce", "reject", "undeliver")):
+        return "failed"
+    if action.startswith(("delay", "defer")):
+        return "delayed"
+    if action.startswith(("deliver", "relay", "expand")):
+        return "delivered"
+    return {"5": "failed", "4": "failed", "2": "delivered"}.get(rcpt.status.strip()[:1], "")
+
+
+def _bounce(failures: list[tuple[str, str, bool]]) -> _Hit:
+    """One verdict from per-recipient (address, kind, hard) failures.
+
+    Hard when any recipient's reason proves its address bad; `recipients` are then exactly
+    those addresses, so a soft failure beside them is never marked bad by association.
+    """
+    hard = [address for address, _, is_hard in failures if is_hard]
+    if hard:
+        recipients = tuple(dict.fromkeys(a for a in hard if a))
+        return _Hit(
+            Verdict.BOUNCE,
+            kind="user_unknown",
+            hard=True,
+            recipients=recipients,
+            also=("reason_user_unknown",),
+        )
+    kinds = [kind for _, kind, _ in failures]
+    kind = next((k for k in kinds if k != "other"), "other")
+    recipients = tuple(dict.fromkeys(a for a, _, _ in failures if a))
+    return _Hit(
+        Verdict.BOUNCE, kind=kind, hard=False, recipients=recipients, also=(f"reason_{kind}",)
+    )
+
+
+def _segments(text: str, recipients: tuple[str, ...]) -> list[tuple[str, str]]:
+    """Each recipient with the stretch of explanation that follows its first mention."""
+    lowered = text.lower()
+    found = sorted((lowered.find(r), r) for r in recipients if r in lowered)
+    if len(found) < 2 or len(found) != len(recipients):
+        return [(r, text) for r in recipients] or [("", text)]
+    ends = [pos for pos, _ in found[1:]] + [len(text)]
+    return [(r, text[pos:end]) for (pos, r), end in zip(found, ends, strict=True)]
+
+
+def _status_from_text(text: str) -> str:
+    found = _STATUS.search(text)
+    return found.group(0) if found else ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1063,33 +999,27 @@ def _from_daemon(mail: _Mail) -> bool:
 
 
 def _rule_arf(mail: _Mail) -> _Hit | None:
-    """RFC 5965 abuse report: the complained-about address must be suppressed, not retried."""
-    is_arf = mail.report_type == "feedback-report" or any(
-        p.get_content_type() == "message/feedback-report" for p, _ in _walk(mail.msg)
-    )
-    if not is_arf and not re.search(r"complaint|feedback loop|abuse report", mail.subject, _I):
-        return None
-    if not is_arf and not mail.original_headers:
-        return None
+    """RFC 5965 abuse report (or an older feedback loop forwarding the message): the
+    complained-about address must be suppressed. Not a bounce and not a reply, so `other`."""
+    reports = [p for p, _ in _walk(mail.msg) if p.get_content_type() == "message/feedback-report"]
+    if mail.report_type != "feedback-report" and not reports:
+        loop = _FEEDBACK_SUBJECT.search(mail.subject) and not _REPLY_PREFIX.match(mail.subject)
+        if not (loop and mail.original_headers):
+            return None
     recipients: list[str] = []
-    for original in mail.original_headers:
-        try:
-            recipients += [
-                a.lower() for _, a in getaddresses([_header(original, "To")]) if "@" in a
-            ]
-        except Exception:
-            continue
-    for part, _ in _walk(mail.msg):
-        if part.get_content_type() == "message/feedback-report":
-            body = part.get_payload()
-            text = (
-                "\n".join(str(b) for b in body) if isinstance(body, list) else _payload_text(part)
-            )
-            for match in re.finditer(r"^original-rcpt-to:\s*(.+)$", text, _IM):
-                address = _bare_address(match.group(1))
-                if address:
-                    recipients.append(address)
-    return _Hit(Verdict.OTHER, recipients=tuple(dict.fromkeys(recipients)))
+    for part in reports:
+        body = part.get_payload()
+        if isinstance(body, list):  # compat32 splits the report into header blocks
+            blocks = [b for b in body if isinstance(b, Message)]
+            recipients += [str(v) for b in blocks for v in b.get_all("Original-Rcpt-To") or ()]
+        else:
+            text = _payload_text(part)
+            recipients += re.findall(r"^original-rcpt-to:\s*(.+)$", text, _IM)
+    if not any(recipients):  # no Original-Rcpt-To: whom the reported message was sent to
+        for original in mail.original_headers:
+            recipients += _addresses(_header(original, "To"))
+    found = (_bare_address(r) for r in recipients)
+    return _Hit(Verdict.OTHER, recipients=tuple(dict.fromkeys(r for r in found if r)))
 
 
 def _rule_mdn(mail: _Mail) -> _Hit | None:
@@ -1132,40 +1062,6 @@ def _rule_dsn(mail: _Mail) -> _Hit | None:
     return _bounce(failures)
 
 
-def _bounce(failures: list[tuple[str, str, bool]]) -> _Hit:
-    """One verdict from per-recipient (address, kind, hard) failures.
-
-    Hard when any recipient's reason proves its address bad; `recipients` are then exactly
-    those addresses, so a soft failure beside them is never marked bad by association.
-    """
-    hard = [address for address, _, is_hard in failures if is_hard]
-    if hard:
-        recipients = tuple(dict.fromkeys(a for a in hard if a))
-        return _Hit(
-            Verdict.BOUNCE,
-            kind="user_unknown",
-            hard=True,
-            recipients=recipients,
-            also=("reason_user_unknown",),
-        )
-    kinds = [kind for _, kind, _ in failures]
-    kind = next((k for k in kinds if k != "other"), "other")
-    recipients = tuple(dict.fromkeys(a for a, _, _ in failures if a))
-    return _Hit(
-        Verdict.BOUNCE, kind=kind, hard=False, recipients=recipients, also=(f"reason_{kind}",)
-    )
-
-
-def _segments(text: str, recipients: tuple[str, ...]) -> list[tuple[str, str]]:
-    """Each recipient with the stretch of explanation that follows its first mention."""
-    lowered = text.lower()
-    found = sorted((lowered.find(r), r) for r in recipients if r in lowered)
-    if len(found) < 2 or len(found) != len(recipients):
-        return [(r, text) for r in recipients] or [("", text)]
-    ends = [pos for pos, _ in found[1:]] + [len(text)]
-    return [(r, text[pos:end]) for (pos, r), end in zip(found, ends, strict=True)]
-
-
 def _rule_ses(mail: _Mail) -> _Hit | None:
     """Amazon SES notifications forwarded by SNS e-mail: JSON, not MIME, but exact evidence."""
     kind = _SES_TYPE.search(mail.text)
@@ -1190,18 +1086,6 @@ def _rule_ses(mail: _Mail) -> _Hit | None:
         address = _bare_address(fields.get("emailAddress", ""))
         failures.append((address, kind_, hard and not transient))
     return _bounce(failures or [("", "other", False)])
-
-
-def _action(rcpt: _Rcpt) -> str:
-    """failed / delayed / delivered / "" from a DSN Action, or from Status when it is odd."""
-    action = rcpt.action
-    if action.startswith(("fail", "expire", "bounce", "reject", "undeliver")):
-        return "failed"
-    if action.startswith(("delay", "defer")):
-        return "delayed"
-    if action.startswith(("deliver", "relay", "expand")):
-        return "delivered"
-    return {"5": "failed", "4": "failed", "2": "delivered"}.get(rcpt.status.strip()[:1], "")
 
 
 def _rule_bounce_text(mail: _Mail) -> _Hit | None:
@@ -1238,11 +1122,6 @@ def _rule_bounce_text(mail: _Mail) -> _Hit | None:
     return _bounce(failures)
 
 
-def _status_from_text(text: str) -> str:
-    found = _STATUS.search(text)
-    return found.group(0) if found else ""
-
-
 def _rule_calendar(mail: _Mail) -> _Hit | None:
     """An iTIP REPLY is a person answering an invitation, even with no text at all."""
     if not mail.calendar or not _CAL_METHOD.search(mail.calendar):
@@ -1254,6 +1133,7 @@ def _rule_calendar(mail: _Mail) -> _Hit | None:
 
 
 def _rule_calendar_reply(mail: _Mail) -> _Hit | None:
+    """Declined or tentative answers to an invitation are a person's answer too."""
     if mail.calendar and _CAL_METHOD.search(mail.calendar):
         return _Hit(Verdict.HUMAN_REPLY)
     return None
@@ -1296,8 +1176,12 @@ def _rule_autoreply_headers(mail: _Mail) -> _Hit | None:
         return _auto_reply(mail)
     if mail.header("X-Autorespond") or mail.header("X-Autoresponse"):
         return _auto_reply(mail)
+    # Exchange stamps its own OOF replies with X-Auto-Response-Suppress; a person's "RE:"
+    # carrying it needs the text to agree before we call it a robot.
     suppress = mail.header("X-Auto-Response-Suppress").lower()
-    if re.search(r"\b(oof|autoreply|all)\b", suppress):
+    if re.search(r"\b(oof|autoreply|all)\b", suppress) and (
+        not _REPLY_PREFIX.match(mail.subject) or _OOO_TEXT.search(mail.new_text)
+    ):
         return _auto_reply(mail)
     return None
 
@@ -1307,8 +1191,14 @@ def _rule_precedence(mail: _Mail) -> _Hit | None:
     value = (mail.header("Precedence") or mail.header("X-Precedence")).lower()
     if value not in {"auto_reply", "auto-reply", "junk", "bulk"}:
         return None
-    if value == "bulk" and (mail.header("List-Id") or mail.header("List-Unsubscribe")):
-        return None  # a newsletter, judged by the list rule
+    if value == "bulk":
+        # Bulk is also every newsletter's mark: believe it for an answer to us, or for a
+        # message that reads like an auto-reply, and leave lists to the list rule.
+        if mail.header("List-Id") or mail.header("List-Unsubscribe"):
+            return None
+        robotic = _AUTO_SUBJECT.match(mail.subject) or _OOO_SUBJECT_ANY.search(mail.subject)
+        if not (mail.reply_relation or robotic or _OOO_TEXT.search(mail.new_text)):
+            return None
     return _auto_reply(mail)
 
 
@@ -1366,6 +1256,7 @@ def _rule_not_a_reply(mail: _Mail) -> _Hit | None:
 
 
 def _rule_human(mail: _Mail) -> _Hit | None:
+    """What is left answers our mail and shows no robot: a person wrote it."""
     return _Hit(Verdict.HUMAN_REPLY)
 
 
@@ -1384,6 +1275,7 @@ def _return_date(text: str, sent: date | None) -> date | None:
 
 
 def _date_in(window: str, sent: date | None) -> date | None:
+    """The earliest date written in `window`; a bare weekday means the next such day."""
     base_year = sent.year if sent else None
     iso = _DATE_ISO.search(window)
     candidates: list[tuple[int, date | None]] = []
@@ -1425,6 +1317,7 @@ def _mkdate(year: int, month: int, day: int) -> date | None:
 
 
 def _year_fill(year: int | None, month: int, day: int, sent: date | None) -> date | None:
+    """A day and month without a year belong to the Date's year, or the next one if past."""
     if year is not None:
         return _mkdate(year, month, day)
     if sent is None:
@@ -1436,24 +1329,26 @@ def _year_fill(year: int | None, month: int, day: int, sent: date | None) -> dat
 
 
 def _numeric(match: re.Match[str], window: str, sent: date | None) -> date | None:
-    """d.m.(y), d/m/y or m/d/y: the weekday named, else the reading nearest after Date."""
+    """d.m.(y), or d/m/y against m/d/y: the weekday named decides, else a reading soon after
+    Date when the other one is far off (absences are short); both plausible means unsure."""
     a, sep, b = int(match[1]), match[2], int(match[3])
+    if match[4] is None and sep != ".":
+        return None  # "9/11" or "10-12" without a year is more often not a date
     year = int(match[4]) if match[4] else None
     if year is not None and year < 100:
         year += 2000
-    if sep == ":" or (match[4] is None and sep != "."):
-        return None  # "9/11" or "10-12" without a year is more often not a date
     readings = [(a, b)] if sep == "." else [(a, b), (b, a)]
-    options = [d for d in (_year_fill(year, m, dd, sent) for dd, m in readings) if d]
-    options = list(dict.fromkeys(options))
-    before = window[: match.start()]
-    weekday = _DATE_WEEKDAY.search(before[-20:])
-    if weekday:
-        options = [d for d in options if d.weekday() == _WEEKDAYS[weekday[1].lower()]] or options
+    options = list(
+        dict.fromkeys(d for d in (_year_fill(year, m, dd, sent) for dd, m in readings) if d)
+    )
+    weekday = _DATE_WEEKDAY.search(window[: match.start()][-20:])
+    if weekday and len(options) > 1:
+        named = _WEEKDAYS[weekday[1].lower()]
+        options = [d for d in options if d.weekday() == named] or options
     if len(options) > 1 and sent:
-        later = [d for d in options if d >= sent] or options
-        options = sorted(later, key=lambda d: abs((d - sent).days))
-    return options[0] if options else None
+        soon = [d for d in options if timedelta(0) <= d - sent <= _SOON]
+        options = soon if len(soon) == 1 else []
+    return options[0] if len(options) == 1 else None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -65,3 +65,6 @@ def configure(
     # Libraries that use the standard logging module (tortoise, aiosmtpd) stay quiet unless
     # something is wrong; their warnings go to stderr.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    # flufl.bounce logs a traceback for every malformed header it meets; hostile mail would
+    # flood the journal. classify() copes with those messages itself.
+    logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
