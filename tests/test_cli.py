@@ -289,3 +289,47 @@ def test_classify_prints_json(tmp_path: Path) -> None:
     [row] = json.loads(res.stdout)
     assert row["file"] == str(msg) and row["verdict"] == "auto_reply"
     assert set(row) >= {"kind", "hard", "recipients", "return_date", "rules"}
+
+
+def test_sighup_reloads_sequences_and_keeps_them_on_a_broken_edit(cfg: Path) -> None:
+    proc = _start_daemon(cfg)
+    try:
+        _read_until(proc, "daemon.started")
+        seq_dir = cfg.parent / "sequences"
+        (seq_dir / "second.yaml").write_text((seq_dir / "follow-up.yaml").read_text())
+        proc.send_signal(signal.SIGHUP)
+        reloaded = _read_until(proc, "sequences.reloaded")[-1]
+        assert reloaded["sequences"] == ["follow-up", "second"]
+        (seq_dir / "third.yaml").write_text("mailbox: sales\nsteps: [\n")
+        proc.send_signal(signal.SIGHUP)
+        failed = _read_until(proc, "sequences.reload_failed")[-1]
+        assert "third.yaml:" in str(failed["error"])
+        assert failed["kept"] == ["follow-up", "second"]
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=15)
+        assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+async def test_suppressed_address_cannot_be_enrolled_again(cfg: Path, tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from sequencer.config import load_settings
+    from sequencer.store import db, queries
+
+    settings = load_settings(cfg)
+    async with db.connected(settings.database):
+        await queries.suppress(JO, "unsubscribe", "Please remove me", datetime.now(UTC))
+    res = cli("enroll", "follow-up", JO, "--var", "first_name=Jo", cfg=cfg)
+    assert res.returncode == 2
+    assert "suppression list" in res.stderr and "unsubscribe" in res.stderr
+    csv_file = tmp_path / "list.csv"
+    csv_file.write_text(f"email,first_name\n{JO},Jo\nann@a.test,Ann\n")
+    res = cli("enroll", "follow-up", "--csv", str(csv_file), cfg=cfg)
+    assert res.returncode == 0
+    assert "enrolled 1" in res.stdout and "skipped 1 suppressed" in res.stdout
+    assert [r["email"] for r in json.loads(cli("status", "--json", cfg=cfg).stdout)] == [
+        "ann@a.test"
+    ]
