@@ -10,7 +10,7 @@ import asyncio
 import json
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -50,9 +50,9 @@ def _fail(exc: SequencerError) -> typer.Exit:
     return typer.Exit(2)
 
 
-def _run(coro: Callable[[], Awaitable[T]]) -> T:
+def _run(coro: Callable[[], Coroutine[Any, Any, T]]) -> T:
     try:
-        return asyncio.run(coro())  # type: ignore[arg-type]
+        return asyncio.run(coro())
     except SequencerError as exc:
         raise _fail(exc) from None
 
@@ -372,7 +372,7 @@ def demo() -> None:
     from sequencer.demo import run_demo
 
     try:
-        asyncio.run(run_demo(out, err))
+        asyncio.run(run_demo(out))
     except SequencerError as exc:
         raise _fail(exc) from None
 

@@ -21,10 +21,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from sequencer import contacts, logs, replies
+from sequencer import contacts, logs
 from sequencer.clock import SystemClock
 from sequencer.config import load_settings
 from sequencer.devservers import Pymap, SmtpSink, delivery_report, imap_append
+from sequencer.errors import SequencerError
 from sequencer.schedule import due_after
 from sequencer.sequences import load_all
 from sequencer.store import db, queries
@@ -66,7 +67,7 @@ def _bounce(original_id: str, rcpt: str) -> bytes:
     )
 
 
-async def run_demo(out: Console, err: Console) -> None:
+async def run_demo(out: Console) -> None:
     started = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="sequencer-demo-"))
     sink = SmtpSink().start()
@@ -140,16 +141,16 @@ mailboxes:
             await daemon.start()
             runner = asyncio.create_task(daemon.run())
             try:
-                await _act_the_contacts(out, sink, imap, started=clock.now())
+                await _act_the_contacts(out, sink, imap)
             finally:
                 daemon.stop()
                 await runner
-            await _report(out, seq.steps.__len__())
+            await _report(out, len(seq.steps))
         lines = sum(1 for _ in log_path.open())
     out.print(f"\nThe daemon wrote {lines} JSON log lines (what `sequencer run` prints on stdout).")
 
 
-async def _act_the_contacts(out: Console, sink: SmtpSink, imap: Pymap, started: object) -> None:
+async def _act_the_contacts(out: Console, sink: SmtpSink, imap: Pymap) -> None:
     """Watch the sink and answer as each contact would."""
     done: set[tuple[str, int]] = set()
     t0 = time.monotonic()
@@ -160,15 +161,15 @@ async def _act_the_contacts(out: Console, sink: SmtpSink, imap: Pymap, started: 
             got = sink.received[seen]
             seen += 1
             rcpt = got.rcpt_tos[0]
-            step = await SentMessage.filter(enrollment__email=rcpt).count()
             subject = _header(got.data, "Subject")
             out.print(f"[green]→[/] {time.monotonic() - t0:4.1f}s  sent to {rcpt:<20} {subject}")
             mid = _header(got.data, "Message-ID")
+            step = (await SentMessage.get(message_id=mid)).step
             await _respond(out, imap, rcpt, step, mid, subject, done)
         if not await Enrollment.filter(state="active").exists():
             return
         await asyncio.sleep(0.1)
-    out.print("[yellow]demo timed out waiting for the sequences to finish[/]")
+    raise SequencerError("the demo did not finish within 45 s (see the log lines above)")
 
 
 async def _respond(
@@ -236,6 +237,3 @@ async def _report(out: Console, steps: int) -> None:
     out.print("\nAda's thread, as her mail client shows it (one conversation):")
     for s in sent:
         out.print(f"  step {s.step}: {s.message_id}  {s.subject}")
-
-
-__all__ = ["replies", "run_demo"]

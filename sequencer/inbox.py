@@ -31,6 +31,7 @@ Handler = Callable[[int, int, bytes], Awaitable[None]]
 
 _UIDVALIDITY = re.compile(rb"UIDVALIDITY (\d+)")
 _UIDNEXT = re.compile(rb"UIDNEXT (\d+)")
+_SEARCH_RESULT = re.compile(rb"^\d+( \d+)*$")
 
 
 class InboxError(SequencerError):
@@ -234,8 +235,10 @@ class InboxWatcher:
 def _uids(lines: list[Any]) -> list[int]:
     out: list[int] = []
     for line in lines:
-        if isinstance(line, (bytes, bytearray)) and line and line[:1].isdigit():
-            out.extend(int(x) for x in bytes(line).split() if x.isdigit())
+        # Only the SEARCH result line: untagged replies such as "3 EXISTS" also start with a
+        # number, and reading them as UIDs would fetch the wrong messages.
+        if isinstance(line, (bytes, bytearray)) and _SEARCH_RESULT.match(bytes(line)):
+            out.extend(int(x) for x in bytes(line).split())
     return out
 
 

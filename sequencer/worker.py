@@ -24,7 +24,6 @@ from sequencer.errors import (
     DeliveryError,
     RecipientRefused,
     SequencerError,
-    TemplateError,
 )
 from sequencer.inbox import Handler, InboxWatcher, WatchTuning
 from sequencer.schedule import due_after
@@ -116,10 +115,11 @@ class Daemon:
         ):
             try:
                 return await self._send_step(enr, seq, step_no)
-            except Exception:
-                # Isolate each item: one broken enrollment must not stop the others.
+            except Exception as exc:
+                # Isolate each item: one broken enrollment must not stop the others, and must
+                # not be retried every tick either: back off as for a transient failure.
                 log.exception("email.crashed")
-                await queries.release(enr.id)
+                await queries.retry_later(enr, f"internal error: {exc!r}", self._backoff(enr))
                 return 0
 
     async def _send_step(self, enr: Enrollment, seq: Sequence | None, step_no: int) -> int:
@@ -164,7 +164,7 @@ class Daemon:
                 date=now,
                 thread=await queries.thread(enr.id),
             )
-        except (TemplateError, SequencerError) as exc:
+        except SequencerError as exc:
             await queries.finish(enr.id, "failed", f"cannot render step {step_no}: {exc}", now)
             log.error("email.failed", error=str(exc))
             return 0
@@ -180,8 +180,8 @@ class Daemon:
         except DeliveryError as exc:
             await queries.forget_pending(sent.id)
             if exc.transient:
-                delay = min(timedelta(minutes=1) * 2**enr.attempts, MAX_BACKOFF)
-                await queries.retry_later(enr, str(exc), now + delay)
+                retry_at = self._backoff(enr)
+                await queries.retry_later(enr, str(exc), retry_at)
                 event = (
                     "smtp.auth_failed" if isinstance(exc, AuthenticationError) else "email.retry"
                 )
@@ -190,7 +190,7 @@ class Daemon:
                     error=str(exc),
                     code=exc.code,
                     attempt=enr.attempts + 1,
-                    retry_at=(now + delay).isoformat(),
+                    retry_at=retry_at.isoformat(),
                 )
             else:
                 await queries.finish(enr.id, "failed", f"step {step_no} refused: {exc}", now)
@@ -200,6 +200,11 @@ class Daemon:
         await self._advance(enr, seq, sent, "sent", sent_at)
         log.info("email.sent", message_id=message_id, breakup=step.breakup)
         return 1
+
+    def _backoff(self, enr: Enrollment) -> datetime:
+        """1 minute, doubling with each consecutive failure, at most an hour."""
+        doublings = min(int(enr.attempts), 6)  # 2**6 minutes is already past the cap
+        return self.clock.now() + min(timedelta(minutes=2**doublings), MAX_BACKOFF)
 
     async def _advance(
         self, enr: Enrollment, seq: Sequence, sent: SentMessage, status: str, at: datetime

@@ -1,0 +1,13 @@
+"""What the watcher reads out of IMAP responses."""
+
+from sequencer.inbox import _uids
+
+
+def test_search_result_is_read_and_untagged_counts_are_not() -> None:
+    # pymap announces new mail inside other commands' responses: "3 EXISTS" is not UID 3.
+    lines = [b"3 EXISTS", b"1 RECENT", b"101 102", b"UID SEARCH completed."]
+    assert _uids(lines) == [101, 102]
+
+
+def test_empty_search_result() -> None:
+    assert _uids([b"", b"UID SEARCH completed."]) == []
