@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sequencer import render
 from sequencer.errors import EnrollError, SequenceError, TemplateError
-from sequencer.schedule import Wait, parse_wait
+from sequencer.schedule import Wait, Window, WindowModel, parse_wait
 from sequencer.yamlfile import YamlDoc, load, pydantic_problems
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -41,6 +41,7 @@ class StepModel(BaseModel):
 class SequenceModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     mailbox: str
+    window: WindowModel | None = None
     variables: dict[str, str | None] = Field(default_factory=dict)
     steps: list[StepModel] = Field(min_length=1)
 
@@ -66,6 +67,7 @@ class Step:
     body: str
     breakup: bool
     line: int | None
+    body_line: int | None = None  # where the body's text starts, for findings inside it
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ class Sequence:
     variables: Mapping[str, str | None]
     steps: tuple[Step, ...]
     fields_used: frozenset[str]  # contact fields any template reads
+    window: Window | None = None  # None: the settings' default window applies
 
     def contact_values(self, email: str, given: Mapping[str, str]) -> dict[str, str]:
         """The values the templates will see: given fields over declared defaults.
@@ -188,12 +191,39 @@ def sequence_from(doc: YamlDoc, mailboxes: Iterable[str] | None = None) -> Seque
                     "cannot be checked; use contact.<field>"
                 )
             used |= use.contact_fields & allowed
-        steps.append(Step(i, parse_wait(st.wait), st.subject, st.body, st.breakup, doc.line(loc)))
+        steps.append(
+            Step(
+                i,
+                parse_wait(st.wait),
+                st.subject,
+                st.body,
+                st.breakup,
+                doc.line(loc),
+                _body_line(doc, (*loc, "body")),
+            )
+        )
     if problems:
         raise SequenceError(problems)
     return Sequence(
-        seq_id, path, model.mailbox, dict(model.variables), tuple(steps), frozenset(used)
+        seq_id,
+        path,
+        model.mailbox,
+        dict(model.variables),
+        tuple(steps),
+        frozenset(used),
+        model.window.window() if model.window else None,
     )
+
+
+def _body_line(doc: YamlDoc, loc: tuple[str | int, ...]) -> int | None:
+    """The first line of a body's text: a block scalar (`body: |`) starts on the next line."""
+    line = doc.line(loc)
+    if line is None:
+        return None
+    source = doc.text.splitlines()
+    here = source[line - 1] if 0 < line <= len(source) else ""
+    after_key = here.split("body:", 1)[-1].strip()
+    return line + 1 if after_key[:1] in ("|", ">") else line
 
 
 def load_all(folder: Path, mailboxes: Iterable[str] | None = None) -> dict[str, Sequence]:

@@ -27,6 +27,7 @@ class YamlDoc:
     path: Path
     data: Any
     lines: dict[Loc, int]
+    text: str = ""  # the source, for findings that point inside a value
 
     def line(self, loc: Loc) -> int | None:
         """The line of the deepest key along `loc` that the file has (1-based)."""
@@ -65,7 +66,7 @@ def load(path: Path, error: Callable[[list[str]], Exception]) -> YamlDoc:
     except YAMLError as exc:
         raise error([f"{path}: not valid YAML: {exc}"]) from None
     lines: dict[Loc, int] = {(): 1}
-    return YamlDoc(path, _plain(root, (), lines), lines)
+    return YamlDoc(path, _plain(root, (), lines), lines, text)
 
 
 def _plain(node: Any, loc: Loc, lines: dict[Loc, int]) -> Any:

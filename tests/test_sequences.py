@@ -218,7 +218,7 @@ def test_several_schema_problems_are_reported_together(tmp_path: Path) -> None:
     assert len(found) == 3, found
     assert found[0].startswith(f"{path}:6: steps.0.colour: unknown key 'colour'")
     assert found[1].startswith(f"{path}:7: steps.1.wait:")
-    assert 'has no unit (try "2d" or "2h")' in found[1]
+    assert 'has no unit (try "2d", "2bd" or "2h")' in found[1]
     assert found[2].startswith(f"{path}:12: steps.2.tone: unknown key 'tone'")
 
 
@@ -243,9 +243,9 @@ def test_an_empty_steps_list_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("wait", "hint"),
     [
-        ("3", 'has no unit (try "3d" or "3h")'),
-        ("3 dayz", 'unknown unit "dayz" (use s, m, h, d or w)'),
-        ("soon", 'is not a duration (try "3d", "12h" or "1w")'),
+        ("3", 'has no unit (try "3d", "3bd" or "3h")'),
+        ("3 dayz", 'unknown unit "dayz" (use s, m, h, d, w, or bd for business days)'),
+        ("soon", 'is not a duration (try "3d", "12h" or "3bd")'),
         ("-1d", "is not a duration"),
         ("null", "is not a duration"),
         ("true", "is not a duration"),
