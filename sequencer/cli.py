@@ -19,11 +19,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sequencer import contacts, logs
+from sequencer import contacts, enrolment, logs
 from sequencer.clock import SystemClock
 from sequencer.config import Settings, find_config, load_settings
 from sequencer.errors import ConfigError, EnrollError, SequenceError, SequencerError
-from sequencer.schedule import due_after
+from sequencer.etiquette import Etiquette
 from sequencer.sequences import Sequence, load_all, load_sequence
 from sequencer.store import db, queries
 
@@ -132,9 +132,26 @@ def enroll(
     allow_overlap: Annotated[
         bool, typer.Option(help="Enroll even if the address is active in another sequence")
     ] = False,
+    first_at: Annotated[
+        str | None,
+        typer.Option(
+            "--first-at",
+            help='Send step 1 exactly then, in the contact\'s zone: "2026-12-01 10:00"',
+        ),
+    ] = None,
+    promise: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--promise",
+            help='STEP=TIME: send that step exactly then (repeatable): 2="2026-12-08 10:00"',
+        ),
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Enroll one contact, or every row of a CSV (all rows valid, or nothing is written)."""
+    """Enroll one contact, or every row of a CSV (all rows valid, or nothing is written).
+
+    A promise (--first-at, --promise) is kept exactly: no window, holiday, gap or pace rule
+    moves it; only a reply or a stop cancels it."""
 
     async def go() -> None:
         settings = _settings(config)
@@ -152,23 +169,30 @@ def enroll(
         else:
             people = [contacts.contact(seq, email or "", contacts.parse_vars(var or []))]
         now = SystemClock().now()
-        first_at = due_after(now, seq.steps[0].wait)
+        promised = enrolment.parse_promise_options(first_at, promise or [])
+        if promised and csv_file is not None and len(people) > 1:
+            err.print(
+                "note: promised times are read in each contact's own time zone",
+                highlight=False,
+            )
         async with db.connected(settings.database):
-            blocked = await queries.suppressed(p.email for p in people)
-            if blocked and csv_file is None:
-                row = blocked[people[0].email]
-                raise EnrollError(
-                    [
-                        f"{people[0].email} is on the suppression list "
-                        f"({row.reason}: {row.detail}); it cannot be enrolled again"
-                    ]
-                )
-            todo = [
-                queries.NewEnrollment(p.email, seq.id, seq.mailbox, p.values, first_at)
-                for p in people
-                if p.email not in blocked
-            ]
-            result = await queries.enroll(todo, allow_overlap=allow_overlap, now=now)
+            result = await enrolment.enroll(
+                Etiquette(settings),
+                seq,
+                people,
+                now,
+                allow_overlap=allow_overlap,
+                promised=promised,
+            )
+        blocked = result.blocked
+        if blocked and csv_file is None:
+            row = blocked[people[0].email]
+            raise EnrollError(
+                [
+                    f"{people[0].email} is on the suppression list "
+                    f"({row.reason}: {row.detail}); it cannot be enrolled again"
+                ]
+            )
         if csv_file is None and result.skipped_active:
             raise EnrollError(
                 [
@@ -178,6 +202,18 @@ def enroll(
             )
         for address in sorted(blocked):
             err.print(f"skipped {address}: suppressed ({blocked[address].reason})", highlight=False)
+        for warning in dict.fromkeys(result.warnings):
+            err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        firsts = sorted(result.first.values(), key=lambda p: p.at)
+        when = ""
+        if firsts:
+            first = firsts[0]
+            zone = Etiquette(settings).place(people[0].values).zone
+            local = first.at.astimezone(zone)
+            why = f" ({', '.join(first.reasons)})" if first.reasons else ""
+            when = f"; first send {local:%a %Y-%m-%d %H:%M} {zone.key}{why}"
+            if len(people) > 1:
+                when = f"; first send from {first.at:%Y-%m-%d %H:%M} UTC"
         out.print(
             f"enrolled {len(result.created)} in '{seq.id}'"
             + (
@@ -186,7 +222,7 @@ def enroll(
                 else ""
             )
             + (f"; skipped {len(blocked)} suppressed" if blocked else "")
-            + f"; first send from {first_at:%Y-%m-%d %H:%M} UTC",
+            + when,
             highlight=False,
         )
 

@@ -8,9 +8,10 @@ how secrets are read (from the environment or a file, never from the config itse
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal, TypeVar
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import (
     BaseModel,
@@ -23,6 +24,8 @@ from pydantic import (
 
 from sequencer.addresses import normalize_address
 from sequencer.errors import ConfigError
+from sequencer.pacing import Pace
+from sequencer.schedule import WindowModel, check_country, check_zone, parse_duration
 from sequencer.yamlfile import YamlDoc, load, pydantic_problems
 
 DEFAULT_CONFIG = "sequencer.yaml"
@@ -96,12 +99,41 @@ class Imap(Server):
     username: str  # IMAP always needs a login
 
 
+class PaceModel(_Frozen):
+    """`pace: {daily_limit: 50, spacing: 60s-180s}`: how fast one mailbox may send."""
+
+    daily_limit: int = Field(default=50, ge=1, le=100_000)
+    spacing: str = "60s-180s"
+
+    @field_validator("spacing", mode="before")
+    @classmethod
+    def _spacing(cls, v: object) -> str:
+        Pace.parse_spacing(str(v))
+        return str(v)
+
+    def pace(self) -> Pace:
+        low, high = Pace.parse_spacing(self.spacing)
+        return Pace(self.daily_limit, low, high)
+
+
 class Mailbox(_Frozen):
     name: str = ""
     address: str
     display_name: str = ""
+    # The salesperson's zone: their "day" for the daily limit, and times shown to them.
+    timezone: str | None = None
+    pace: PaceModel = PaceModel()
+    # mailto: every message carries List-Unsubscribe (see the README for the trade-off).
+    list_unsubscribe: Literal["mailto", "off"] = "off"
     smtp: Server
     imap: Imap
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str | None) -> str | None:
+        if v is not None:
+            check_zone(v)
+        return v
 
     @field_validator("address")
     @classmethod
@@ -123,20 +155,40 @@ class Mailbox(_Frozen):
 class Settings(_Frozen):
     database: str = DEFAULT_DATABASE
     sequences: Path = Path("sequences")
+    # Defaults for contacts enrolled without their own timezone / country.
     timezone: str = "UTC"
+    country: str | None = None
+    # Default sending window for sequences that set none; None: any time is open.
+    window: WindowModel | None = None
+    # No two emails to one address closer than this, across sequences and mailboxes.
+    min_gap: str = "2d"
     mailboxes: dict[str, Mailbox] = Field(default_factory=dict)
     source: Path | None = None  # the file these came from, for messages
 
     @field_validator("timezone")
     @classmethod
     def _tz(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(
-                f"unknown time zone '{v}' (use an IANA name such as Europe/London)"
-            ) from None
+        check_zone(v)
         return v
+
+    @field_validator("country")
+    @classmethod
+    def _country(cls, v: str | None) -> str | None:
+        return None if v is None else check_country(v)[0]
+
+    @field_validator("min_gap", mode="before")
+    @classmethod
+    def _gap(cls, v: object) -> str:
+        parse_duration(v if isinstance(v, (str, int)) else str(v), "min_gap")
+        return str(v)
+
+    @property
+    def gap(self) -> timedelta:
+        return parse_duration(self.min_gap, "min_gap")
+
+    def mailbox_zone(self, name: str) -> ZoneInfo:
+        box = self.mailboxes.get(name)
+        return ZoneInfo((box.timezone if box else None) or self.timezone)
 
     @field_validator("database")
     @classmethod

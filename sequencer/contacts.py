@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from sequencer.addresses import normalize_address
 from sequencer.errors import EnrollError
+from sequencer.schedule import check_country, check_zone
 from sequencer.sequences import Sequence
 
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -55,6 +56,28 @@ def _check_fields(fields: dict[str, str]) -> list[str]:
     return problems
 
 
+def _check_place(fields: dict[str, str]) -> list[str]:
+    """The reserved scheduling fields: an IANA zone, a country with a holiday calendar."""
+    problems = []
+    if fields.get("timezone"):
+        try:
+            check_zone(fields["timezone"])
+        except ValueError as exc:
+            problems.append(f"timezone: {exc}")
+    if fields.get("subdivision") and not fields.get("country"):
+        problems.append("subdivision: give the country too (e.g. --var country=DE)")
+    if fields.get("country"):
+        try:
+            code, sub = check_country(fields["country"], fields.get("subdivision"))
+        except ValueError as exc:
+            problems.append(f"country: {exc}")
+        else:
+            fields["country"] = code
+            if sub:
+                fields["subdivision"] = sub
+    return problems
+
+
 def contact(seq: Sequence, email: str, fields: dict[str, str], line: int | None = None) -> Contact:
     """One contact, or EnrollError listing everything wrong with it."""
     problems = []
@@ -65,6 +88,7 @@ def contact(seq: Sequence, email: str, fields: dict[str, str], line: int | None 
         address = email
     fields = {k: v.strip() for k, v in fields.items() if k != "email"}
     problems += _check_fields(fields)
+    problems += _check_place(fields)
     if not problems:
         try:
             values = seq.contact_values(address, fields)

@@ -21,14 +21,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from sequencer import contacts, logs
+from sequencer import contacts, enrolment, logs
 from sequencer.clock import SystemClock
 from sequencer.config import load_settings
 from sequencer.devservers import Pymap, SmtpSink, delivery_report, imap_append
 from sequencer.errors import SequencerError
-from sequencer.schedule import due_after
+from sequencer.etiquette import Etiquette
 from sequencer.sequences import load_all
-from sequencer.store import db, queries
+from sequencer.store import db
 from sequencer.store.models import Enrollment, SentMessage
 from sequencer.worker import Daemon
 
@@ -95,10 +95,14 @@ async def _play(out: Console, tmp: Path, sink: SmtpSink, imap: Pymap) -> None:
         f"""database: sqlite://demo.db
 sequences: ./sequences
 timezone: Europe/London
+# The demo plays days in seconds, so the etiquette's real-time rules are off here: by default
+# two emails to one address are 2 days apart, and one mailbox waits 60-180 s between sends.
+min_gap: 0s
 mailboxes:
   sales:
     address: {SALES}
     display_name: Sam Seller
+    pace: {{daily_limit: 1000, spacing: 0s}}
     smtp: {{host: 127.0.0.1, port: {sink.port}, security: none}}
     imap: {{host: 127.0.0.1, port: {imap.port}, security: none, username: sales,
            password_env: SEQUENCER_DEMO_IMAP_PASSWORD}}
@@ -116,20 +120,7 @@ mailboxes:
             people = [
                 contacts.contact(seq, e, {"first_name": n, "company": c}) for e, n, c, _ in CAST
             ]
-            await queries.enroll(
-                [
-                    queries.NewEnrollment(
-                        p.email,
-                        seq.id,
-                        seq.mailbox,
-                        p.values,
-                        due_after(clock.now(), seq.steps[0].wait),
-                    )
-                    for p in people
-                ],
-                allow_overlap=False,
-                now=clock.now(),
-            )
+            await enrolment.enroll(Etiquette(settings), seq, people, clock.now())
             out.print(
                 "\n[bold]Enrolled[/] five contacts in 'after-meeting' "
                 "(4 steps, 2 s apart instead of days):"

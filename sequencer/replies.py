@@ -7,14 +7,16 @@ short transaction, so a message is handled exactly once even if the daemon resta
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import date, datetime
 
 import structlog
 from tortoise.transactions import in_transaction
 
 from sequencer.classify import Classification, Verdict, classify
+from sequencer.etiquette import Etiquette
+from sequencer.sequences import Sequence
 from sequencer.store import queries
 from sequencer.store.models import Enrollment
 
@@ -37,6 +39,8 @@ async def handle(
     *,
     now: datetime,
     own_addresses: Iterable[str],
+    etiquette: Etiquette | None = None,
+    sequences: Mapping[str, Sequence] | None = None,
 ) -> Outcome | None:
     """Classify and act. None when the message is not about any enrollment (left alone)."""
     c = classify(raw)
@@ -66,7 +70,7 @@ async def handle(
         )
         if row is None:
             return None  # handled before (a restart replayed it)
-        action, ended = await _act(c, enrollment, row.id, now)
+        action, ended = await _act(c, enrollment, row.id, now, etiquette, sequences or {})
         await queries.set_inbound_action(row.id, action)
     event = _EVENTS[c.verdict]
     log.info(
@@ -81,6 +85,7 @@ async def handle(
         kind=c.kind,
         rules=list(c.rules),
         action=action,
+        **({"alternatives": list(alternatives)} if (alternatives := _alternatives(c)) else {}),
     )
     return Outcome(c.verdict, action, enrollment.id, tuple(e.id for e in ended))
 
@@ -111,7 +116,12 @@ async def _match(c: Classification) -> tuple[Enrollment | None, bool]:
 
 
 async def _act(
-    c: Classification, enrollment: Enrollment, inbound_id: int, now: datetime
+    c: Classification,
+    enrollment: Enrollment,
+    inbound_id: int,
+    now: datetime,
+    etiquette: Etiquette | None,
+    sequences: Mapping[str, Sequence],
 ) -> tuple[str, list[Enrollment]]:
     subject = c.subject or "(no subject)"
     if c.verdict == Verdict.HUMAN_REPLY:
@@ -140,6 +150,16 @@ async def _act(
         return f"suppressed {', '.join(sorted(targets))}; stopped {len(ended)}", ended
     if c.verdict == Verdict.BOUNCE:
         return f"soft bounce ({c.kind}): sequence continues", []
+    if c.verdict == Verdict.AUTO_REPLY and c.kind == "left_company":
+        others = _alternatives(c)
+        ended = await queries.finish_address(
+            enrollment.email, "stopped", "left_company", now, inbound_id
+        )
+        named = f"; they name {', '.join(others)}" if others else ""
+        return f"left the company: stopped {len(ended)}{named}", ended
+    if c.verdict == Verdict.AUTO_REPLY and c.return_date is not None and etiquette is not None:
+        paused = await _pause(enrollment.email, c.return_date, etiquette, sequences)
+        return f"out of office until {c.return_date.isoformat()}: paused {paused}", []
     if c.verdict == Verdict.AUTO_REPLY:
         return f"auto-reply ({c.kind}): sequence continues", []
     return "recorded", []
@@ -165,3 +185,31 @@ async def _end(
     for address in sorted(_addresses(enrollment, c)):
         ended += await queries.finish_address(address, state, reason, now, inbound_id)
     return ended
+
+
+def _alternatives(c: Classification) -> tuple[str, ...]:
+    """Addresses a "left the company" notice names instead (logged for the salesperson)."""
+    return tuple(getattr(c, "alternatives", ()) or ())
+
+
+async def _pause(
+    email: str, back_on: date, etiquette: Etiquette, sequences: Mapping[str, Sequence]
+) -> int:
+    """An out-of-office with a return date: every active enrollment of that address waits
+    until the first business day after it (then its window). A promise is kept as given."""
+    paused = 0
+    for enr in await queries.active_of(email):
+        until = etiquette.back_from_leave(enr.variables, back_on)
+        seq = sequences.get(enr.sequence)
+        if enr.promised or seq is None or enr.next_at is None:
+            # A promise goes as promised; the pause still holds for the steps after it.
+            await queries.pause(enr.id, until, enr.next_at, enr.next_reasons)
+            paused += 1
+            continue
+        planned = etiquette.settle(
+            seq, enr.variables, max(enr.next_at, until), last_contact=None, paused_until=until
+        )
+        reasons = ("out_of_office", *(r for r in planned.reasons if r != "out_of_office"))
+        await queries.pause(enr.id, until, planned.at, reasons)
+        paused += 1
+    return paused

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
+from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import structlog
 from structlog.contextvars import bound_contextvars
 
-from sequencer import render, replies
+from sequencer import pacing, render, replies
 from sequencer.clock import Clock
 from sequencer.config import Settings
 from sequencer.errors import (
@@ -25,8 +28,8 @@ from sequencer.errors import (
     RecipientRefused,
     SequencerError,
 )
+from sequencer.etiquette import Etiquette, promises_of
 from sequencer.inbox import Handler, InboxWatcher, WatchTuning
-from sequencer.schedule import due_after
 from sequencer.sender import Sender
 from sequencer.sequences import Sequence
 from sequencer.store import queries
@@ -50,8 +53,12 @@ class Daemon:
         batch: int = 100,
         shutdown_grace: float = 8.0,
         tuning: WatchTuning | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
+        self.etiquette = Etiquette(settings)
+        self.rng = rng or random.Random()
+        self._busy: set[str] = set()  # addresses being written to right now
         self.sequences = sequences
         self.clock = clock
         self._reload = reload
@@ -61,7 +68,7 @@ class Daemon:
         self.shutdown_grace = shutdown_grace
         self.stopping = asyncio.Event()
         self._wake = asyncio.Event()
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._inflight: set[asyncio.Task[int]] = set()
         self.senders = {name: Sender(box) for name, box in settings.mailboxes.items()}
         self.own_addresses = {box.address for box in settings.mailboxes.values()}
         self.watchers = {
@@ -80,6 +87,8 @@ class Daemon:
                     raw,
                     now=self.clock.now(),
                     own_addresses=self.own_addresses,
+                    etiquette=self.etiquette,
+                    sequences=self.sequences,
                 )
             except SequencerError as exc:
                 log.error("inbound.failed", mailbox=mailbox, uid=uid, error=str(exc))
@@ -95,10 +104,60 @@ class Daemon:
 
     # --- outbound --------------------------------------------------------------------------
     async def run_once(self) -> int:
-        """Claim everything due now and send it; returns how many steps were sent."""
-        ids = await queries.due_ids(self.clock.now(), self.batch)
-        results = await asyncio.gather(*(self._process(i) for i in ids))
+        """Send everything due now that the etiquette allows; returns how many went.
+
+        Mailboxes drain in parallel, each in order (oldest due first) so its pacing holds;
+        one address is never written to twice at once."""
+        now = self.clock.now()
+        loads = {name: await self._load(name, now) for name in self.settings.mailboxes}
+        closed = {
+            name
+            for name, load in loads.items()
+            if pacing.closed_until(now, self.etiquette.pace(name), self._zone(name), load)
+        }
+        work: dict[str, list[queries.Due]] = defaultdict(list)
+        for item in await queries.due(now, self.batch, closed):
+            work[item.mailbox].append(item)
+        results = await asyncio.gather(
+            *(self._drain(box, items, loads.get(box, pacing.Load())) for box, items in work.items())
+        )
         return sum(results)
+
+    def _zone(self, mailbox: str) -> ZoneInfo:
+        return self.etiquette.mailbox_zone(mailbox)
+
+    async def _load(self, mailbox: str, now: datetime) -> pacing.Load:
+        since = pacing.day_start(now, self._zone(mailbox))
+        return pacing.Load(
+            await queries.sent_since(mailbox, since), await queries.next_free(mailbox)
+        )
+
+    async def _drain(self, mailbox: str, items: list[queries.Due], load: pacing.Load) -> int:
+        pace = self.etiquette.pace(mailbox)
+        sent = 0
+        for item in items:
+            now = self.clock.now()
+            gate = pacing.closed_until(now, pace, self._zone(mailbox), load)
+            if (gate and not item.promised) or item.email in self._busy:
+                continue
+            self._busy.add(item.email)
+            try:
+                went = await self._process(item.id)
+            finally:
+                self._busy.discard(item.email)
+            if went:
+                sent += 1
+                load = pacing.after_send(self.clock.now(), pace, load, self.rng)
+                await queries.set_next_free(mailbox, load.next_free)
+                gate = pacing.closed_until(self.clock.now(), pace, self._zone(mailbox), load)
+                if gate and gate.reason == "pace:daily_limit":
+                    log.info(
+                        "mailbox.daily_limit_reached",
+                        mailbox=mailbox,
+                        limit=pace.daily_limit,
+                        opens_at=gate.opens_at.isoformat(),
+                    )
+        return sent
 
     async def _process(self, enrollment_id: int) -> int:
         enr = await queries.claim(enrollment_id, self.clock.now(), self.lease)
@@ -122,6 +181,30 @@ class Daemon:
                 await queries.retry_later(enr, f"internal error: {exc!r}", self._backoff(enr))
                 return 0
 
+    async def _held(self, enr: Enrollment, seq: Sequence, step_no: int, now: datetime) -> bool:
+        """Claim-time etiquette: a due step that may not go now is moved (and logged).
+        A promise goes exactly when promised; anything else is re-checked against the
+        window, holidays, the gap to the last email to this address, and a pause."""
+        promise = promises_of(enr.promises).get(step_no) if enr.promised else None
+        if promise is not None:
+            at = promise.at  # worked out again: tzdata may have changed since enrolment
+            if at > now:
+                await queries.defer(enr.id, at, ("promise",))
+                return True
+            return False
+        planned = self.etiquette.settle(
+            seq,
+            enr.variables,
+            now,
+            last_contact=await queries.last_contact(enr.email),
+            paused_until=enr.paused_until,
+        )
+        if planned.at <= now:
+            return False
+        await queries.defer(enr.id, planned.at, planned.reasons)
+        log.info("email.deferred", until=planned.at.isoformat(), reasons=list(planned.reasons))
+        return True
+
     async def _send_step(self, enr: Enrollment, seq: Sequence | None, step_no: int) -> int:
         now = self.clock.now()
         if seq is None or step_no > len(seq.steps):
@@ -138,6 +221,8 @@ class Daemon:
             log.info("sequence.stopped", reason=reason)
             return 0
         earlier = await queries.pending_send(enr.id, step_no)
+        if earlier is None and await self._held(enr, seq, step_no, now):
+            return 0
         if earlier is not None:
             # A previous run died between recording and confirming this send. It may have
             # gone out: never send it again; carry on as if it had.
@@ -168,7 +253,7 @@ class Daemon:
             await queries.finish(enr.id, "failed", f"cannot render step {step_no}: {exc}", now)
             log.error("email.failed", error=str(exc))
             return 0
-        sent = await queries.record_pending(enr.id, step_no, message_id, subject, now)
+        sent = await queries.record_pending(enr, step_no, message_id, subject, now)
         try:
             await self.senders[enr.mailbox].send(enr.email, out.data)
         except RecipientRefused as exc:
@@ -210,15 +295,27 @@ class Daemon:
         self, enr: Enrollment, seq: Sequence, sent: SentMessage, status: str, at: datetime
     ) -> None:
         step = seq.steps[sent.step - 1]
-        following = seq.steps[sent.step] if sent.step < len(seq.steps) else None
-        next_at = due_after(at, following.wait) if following is not None else None
+        following = sent.step + 1 if sent.step < len(seq.steps) else None
+        planned, promised = None, False
+        if following is not None:
+            planned, promised = self.etiquette.step_time(
+                seq,
+                following,
+                enr.variables,
+                after=at,
+                last_contact=at,
+                paused_until=enr.paused_until,
+                promises=promises_of(enr.promises),
+            )
         still_active = await queries.record_sent(
             enr,
             sent,
             status=status,
             sent_at=at,
-            next_at=next_at,
+            next_at=planned.at if planned else None,
             breakup=step.breakup or following is None,
+            next_reasons=planned.reasons if planned else (),
+            promised=promised,
         )
         if still_active and (step.breakup or following is None):
             log.info("sequence.completed", message_id=sent.message_id)
@@ -247,6 +344,15 @@ class Daemon:
         for watcher in self.watchers.values():
             await watcher.connect()
             await watcher.catch_up()
+        await self.refresh_promises()
+
+    async def refresh_promises(self) -> None:
+        """Work promised times out again: a tzdata update may have moved an instant, and a
+        promise keeps its local time."""
+        for enr in await queries.promised_active():
+            promise = promises_of(enr.promises).get(enr.steps_sent + 1)
+            if promise is not None and promise.at != enr.next_at:
+                await queries.defer(enr.id, promise.at, ("promise",))
 
     async def run(self) -> None:
         """Run until stop(): inbox watchers plus the scheduler loop."""
@@ -260,19 +366,23 @@ class Daemon:
                 await asyncio.wait({task})
                 if self.stopping.is_set():
                     break
-                await self._sleep()
+                if not task.result():  # something went: there may be more due right away
+                    await self._sleep()
         finally:
             await self._shutdown(watchers)
 
-    async def run_once_guarded(self) -> None:
+    async def run_once_guarded(self) -> int:
         try:
-            await self.run_once()
+            return await self.run_once()
         except SequencerError as exc:
             log.error("scheduler.failed", error=str(exc))
+            return 0
 
     async def _sleep(self) -> None:
         nxt = await queries.next_due_at()
         seconds = self.max_sleep
+        if nxt is not None and nxt <= self.clock.now():
+            nxt = None  # due but held back by pacing: look again after max_sleep
         if nxt is not None:
             seconds = max(0.0, min(seconds, (nxt - self.clock.now()).total_seconds()))
         self._wake.clear()
@@ -288,8 +398,8 @@ class Daemon:
                 log.warning("daemon.abandoned_send", tasks=len(pending))
         self.stopping.set()
         await asyncio.wait(watchers, timeout=3)
-        for task in watchers:
-            task.cancel()
+        for watcher in watchers:
+            watcher.cancel()
         for sender in self.senders.values():
             await sender.close()
         log.info("daemon.stopped")

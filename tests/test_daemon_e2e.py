@@ -98,12 +98,13 @@ async def test_reply_without_thread_headers_is_matched_by_address(setup: Any) ->
 
 
 async def test_out_of_office_does_not_stop_it(setup: Any) -> None:
+    """Without a return date there is nothing to wait for: the sequence goes on."""
     async with setup as w:
         await w.enroll(JO)
         await w.tick()
         ooo = reply(
             w.sent_to(JO)[0],
-            "I am out of the office until 14 December.",
+            "I am out of the office with limited access to email.",
             subject="Automatic reply: Notes from our call, Jo",
             Auto_Submitted="auto-replied",
         )

@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 
 from sequencer.schedule import Wait, due_after, parse_wait
 
+HINT = "use s, m, h, d, w, or bd for business days"
+
 UNITS = {
     "s": 1,
     "sec": 1,
@@ -67,10 +69,16 @@ def test_parse_wait_accepts(text: str, delta: timedelta) -> None:
         ("3", 'wait "3" has no unit (try "3d", "3bd" or "3h")'),
         (3, 'wait "3" has no unit (try "3d", "3bd" or "3h")'),
         (" 12 ", 'wait " 12 " has no unit (try "12d", "12bd" or "12h")'),
-        ("3 dayz", 'wait "3 dayz" has an unknown unit "dayz" (use s, m, h, d, w, or bd for business days)'),
-        ("2 hrs", 'wait "2 hrs" has an unknown unit "hrs" (use s, m, h, d, w, or bd for business days)'),
-        ("5ms", 'wait "5ms" has an unknown unit "ms" (use s, m, h, d, w, or bd for business days)'),
-        ("3ds", 'wait "3ds" has an unknown unit "ds" (use s, m, h, d, w, or bd for business days)'),
+        (
+            "3 dayz",
+            'wait "3 dayz" has an unknown unit "dayz" (use s, m, h, d, w, or bd for business days)',
+        ),
+        (
+            "2 hrs",
+            'wait "2 hrs" has an unknown unit "hrs" (use s, m, h, d, w, or bd for business days)',
+        ),
+        ("5ms", 'wait "5ms" has an unknown unit "ms" (' + HINT + ")"),
+        ("3ds", 'wait "3ds" has an unknown unit "ds" (' + HINT + ")"),
         ("", 'wait "" is not a duration (try "3d", "12h" or "3bd")'),
         ("   ", 'wait "   " is not a duration (try "3d", "12h" or "3bd")'),
         ("d3", 'wait "d3" is not a duration (try "3d", "12h" or "3bd")'),

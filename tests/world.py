@@ -15,13 +15,12 @@ from typing import Any
 
 from conftest import ImapServer
 
-from sequencer import contacts
+from sequencer import contacts, enrolment
 from sequencer.clock import FrozenClock
 from sequencer.config import Settings, load_settings
 from sequencer.devservers import SmtpSink, delivery_report
-from sequencer.schedule import due_after
 from sequencer.sequences import Sequence, load_all
-from sequencer.store import db, queries
+from sequencer.store import db
 from sequencer.store.models import Enrollment
 from sequencer.worker import Daemon
 
@@ -50,7 +49,13 @@ steps:
 
 
 def write_config(
-    root: Path, smtp_port: int, imap: ImapServer, database: str, smtp_extra: str = ""
+    root: Path,
+    smtp_port: int,
+    imap: ImapServer,
+    database: str,
+    smtp_extra: str = "",
+    top: str = "",
+    box: str = "pace: {daily_limit: 50, spacing: 0s}",
 ) -> Path:
     (root / "sequences").mkdir(exist_ok=True)
     (root / "sequences" / "follow-up.yaml").write_text(FOLLOW_UP)
@@ -58,10 +63,12 @@ def write_config(
     cfg.write_text(
         f"""database: {database}
 sequences: ./sequences
+{top}
 mailboxes:
   sales:
     address: {SALES}
     display_name: Sam Seller
+    {box}
     smtp: {{host: 127.0.0.1, port: {smtp_port}, security: none{smtp_extra}}}
     imap: {{host: 127.0.0.1, port: {imap.port}, security: none, username: {imap.user},
            password_env: TEST_IMAP_PASSWORD}}
@@ -81,14 +88,17 @@ class World:
         self.clock = FrozenClock(START)
         self.daemon = Daemon(settings, seqs, self.clock)
 
-    async def enroll(self, address: str, sequence: str = "follow-up", **values: str) -> None:
+    async def enroll(
+        self,
+        address: str,
+        sequence: str = "follow-up",
+        promised: dict[int, str] | None = None,
+        **values: str,
+    ) -> None:
         seq = self.sequences[sequence]
         person = contacts.contact(seq, address, {"first_name": "Jo", **values})
-        first = due_after(self.clock.now(), seq.steps[0].wait)
-        outcome = await queries.enroll(
-            [queries.NewEnrollment(person.email, seq.id, seq.mailbox, person.values, first)],
-            allow_overlap=False,
-            now=self.clock.now(),
+        outcome = await enrolment.enroll(
+            self.daemon.etiquette, seq, [person], self.clock.now(), promised=promised
         )
         assert outcome.created, outcome
 
@@ -120,10 +130,15 @@ class World:
 
 @asynccontextmanager
 async def world(
-    tmp_path: Path, smtp: SmtpSink, imap: ImapServer, database: str, monkeypatch: Any
+    tmp_path: Path,
+    smtp: SmtpSink,
+    imap: ImapServer,
+    database: str,
+    monkeypatch: Any,
+    **config: str,
 ) -> AsyncIterator[World]:
     monkeypatch.setenv("TEST_IMAP_PASSWORD", imap.password)
-    cfg = write_config(tmp_path, smtp.port, imap, database)
+    cfg = write_config(tmp_path, smtp.port, imap, database, **config)
     settings = load_settings(cfg)
     seqs = load_all(settings.sequences, settings.mailboxes)
     async with db.connected(settings.database):

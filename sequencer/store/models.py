@@ -28,6 +28,14 @@ class Enrollment(Model):
     attempts = fields.IntField(default=0)  # consecutive transient failures of the next step
     last_error = fields.TextField(null=True)
     thread_subject = fields.TextField(null=True)
+    # Why next_at is then and not earlier: "window", "holiday:<name>", "min_gap", "promise"...
+    next_reasons: fields.Field[list[str]] = fields.JSONField(default=list)
+    # Promised sends, by step number: {"2": {"local": "2026-12-08T10:00", "zone": "..."}}.
+    # Local wall time plus zone, so a tzdata change keeps the time the salesperson promised.
+    promises: fields.Field[dict[str, dict[str, str]]] = fields.JSONField(default=dict)
+    promised = fields.BooleanField(default=False)  # next_at is a promise: no rule moves it
+    # An out-of-office said when they are back: nothing goes before this.
+    paused_until = fields.DatetimeField(null=True)
     enrolled_at = fields.DatetimeField()
     last_sent_at = fields.DatetimeField(null=True)
     finished_at = fields.DatetimeField(null=True)
@@ -46,6 +54,10 @@ class SentMessage(Model):
         "models.Enrollment", related_name="sent", on_delete=fields.CASCADE
     )
     step = fields.IntField()
+    # Copies of the enrollment's, indexed: the gap per address and the pace per mailbox are
+    # counted from here (pending rows count: they may be on the wire).
+    email = fields.CharField(max_length=320, db_index=True, default="")
+    mailbox = fields.CharField(max_length=100, db_index=True, default="")
     message_id = fields.CharField(max_length=255, unique=True)
     subject = fields.TextField()
     # pending: written, SMTP not yet confirmed; sent; uncertain: a crash hit mid-send.
@@ -103,3 +115,14 @@ class MailboxCursor(Model):
 
     class Meta:
         table = "mailbox_cursor"
+
+
+class MailboxState(Model):
+    """Per-mailbox sending state shared by every daemon on the database: when its pacing
+    lets it send next."""
+
+    mailbox = fields.CharField(max_length=100, primary_key=True)
+    next_free_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "mailbox_state"

@@ -19,6 +19,7 @@ from sequencer.store.models import (
     Enrollment,
     InboundMessage,
     MailboxCursor,
+    MailboxState,
     SentMessage,
     Suppression,
 )
@@ -31,6 +32,9 @@ class NewEnrollment:
     mailbox: str
     variables: dict[str, str]
     next_at: datetime
+    next_reasons: tuple[str, ...] = ()
+    promises: dict[str, dict[str, str]] = field(default_factory=dict)
+    promised: bool = False
 
 
 @dataclass
@@ -79,6 +83,9 @@ async def enroll(
                 mailbox=item.mailbox,
                 variables=item.variables,
                 next_at=item.next_at,
+                next_reasons=list(item.next_reasons),
+                promises=item.promises,
+                promised=item.promised,
                 enrolled_at=now,
             )
             outcome.created.append(row.id)
@@ -95,16 +102,100 @@ async def next_due_at() -> datetime | None:
     return row if isinstance(row, datetime) else None
 
 
-async def due_ids(now: datetime, limit: int) -> list[int]:
-    """Ids of enrollments due now and not claimed by a live lease, oldest due first."""
-    rows = (
-        await Enrollment.filter(next_at__lte=now, state=ACTIVE)
-        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
-        .order_by("next_at")
-        .limit(limit)
-        .values_list("id", flat=True)
+@dataclass(frozen=True)
+class Due:
+    id: int
+    mailbox: str
+    email: str
+    promised: bool
+
+
+async def due(now: datetime, limit: int, closed: Iterable[str] = ()) -> list[Due]:
+    """Enrollments due now and not claimed by a live lease, oldest due first. Mailboxes in
+    `closed` (paced out) only yield promised steps, which no pacing rule moves."""
+    query = Enrollment.filter(next_at__lte=now, state=ACTIVE).filter(
+        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
     )
-    return [int(str(r)) for r in rows]
+    shut = list(closed)
+    if shut:
+        query = query.filter(Q(promised=True) | ~Q(mailbox__in=shut))
+    rows = (
+        await query.order_by("next_at", "id")
+        .limit(limit)
+        .values_list("id", "mailbox", "email", "promised")
+    )
+    return [Due(int(str(i)), str(m), str(e), bool(p)) for i, m, e, p in rows]
+
+
+async def due_ids(now: datetime, limit: int) -> list[int]:
+    return [d.id for d in await due(now, limit)]
+
+
+async def defer(enrollment_id: int, at: datetime, reasons: Sequence[str]) -> None:
+    """A claimed step may not go yet (window, gap, out-of-office): move it and let go."""
+    await Enrollment.filter(id=enrollment_id, state=ACTIVE).update(
+        next_at=at, next_reasons=list(reasons), claimed_until=None
+    )
+
+
+async def last_contact(email: str) -> datetime | None:
+    """When this address was last written to, by any sequence or mailbox (or is being)."""
+    row = (
+        await SentMessage.filter(email=email)
+        .order_by("-created_at")
+        .first()
+        .values_list("created_at", flat=True)
+    )
+    return row if isinstance(row, datetime) else None
+
+
+async def last_contacts(emails: Iterable[str]) -> dict[str, datetime]:
+    """The last email to each of these addresses (one query), for the gap at enrolment."""
+    wanted = list(set(emails))
+    found: dict[str, datetime] = {}
+    for chunk in range(0, len(wanted), 500):
+        rows = await SentMessage.filter(email__in=wanted[chunk : chunk + 500]).values_list(
+            "email", "created_at"
+        )
+        for address, at in rows:
+            if isinstance(at, datetime) and (str(address) not in found or at > found[str(address)]):
+                found[str(address)] = at
+    return found
+
+
+async def sent_since(mailbox: str, since: datetime) -> int:
+    return await SentMessage.filter(mailbox=mailbox, created_at__gte=since).count()
+
+
+async def next_free(mailbox: str) -> datetime | None:
+    row = await MailboxState.get_or_none(mailbox=mailbox)
+    return row.next_free_at if row else None
+
+
+async def set_next_free(mailbox: str, at: datetime | None) -> None:
+    updated = await MailboxState.filter(mailbox=mailbox).update(next_free_at=at)
+    if not updated:
+        try:
+            await MailboxState.create(mailbox=mailbox, next_free_at=at)
+        except IntegrityError:
+            await MailboxState.filter(mailbox=mailbox).update(next_free_at=at)
+
+
+async def pause(
+    enrollment_id: int, until: datetime, next_at: datetime | None, reasons: Sequence[str]
+) -> None:
+    """An out-of-office: nothing goes before `until`."""
+    await Enrollment.filter(id=enrollment_id, state=ACTIVE).update(
+        paused_until=until, next_at=next_at, next_reasons=list(reasons)
+    )
+
+
+async def active_of(email: str) -> list[Enrollment]:
+    return list(await Enrollment.filter(email=email, state=ACTIVE).order_by("id"))
+
+
+async def promised_active() -> list[Enrollment]:
+    return list(await Enrollment.filter(state=ACTIVE, promised=True))
 
 
 async def claim(enrollment_id: int, now: datetime, lease: timedelta) -> Enrollment | None:
@@ -138,10 +229,12 @@ async def thread(enrollment_id: int) -> list[str]:
 
 
 async def record_pending(
-    enrollment_id: int, step: int, message_id: str, subject: str, now: datetime
+    enr: Enrollment, step: int, message_id: str, subject: str, now: datetime
 ) -> SentMessage:
     return await SentMessage.create(
-        enrollment_id=enrollment_id,
+        enrollment_id=enr.id,
+        email=enr.email,
+        mailbox=enr.mailbox,
         step=step,
         message_id=message_id,
         subject=subject,
@@ -163,6 +256,8 @@ async def record_sent(
     sent_at: datetime,
     next_at: datetime | None,
     breakup: bool,
+    next_reasons: Sequence[str] = (),
+    promised: bool = False,
 ) -> bool:
     """Confirm a send and move the enrollment on. Returns False if it had ended meanwhile
     (a reply that arrived during SMTP): the send is still recorded, the state is kept."""
@@ -183,7 +278,9 @@ async def record_sent(
                 state="completed", reason="break-up sent", next_at=None, finished_at=sent_at
             )
         else:
-            changed = await Enrollment.filter(id=enr.id, state=ACTIVE).update(next_at=next_at)
+            changed = await Enrollment.filter(id=enr.id, state=ACTIVE).update(
+                next_at=next_at, next_reasons=list(next_reasons), promised=promised
+            )
     return bool(changed)
 
 
