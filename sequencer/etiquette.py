@@ -151,7 +151,10 @@ class Etiquette:
         *,
         last_contact: datetime | None,
         paused_until: datetime | None,
+        step: int | None = None,
     ) -> Planned:
+        """Claim-time re-check of step `step` (its wait decides whether it must land on a
+        business day)."""
         return settle(
             now,
             place=self.place(values),
@@ -159,6 +162,12 @@ class Etiquette:
             min_gap=self.min_gap,
             last_contact=last_contact,
             paused_until=paused_until,
+            business_days_only=bool(
+                seq is not None
+                and step is not None
+                and 0 < step <= len(seq.steps)
+                and seq.steps[step - 1].wait.business_days
+            ),
         )
 
     def back_from_leave(self, values: Mapping[str, str], back_on: date) -> datetime:

@@ -207,7 +207,12 @@ async def _pause(
             paused += 1
             continue
         planned = etiquette.settle(
-            seq, enr.variables, max(enr.next_at, until), last_contact=None, paused_until=until
+            seq,
+            enr.variables,
+            max(enr.next_at, until),
+            last_contact=None,
+            paused_until=until,
+            step=enr.steps_sent + 1,
         )
         reasons = ("out_of_office", *(r for r in planned.reasons if r != "out_of_office"))
         await queries.pause(enr.id, until, planned.at, reasons)

@@ -449,6 +449,7 @@ def plan(
     last_contact: datetime | None = None,
     paused_until: datetime | None = None,
     promise: datetime | None = None,
+    business_days_only: bool = False,
 ) -> Planned:
     """When a step goes: a promise exactly as given; otherwise its wait after `after` (the
     previous send, or the enrolment), then no sooner than `min_gap` after the last email to
@@ -470,10 +471,32 @@ def plan(
     if paused_until is not None and paused_until > at:
         at = paused_until
         _add(reasons, "out_of_office")
-    opening = next_opening(at, place, window)
-    for reason in opening.reasons:
-        _add(reasons, reason)
-    return Planned(opening.at, tuple(reasons))
+    return _land(
+        at, place, window, reasons, business_days_only=business_days_only or wait.business_days > 0
+    )
+
+
+def _land(
+    at: datetime,
+    place: Place,
+    window: Window | None,
+    reasons: list[str],
+    *,
+    business_days_only: bool,
+) -> Planned:
+    """The first opening at or after `at`; a step timed in business days also lands on one
+    (a gap or a pause may have pushed it onto a weekend)."""
+    for _ in range(_SEARCH_DAYS):
+        opening = next_opening(at, place, window)
+        for reason in opening.reasons:
+            _add(reasons, reason)
+        at = opening.at
+        day = at.astimezone(place.zone).date()
+        if not business_days_only or place.business_day(day):
+            return Planned(at, tuple(reasons))
+        _add(reasons, "weekend" if day.weekday() >= 5 else f"holiday:{place.holiday(day)}")
+        at = wall_to_instant(day + timedelta(days=1), time(0), place.zone)
+    raise ValueError("no business day opens within two years")
 
 
 def settle(
@@ -484,6 +507,7 @@ def settle(
     min_gap: timedelta = timedelta(0),
     last_contact: datetime | None = None,
     paused_until: datetime | None = None,
+    business_days_only: bool = False,
 ) -> Planned:
     """The claim-time check of a due step: `now` itself when every rule allows it, else the
     first moment that does (with why). Work that waited (downtime, pacing) is re-checked here,
@@ -491,6 +515,7 @@ def settle(
     return plan(
         after=now,
         wait=NO_WAIT,
+        business_days_only=business_days_only,
         place=place,
         window=window,
         min_gap=min_gap,

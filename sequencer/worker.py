@@ -198,6 +198,7 @@ class Daemon:
             now,
             last_contact=await queries.last_contact(enr.email),
             paused_until=enr.paused_until,
+            step=step_no,
         )
         if planned.at <= now:
             return False
