@@ -47,6 +47,8 @@ class Classification:
     hard: bool | None = None  # bounces only: True means the address is bad
     recipients: tuple[str, ...] = ()  # bounces: failed addresses, lower-cased
     return_date: date | None = None
+    # left_company: other addresses the notice names ("please contact jane@..."), lower-cased
+    alternatives: tuple[str, ...] = ()
     rules: tuple[str, ...] = ()  # names of the rules that decided, in order
     # Header facts the matcher needs, so callers never re-parse the message.
     message_id: str | None = None  # "<id@host>" of this message
@@ -63,6 +65,7 @@ class Classification:
             "hard": self.hard,
             "recipients": list(self.recipients),
             "return_date": self.return_date.isoformat() if self.return_date else None,
+            "alternatives": list(self.alternatives),
             "rules": list(self.rules),
         }
 
@@ -343,6 +346,7 @@ _LEFT_COMPANY = re.compile(
     r"|não (faz mais parte|trabalha mais)|deixou a empresa",
     _I,
 )
+_ADDRESS_IN_TEXT = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 _UNSUBSCRIBE = re.compile(
     r"\bunsubscribe\b|\bremove me\b|\bremove (my|this) (e-?mail|address|name|contact)"
     r"|\btake me off\b|\bstop (e-?mailing|emailing|sending|contacting|writing to) me"
@@ -503,6 +507,7 @@ class _Hit:
     hard: bool | None = None
     recipients: tuple[str, ...] = ()
     return_date: date | None = None
+    alternatives: tuple[str, ...] = ()
     also: tuple[str, ...] = ()
     name: str | None = None  # overrides the rule's name when one rule has two outcomes
 
@@ -528,6 +533,7 @@ def _classify(raw: bytes) -> Classification:
             hard=hit.hard,
             recipients=hit.recipients,
             return_date=hit.return_date,
+            alternatives=hit.alternatives,
             rules=(name, *hit.also),
             message_id=own,
             from_address=mail.from_address,
@@ -1143,7 +1149,17 @@ def _auto_reply(mail: _Mail) -> _Hit:
     """Refine an auto-reply already proven by other evidence: kind and return date."""
     text = mail.subject + "\n" + mail.new_text
     if _LEFT_COMPANY.search(text):
-        return _Hit(Verdict.AUTO_REPLY, kind="left_company", also=("left_company",))
+        others = tuple(
+            a
+            for a in dict.fromkeys(m.lower().rstrip(".") for m in _ADDRESS_IN_TEXT.findall(text))
+            if a != mail.from_address and a not in _addresses(mail.header("To"))
+        )
+        return _Hit(
+            Verdict.AUTO_REPLY,
+            kind="left_company",
+            alternatives=others,
+            also=("left_company",) + (("alternatives",) if others else ()),
+        )
     if (
         _OOO_TEXT.search(text)
         or _OOO_SUBJECT_ANY.search(mail.subject)

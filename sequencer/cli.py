@@ -397,6 +397,8 @@ def classify_cmd(
             extra += f" recipients={','.join(r['recipients'])}"
         if r["return_date"]:
             extra += f" back={r['return_date']}"
+        if r["alternatives"]:
+            extra += f" instead={','.join(r['alternatives'])}"
         out.print(
             f"{r['file']}: {r['verdict']}{extra} (rules: {', '.join(r['rules'])})", highlight=False
         )

@@ -139,8 +139,13 @@ def build_message(
     message_id: str,
     date: datetime,
     thread: Sequence[str] = (),
+    unsubscribe: str | None = None,
 ) -> Outgoing:
-    """The bytes to hand to SMTP. `thread` is the Message-IDs already sent, oldest first."""
+    """The bytes to hand to SMTP. `thread` is the Message-IDs already sent, oldest first.
+
+    `unsubscribe` is the mailbox address for `List-Unsubscribe: <mailto:...?subject=unsubscribe>`
+    (RFC 2369); off by default because RFC 3834 responders skip mail carrying List-* headers.
+    """
     check_header_value("subject", subject)
     check_header_value("display name", from_name)
     if not subject.strip():
@@ -170,6 +175,8 @@ def build_message(
     if thread:
         msg["In-Reply-To"] = thread[-1]
         msg["References"] = " ".join(thread)
+    if unsubscribe:
+        msg["List-Unsubscribe"] = f"<mailto:{unsubscribe}?subject=unsubscribe>"
     text = body if body.endswith("\n") else body + "\n"
     short = all(len(line) <= MAX_LINE for line in text.splitlines())
     cte = "7bit" if text.isascii() and short else "quoted-printable"

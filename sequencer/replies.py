@@ -189,7 +189,7 @@ async def _end(
 
 def _alternatives(c: Classification) -> tuple[str, ...]:
     """Addresses a "left the company" notice names instead (logged for the salesperson)."""
-    return tuple(getattr(c, "alternatives", ()) or ())
+    return c.alternatives
 
 
 async def _pause(

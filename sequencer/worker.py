@@ -249,6 +249,7 @@ class Daemon:
                 message_id=message_id,
                 date=now,
                 thread=await queries.thread(enr.id),
+                unsubscribe=box.address if box.list_unsubscribe == "mailto" else None,
             )
         except SequencerError as exc:
             await queries.finish(enr.id, "failed", f"cannot render step {step_no}: {exc}", now)

@@ -505,6 +505,7 @@ def test_postfix_511_bounce_names_recipient_and_original_message() -> None:
         "hard": True,
         "recipients": ["jo@prospect.test"],
         "return_date": None,
+        "alternatives": [],
         "rules": ["dsn_report", "reason_user_unknown"],
     }
 
@@ -615,3 +616,21 @@ def test_classify_never_raises_on_arbitrary_bytes(raw: bytes) -> None:
 def test_classify_never_raises_on_text_bodies(body: str, extra: str) -> None:
     raw = f"From: a@b.test\nSubject: Re: x\n{extra}\n{body}".encode("utf-8", "surrogatepass")
     assert isinstance(classify(raw).verdict, Verdict)
+
+
+def test_left_company_notice_names_the_alternative_contact() -> None:
+    got = _results()["mail/left-company.eml"]
+    assert (got.kind, got.alternatives) == ("left_company", ("purchasing@prospect.test",))
+    assert got.to_json()["alternatives"] == ["purchasing@prospect.test"]
+
+
+def test_left_company_alternatives_leave_out_sender_and_recipients() -> None:
+    raw = (
+        b"From: Ann <ann@acme.test>\r\nTo: sam@vendor.test\r\nSubject: Automatic reply\r\n"
+        b"Auto-Submitted: auto-replied\r\nMessage-ID: <lc2@acme.test>\r\n\r\n"
+        b"Ann (ann@acme.test) has left the company. Your message to sam@vendor.test was not"
+        b" read. For sales, write to Bea.Smith@Acme.test or orders@acme.test.\r\n"
+    )
+    got = classify(raw)
+    assert got.kind == "left_company"
+    assert got.alternatives == ("bea.smith@acme.test", "orders@acme.test")

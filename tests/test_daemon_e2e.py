@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,7 @@ async def test_silent_contact_gets_every_step_threaded_then_completes(setup: Any
         assert first["From"].addresses[0].addr_spec == SALES
         assert first["Message-ID"].endswith("@vendor.test>")
         assert first["In-Reply-To"] is None
+        assert first["List-Unsubscribe"] is None  # off unless the mailbox opts in
         assert "notes for Acme" in first.get_content()
         ids = [str(m["Message-ID"]) for m in mails]
         assert len(set(ids)) == 4
@@ -159,6 +162,27 @@ async def test_removal_request_stops_and_blocks_reenrolment(setup: Any) -> None:
         assert (await Suppression.get(email=JO)).reason == "unsubscribe"
         await w.tick(timedelta(days=30))
         assert len(w.sent_to(JO)) == 2
+
+
+async def test_list_unsubscribe_mailto_when_asked_and_its_message_suppresses(
+    tmp_path: Path, smtp: SmtpSink, imap: ImapServer, database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    box = "pace: {daily_limit: 50, spacing: 0s}\n    list_unsubscribe: mailto"
+    async with world(tmp_path, smtp, imap, database, monkeypatch, box=box) as w:
+        await w.enroll(JO)
+        await w.tick()
+        first = w.sent_to(JO)[0]
+        assert first["List-Unsubscribe"] == f"<mailto:{SALES}?subject=unsubscribe>"
+        # What a mail client's unsubscribe button sends: a new message, no thread headers.
+        click = EmailMessage()
+        click["From"], click["To"], click["Subject"] = JO, SALES, "unsubscribe"
+        click["Date"], click["Message-ID"] = format_datetime(START), make_msgid("prospect.test")
+        await w.imap.deliver(click.as_bytes())
+        await w.tick(timedelta(minutes=5))
+        assert (await w.enrollment(JO)).state == "unsubscribed"
+        assert (await Suppression.get(email=JO)).reason == "unsubscribe"
+        await w.tick(timedelta(days=30))
+        assert len(w.sent_to(JO)) == 1
 
 
 async def test_reply_after_the_breakup_is_still_recorded(setup: Any) -> None:

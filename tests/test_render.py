@@ -395,3 +395,23 @@ def test_messages_round_trip(name: str, subject: str, body: str) -> None:
     assert msg["From"].addresses[0].addr_spec == "sales@vendor.test"
     assert msg["Subject"] == subject
     assert text_of(msg).splitlines() == body.splitlines()
+
+
+def test_list_unsubscribe_is_absent_unless_the_mailbox_asks_for_it() -> None:
+    assert parse(build())["List-Unsubscribe"] is None
+
+
+def test_list_unsubscribe_mailto_goes_back_to_the_mailbox_with_the_subject_we_read() -> None:
+    msg = parse(build(unsubscribe="sales@vendor.test"))
+    assert msg["List-Unsubscribe"] == "<mailto:sales@vendor.test?subject=unsubscribe>"
+
+
+def test_what_a_mail_client_sends_for_list_unsubscribe_is_read_as_a_removal_request() -> None:
+    """Clients answer a mailto List-Unsubscribe with a bare message: subject, no body."""
+    from sequencer.classify import Verdict, classify
+
+    raw = (
+        b"From: Jo <jo@acme.test>\r\nTo: sales@vendor.test\r\nSubject: unsubscribe\r\n"
+        b"Date: Wed, 05 Mar 2025 10:00:00 +0000\r\nMessage-ID: <u1@acme.test>\r\n\r\n"
+    )
+    assert classify(raw).verdict == Verdict.UNSUBSCRIBE_REQUEST
