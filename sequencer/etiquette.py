@@ -185,7 +185,10 @@ class Etiquette:
             wall = at.astimezone(place.zone)
             holiday = place.holiday(wall.date())
             if holiday:
-                notes.append(f"step {step} is promised for {promise}, a public holiday ({holiday})")
+                notes.append(
+                    f"step {step} is promised for {promise}, a public holiday ({holiday}); "
+                    "it will go then anyway, as promised"
+                )
             elif not is_open(at, place, window):
                 notes.append(
                     f"step {step} is promised for {promise}, outside the sending window "

@@ -109,6 +109,11 @@ def test_the_deploy_example_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     example = Path(__file__).resolve().parents[1] / "deploy" / "sequencer.yaml"
     s = load_settings(write(tmp_path, example.read_text(encoding="utf-8")))
     assert s.mailboxes
+    # The template shows the etiquette settings a new user should start from.
+    assert (s.timezone, s.country, s.min_gap) == ("Europe/London", "GB", "2d")
+    assert s.window is not None and "09:00-11:30" in str(s.window.window())
+    box = s.mailboxes["sales"]
+    assert (box.pace.daily_limit, box.list_unsubscribe) == (50, "off")
 
 
 # --- paths ---------------------------------------------------------------------------------
