@@ -1,4 +1,4 @@
-"""The `sequencer` command: run | check | enroll | status | stop | classify | demo.
+"""The `sequencer` command: run | check | preview | enroll | status | stop | classify | demo.
 
 Results go to stdout, diagnostics to stderr (so `--json` can be piped). A SequencerError is
 printed as it is and exits 2; anything else is a bug and shows a traceback.
@@ -7,6 +7,9 @@ printed as it is and exits 2; anything else is a bug and shows a traceback.
 from __future__ import annotations
 
 import asyncio
+import csv
+import functools
+import io
 import json
 import signal
 import sys
@@ -14,16 +17,19 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import typer
+from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from sequencer import contacts, enrolment, logs
 from sequencer.clock import SystemClock
 from sequencer.config import Settings, find_config, load_settings
 from sequencer.errors import ConfigError, EnrollError, SequenceError, SequencerError
-from sequencer.etiquette import Etiquette
+from sequencer.etiquette import Etiquette, check_promises, parse_local, timeline
 from sequencer.sequences import Sequence, load_all, load_sequence
 from sequencer.store import db, queries
 
@@ -46,7 +52,7 @@ T = TypeVar("T")
 
 
 def _fail(exc: SequencerError) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+    err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True)
     return typer.Exit(2)
 
 
@@ -82,8 +88,27 @@ def _one_sequence(settings: Settings, name: str) -> Sequence:
 
 
 @app.command()
-def check(config: ConfigOpt = None) -> None:
-    """Validate the settings file and every sequence; exit 2 with every problem found."""
+def check(
+    sequence: Annotated[
+        str | None, typer.Argument(help="Lint only this sequence (all are still validated)")
+    ] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Fail on warnings too (for CI and before a launch)")
+    ] = False,
+    csv_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--csv", help="Also check SEQUENCE's templates against this contact list (a CSV)"
+        ),
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Validate the settings file and every sequence, and lint what the sequences say.
+
+    Errors exit 2 with every problem found; content warnings are printed (exit 0) unless
+    --strict, which makes them errors."""
+    from sequencer.lint import Finding, lint, lint_contacts
+
     try:
         settings = _settings(config)
         problems: list[str] = []
@@ -108,17 +133,49 @@ def check(config: ConfigOpt = None) -> None:
             problems.append(
                 f"{settings.source}: no mailboxes configured (add one under 'mailboxes:')"
             )
+        findings: list[Finding] = []
+        if csv_file is not None and sequence is None:
+            raise EnrollError(
+                ["--csv FILE needs the SEQUENCE it is for: check SEQUENCE --csv FILE"]
+            )
+        if sequence is not None and sequence not in seqs and not problems:
+            _one_sequence(settings, sequence)  # raises: unknown sequence, with the known ones
+        rows = _csv_rows(csv_file) if csv_file is not None else None
+        for seq_id in sorted(seqs) if sequence is None else [sequence] if sequence in seqs else []:
+            findings += lint(seqs[seq_id])
+            if rows is not None:
+                findings += lint_contacts(seqs[seq_id], rows, str(csv_file))
         for w in warnings:
             err.print(f"[yellow]warning:[/] {w} (needed by `sequencer run`)", highlight=False)
+        failing = [f for f in findings if f.severity == "error" or strict]
+        for f in findings:
+            if f not in failing:
+                err.print(str(f), highlight=False, markup=False)
+        problems += [str(f) for f in failing]
         if problems:
+            if strict and any(f.severity == "warning" for f in failing):
+                problems.append("(--strict: warnings count as errors)")
             raise SequenceError(problems)
     except SequencerError as exc:
         raise _fail(exc) from None
+    notes = sum(1 for f in findings if f.severity == "warning")
     out.print(
         f"ok: {settings.source}: {len(settings.mailboxes)} mailbox(es), "
-        f"{len(seqs)} sequence(s): {', '.join(sorted(seqs))}",
+        f"{len(seqs)} sequence(s): {', '.join(sorted(seqs))}"
+        + (f"; {notes} warning(s) above" if notes else ""),
         highlight=False,
     )
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EnrollError([f"{path}: cannot read it: {exc}"]) from None
+    try:
+        return list(csv.DictReader(io.StringIO(text, newline="")))
+    except csv.Error as exc:
+        raise EnrollError([f"{path}: not readable as CSV: {exc}"]) from None
 
 
 @app.command()
@@ -229,11 +286,131 @@ def enroll(
     _run(go)
 
 
+@app.command()
+def preview(
+    sequence: Annotated[str, typer.Argument(help="Sequence id (file name without .yaml)")],
+    var: Annotated[
+        list[str] | None,
+        typer.Option("--var", help="key=value, repeatable (timezone=, country= place the contact)"),
+    ] = None,
+    first_at: Annotated[
+        str | None,
+        typer.Option("--first-at", help="A promised time for step 1, in the contact's zone"),
+    ] = None,
+    promise: Annotated[
+        list[str] | None,
+        typer.Option("--promise", help="STEP=TIME, a promised time for a later step"),
+    ] = None,
+    now_at: Annotated[
+        str | None,
+        typer.Option(
+            "--now",
+            help="Enrolment time, ISO 8601 (an offset, or the contact's zone); default: now",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="A JSON array on stdout")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Show every step as the contact would receive it, when it would go and why then
+    (assuming no reply). Nothing is written; no server is contacted."""
+    from sequencer import preview as pv
+    from sequencer.lint import lint
+
+    try:
+        settings = _settings(config)
+        seq = _one_sequence(settings, sequence)
+        person, missing = contacts.sample(seq, contacts.parse_vars(var or []))
+        etiquette = Etiquette(settings)
+        zone_name = etiquette.zone_name(person.values)
+        now = _parse_now(now_at, zone_name) if now_at else SystemClock().now()
+        promises = enrolment.parse_promises(
+            enrolment.parse_promise_options(first_at, promise or []), zone_name
+        )
+        steps = pv.preview(etiquette, seq, person.values, now, promises)
+        problems = check_promises(
+            seq, promises, now, timeline(etiquette, seq, person.values, now, promises=promises)
+        )
+        if problems:
+            raise EnrollError(problems)
+    except SequencerError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        sys.stdout.write(json.dumps([s.to_json() for s in steps], indent=2) + "\n")
+        return
+    place, window = etiquette.place(person.values), etiquette.window(seq)
+    sender_zone = etiquette.mailbox_zone(seq.mailbox)
+    findings: dict[int | None, list[Any]] = {}
+    for finding in lint(seq):
+        findings.setdefault(finding.step, []).append(finding)
+    where = place.zone.key + (
+        f", holidays of {place.country}" + (f"-{place.subdivision}" if place.subdivision else "")
+        if place.country
+        else ", no holiday calendar (set country)"
+    )
+    print_ = functools.partial(out.print, highlight=False, markup=False)
+    print_(f"{seq.id} ({seq.path}) for {person.email}: {where}")
+    print_(
+        f"enrolled {pv.local(now, place.zone)}; window: "
+        + (f"{window}, contact's time" if window else "none (any hour; set one in the sequence)")
+        + f"; min_gap {settings.min_gap}; you: {seq.mailbox} in {sender_zone.key}"
+    )
+    if missing:
+        print_(f"placeholders for values not given: {', '.join(missing)} (pass --var NAME=...)")
+    for finding in findings.get(None, []):
+        print_(f"  {finding.severity}: {finding.message}")
+    for s in steps:
+        kind = " (break-up)" if s.breakup else ""
+        print_("")
+        print_(
+            f"step {s.step}{kind}: {pv.local(s.at, s.contact_zone)} for them"
+            + (
+                f", {pv.local(s.at, s.sender_zone)} for you"
+                if s.sender_zone.key != s.contact_zone.key
+                else ""
+            )
+            + f"  [wait {s.wait}]"
+        )
+        for reason in s.reasons:
+            print_(
+                "  why: "
+                + pv.explain(
+                    reason,
+                    place=place,
+                    window=window,
+                    min_gap=settings.gap,
+                    zone_name=place.zone.key,
+                )
+            )
+        for finding in findings.get(s.step, []):
+            print_(f"  {finding.severity}: {finding.message} [{finding.code}]")
+        print_(f"  Subject: {s.subject}")
+        for line in s.body.rstrip("\n").splitlines():
+            print_(f"  | {line}")
+    print_("")
+    print_(
+        "Assumes no reply. At send time the mailbox's pace can add minutes (spacing) or roll a "
+        "step to the next opening when its daily limit is reached."
+    )
+
+
+def _parse_now(text: str, zone: str) -> datetime:
+    try:
+        return parse_local(text, zone).at
+    except ValueError:
+        raise EnrollError(
+            [f"--now {text!r}: expected ISO 8601, e.g. 2026-12-01T09:00:00+00:00"]
+        ) from None
+
+
 def _iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat() if value else None
 
 
-def _row(e: Any, ended: Any, steps_total: int | None) -> dict[str, Any]:
+def _row(
+    e: Any, ended: Any, steps_total: int | None, etiquette: Etiquette, held: Any
+) -> dict[str, Any]:
+    active = e.state == "active"
+    zone = etiquette.place(e.variables).zone
     return {
         "id": e.id,
         "email": e.email,
@@ -243,7 +420,20 @@ def _row(e: Any, ended: Any, steps_total: int | None) -> dict[str, Any]:
         "reason": e.reason,
         "steps_sent": e.steps_sent,
         "steps_total": steps_total,
-        "next_send_at": _iso(e.next_at) if e.state == "active" else None,
+        "next_step": e.steps_sent + 1 if active else None,
+        "next_send_at": _iso(e.next_at) if active else None,
+        "local_next_send_at": e.next_at.astimezone(zone).isoformat()
+        if active and e.next_at
+        else None,
+        "timezone": zone.key,
+        "next_reasons": list(e.next_reasons or []) if active else [],
+        "promised": bool(e.promised) if active else False,
+        "promises": {
+            step: {"local": p["local"].replace("T", " ")[:16], "zone": p["zone"]}
+            for step, p in sorted((e.promises or {}).items(), key=lambda kv: int(kv[0]))
+        },
+        "paused_until": _iso(e.paused_until) if active else None,
+        "held_by": held if active else None,
         "enrolled_at": _iso(e.enrolled_at),
         "last_sent_at": _iso(e.last_sent_at),
         "finished_at": _iso(e.finished_at),
@@ -261,16 +451,72 @@ def _row(e: Any, ended: Any, steps_total: int | None) -> dict[str, Any]:
     }
 
 
+async def _pace_gates(etiquette: Etiquette, now: datetime) -> dict[str, dict[str, Any]]:
+    """Each mailbox's live pace state, as the daemon would see it if it claimed work now."""
+    from sequencer import pacing
+
+    gates = {}
+    for name in etiquette.settings.mailboxes:
+        zone, pace = etiquette.mailbox_zone(name), etiquette.pace(name)
+        load = pacing.Load(
+            await queries.sent_since(name, pacing.day_start(now, zone)),
+            await queries.next_free(name),
+        )
+        gate = pacing.closed_until(now, pace, zone, load)
+        if gate is not None:
+            gates[name] = {
+                "reason": gate.reason,
+                "opens_at": _iso(gate.opens_at),
+                "sent_today": load.sent_today,
+                "daily_limit": pace.daily_limit,
+            }
+    return gates
+
+
+def _why(r: dict[str, Any]) -> str:
+    """The table's `why` column: for an active contact why the next send is then."""
+    if r["state"] != "active":
+        if r["ended_by"]:
+            eb = r["ended_by"]
+            rules = ", ".join(eb["rules"])
+            return f"{r['reason']} (from {eb['from']}, {eb['verdict']}, rules: {rules})"
+        return r["reason"] or ""
+    parts = []
+    if r["promised"]:
+        parts.append("promised: kept exactly")
+    if r["paused_until"]:
+        parts.append(f"out of office until {r['paused_until'][:10]}")
+    parts += [
+        reason.replace("holiday:", "holiday: ")
+        for reason in r["next_reasons"]
+        if reason not in {"promise", "out_of_office"}
+    ]
+    if r["held_by"]:
+        held = r["held_by"]
+        if held["reason"] == "pace:daily_limit":
+            parts.append(
+                f"pace: {held['sent_today']}/{held['daily_limit']} sent today, "
+                f"resumes {held['opens_at'][:16].replace('T', ' ')} UTC"
+            )
+        else:
+            parts.append(f"pace: spacing until {held['opens_at'][11:19]} UTC")
+    if r["last_error"]:
+        parts.append(f"retrying: {r['last_error']}")
+    return "; ".join(parts)
+
+
 @app.command()
 def status(
     email: Annotated[str | None, typer.Argument(help="Only this address")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="A JSON array on stdout")] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """One row per enrollment: state, steps sent, next send, and why it ended."""
+    """One row per enrollment: state, steps sent, the next send (in the contact's zone) and
+    why then (window, holiday, gap, pace, promise, out-of-office), or why it ended."""
 
     async def go() -> list[dict[str, Any]]:
         settings = _settings(config)
+        etiquette = Etiquette(settings)
         totals: dict[str, int] = {}
         for path in settings.sequences.glob("*.yaml"):
             try:
@@ -278,9 +524,21 @@ def status(
             except SequencerError:
                 continue
         address = email.strip().lower() if email else None
+        now = SystemClock().now()
         async with db.connected(settings.database):
             rows = await queries.listing(address)
-        return [_row(e, ended, totals.get(e.sequence)) for e, ended in rows]
+            gates = await _pace_gates(etiquette, now)
+        return [
+            _row(
+                e,
+                ended,
+                totals.get(e.sequence),
+                etiquette,
+                # Pace only holds work that is due; a promise goes regardless.
+                gates.get(e.mailbox) if e.next_at and e.next_at <= now and not e.promised else None,
+            )
+            for e, ended in rows
+        ]
 
     rows = _run(go)
     if as_json:
@@ -289,27 +547,30 @@ def status(
     if not rows:
         out.print("no enrollments" + (f" for {email}" if email else ""))
         return
-    table = Table(show_lines=False)
-    for col in ("id", "email", "sequence", "state", "sent", "next send (UTC)", "why"):
-        table.add_column(col, overflow="fold")
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("id", "email", "sequence", "state", "sent", "next (their time)", "why"):
+        wraps = col in {"next (their time)", "why"}
+        table.add_column(col, no_wrap=not wraps, overflow="fold", min_width=12 if wraps else None)
+    this_year = datetime.now(UTC).year
     for r in rows:
         total = r["steps_total"] or "?"
-        nxt = (r["next_send_at"] or "")[:16].replace("T", " ")
-        why = r["reason"] or (f"retrying: {r['last_error']}" if r["last_error"] else "")
-        if r["ended_by"]:
-            eb = r["ended_by"]
-            rules = ", ".join(eb["rules"])
-            why = f"{r['reason']} (from {eb['from']}, {eb['verdict']}, rules: {rules})"
+        when = ""
+        if r["local_next_send_at"]:
+            local = datetime.fromisoformat(r["local_next_send_at"]).astimezone(
+                ZoneInfo(r["timezone"])
+            )
+            year = "" if local.year == this_year else f" {local.year}"
+            when = f"step {r['next_step']}: {local:%a %d %b}{year} {local:%H:%M} {local.tzname()}"
         table.add_row(
             str(r["id"]),
             r["email"],
             r["sequence"],
             r["state"],
             f"{r['steps_sent']}/{total}",
-            nxt,
-            why,
+            when,
+            _why(r),
         )
-    out.print(table)
+    out.print(table, highlight=False)
 
 
 @app.command()

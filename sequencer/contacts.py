@@ -99,6 +99,26 @@ def contact(seq: Sequence, email: str, fields: dict[str, str], line: int | None 
     return Contact(address, values, line)
 
 
+def sample(seq: Sequence, fields: dict[str, str]) -> tuple[Contact, list[str]]:
+    """A contact for `preview`: the given fields checked like a real one, and every field the
+    templates need but nobody gave shown as a `[name]` placeholder (listed in the result)."""
+    given = {k: v.strip() for k, v in fields.items()}
+    address = given.pop("email", "") or "contact@example.com"
+    problems = _check_fields(given) + _check_place(given)
+    try:
+        address = normalize_address(address)
+    except ValueError as exc:
+        problems.append(f"email {exc}")
+    if problems:
+        raise EnrollError(problems)
+    values: dict[str, str] = {k: v for k, v in seq.variables.items() if v is not None}
+    values.update({k: v for k, v in given.items() if v})
+    values["email"] = address
+    missing = sorted(name for name in seq.required_fields if not values.get(name, "").strip())
+    values.update({name: f"[{name}]" for name in missing})
+    return Contact(address, values), missing
+
+
 def _line_breaks(value: str) -> int:
     return value.count("\n") + value.count("\r") - value.count("\r\n")
 

@@ -46,6 +46,10 @@ class TemplateUse:
     sender_fields: frozenset[str]
     unknown_names: frozenset[str]
     dynamic_access: bool  # contact[some_expression]: fields cannot be known statically
+    #: Contact fields every read of which is safe when the contact lacks the field: the
+    #: argument of a `default`/`d` filter, or under `{% if contact.x is defined %}`. (A bare
+    #: `{% if contact.x %}` is not: StrictUndefined raises when the field is absent.)
+    defaulted_fields: frozenset[str] = frozenset()
 
 
 def analyse(source: str) -> TemplateUse:
@@ -68,9 +72,59 @@ def analyse(source: str) -> TemplateUse:
     assigned = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
     loaded = {n.name for n in tree.find_all(nodes.Name) if n.ctx == "load"}
     unknown = loaded - CONTEXT_NAMES - assigned - set(_ENV.globals)
+    guarded = _guarded_reads(tree)
+    unguarded = {
+        name
+        for node in tree.find_all((nodes.Getattr, nodes.Getitem))
+        if (name := _contact_field(node)) is not None and id(node) not in guarded
+    }
     return TemplateUse(
-        frozenset(fields["contact"]), frozenset(fields["sender"]), frozenset(unknown), dynamic
+        frozenset(fields["contact"]),
+        frozenset(fields["sender"]),
+        frozenset(unknown),
+        dynamic,
+        frozenset(fields["contact"] - unguarded),
     )
+
+
+def _contact_field(node: nodes.Node | None) -> str | None:
+    """`x` for `contact.x` or `contact["x"]`; None for anything else."""
+    target = getattr(node, "node", None)
+    if not (isinstance(target, nodes.Name) and target.name == "contact"):
+        return None
+    if isinstance(node, nodes.Getattr):
+        return node.attr
+    if isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+        return str(node.arg.value)
+    return None
+
+
+def _defined_tests(test: nodes.Node) -> set[str]:
+    """Fields a test proves present: `contact.x is defined`, alone or joined with `and`."""
+    if isinstance(test, nodes.Test) and test.name == "defined":
+        name = _contact_field(test.node)
+        return {name} if name is not None else set()
+    if isinstance(test, nodes.And):
+        return _defined_tests(test.left) | _defined_tests(test.right)
+    return set()
+
+
+def _guarded_reads(tree: nodes.Template) -> set[int]:
+    """ids of the contact reads that render even when the field is absent."""
+    guarded: set[int] = set()
+    for flt in tree.find_all(nodes.Filter):
+        if flt.name in ("default", "d") and _contact_field(flt.node) is not None:
+            guarded.add(id(flt.node))
+    branches = [(i.test, list(i.body)) for i in tree.find_all(nodes.If)]
+    branches += [(c.test, [c.expr1]) for c in tree.find_all(nodes.CondExpr)]
+    for test, body in branches:
+        names = _defined_tests(test)
+        # The test itself (`and` short-circuits) and the branch it opens, not `else`.
+        for part in (test, *body) if names else ():
+            for read in (part, *part.find_all((nodes.Getattr, nodes.Getitem))):
+                if _contact_field(read) in names:
+                    guarded.add(id(read))
+    return guarded
 
 
 def render(source: str, contact: Mapping[str, str], sender: Mapping[str, str]) -> str:

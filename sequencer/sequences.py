@@ -79,6 +79,15 @@ class Sequence:
     steps: tuple[Step, ...]
     fields_used: frozenset[str]  # contact fields any template reads
     window: Window | None = None  # None: the settings' default window applies
+    # Read only under a fallback (`| default(...)`, `is defined`): a contact may lack them.
+    fields_optional: frozenset[str] = frozenset()
+
+    @property
+    def required_fields(self) -> frozenset[str]:
+        """Every contact must have these: read somewhere without a fallback, or declared
+        null and never read (a fallback in every read makes even a null field optional)."""
+        declared = {k for k, v in self.variables.items() if v is None}
+        return frozenset((self.fields_used | declared) - self.fields_optional)
 
     def contact_values(self, email: str, given: Mapping[str, str]) -> dict[str, str]:
         """The values the templates will see: given fields over declared defaults.
@@ -88,11 +97,7 @@ class Sequence:
         values: dict[str, str] = {k: v for k, v in self.variables.items() if v is not None}
         values.update({k: v for k, v in given.items() if v is not None and v.strip()})
         values["email"] = email
-        missing = sorted(
-            name
-            for name in (self.fields_used | {k for k, v in self.variables.items() if v is None})
-            if not values.get(name, "").strip()
-        )
+        missing = sorted(name for name in self.required_fields if not values.get(name, "").strip())
         if missing:
             raise EnrollError(
                 [
@@ -137,6 +142,7 @@ def sequence_from(doc: YamlDoc, mailboxes: Iterable[str] | None = None) -> Seque
 
     allowed = render.BUILTIN_FIELDS | set(model.variables)
     used: set[str] = set()
+    bare: set[str] = set()  # read at least once without a fallback
     steps: list[Step] = []
     last = len(model.steps)
     for i, st in enumerate(model.steps, start=1):
@@ -191,6 +197,7 @@ def sequence_from(doc: YamlDoc, mailboxes: Iterable[str] | None = None) -> Seque
                     "cannot be checked; use contact.<field>"
                 )
             used |= use.contact_fields & allowed
+            bare |= (use.contact_fields - use.defaulted_fields) & allowed
         steps.append(
             Step(
                 i,
@@ -212,6 +219,7 @@ def sequence_from(doc: YamlDoc, mailboxes: Iterable[str] | None = None) -> Seque
         tuple(steps),
         frozenset(used),
         model.window.window() if model.window else None,
+        frozenset(used - bare),
     )
 
 

@@ -72,6 +72,46 @@ def test_check_reports_a_sequence_without_breakup(cfg: Path) -> None:
     assert "follow-up.yaml:" in res.stderr
 
 
+def test_check_prints_content_warnings_and_strict_fails_on_them(cfg: Path) -> None:
+    seq = cfg.parent / "sequences" / "follow-up.yaml"
+    seq.write_text(seq.read_text().replace("the pricing page I promised", "just checking in"))
+    res = cli("check", cfg=cfg)
+    assert res.returncode == 0, res.stderr
+    assert "1 warning(s) above" in res.stdout
+    assert f"{seq}:11: step 2: warning:" in res.stderr and "[empty-opener]" in res.stderr
+    strict = cli("check", "--strict", cfg=cfg)
+    assert strict.returncode == 2
+    assert (
+        "[empty-opener]" in strict.stderr and "--strict: warnings count as errors" in strict.stderr
+    )
+    assert strict.stdout == ""
+
+
+def test_check_fails_on_a_breakup_that_asks_for_a_meeting(cfg: Path) -> None:
+    seq = cfg.parent / "sequences" / "follow-up.yaml"
+    seq.write_text(
+        seq.read_text().replace(
+            "A one-word reply is all it takes.",
+            "Book 15 minutes with me here: https://cal.vendor.test/sam",
+        )
+    )
+    res = cli("check", cfg=cfg)
+    assert res.returncode == 2
+    assert "step 4: error:" in res.stderr and "[breakup-asks]" in res.stderr
+
+
+def test_check_csv_warns_about_a_field_the_list_often_lacks(cfg: Path) -> None:
+    seq = cfg.parent / "sequences" / "follow-up.yaml"
+    seq.write_text(seq.read_text().replace('company: "your team"', "company: null"))
+    leads = cfg.parent / "leads.csv"
+    leads.write_text("email,first_name,company\na@x.test,A,\nb@x.test,B,Acme\n")
+    res = cli("check", "follow-up", "--csv", str(leads), cfg=cfg)
+    assert res.returncode == 0, res.stderr
+    assert "contact.company is blank in 1 of 2 rows (50%)" in res.stderr
+    assert "[no-fallback]" in res.stderr
+    assert cli("check", "--csv", str(leads), cfg=cfg).returncode == 2  # which sequence?
+
+
 def test_check_rejects_malformed_yaml_and_unknown_mailbox(cfg: Path) -> None:
     cfg.write_text(cfg.read_text().replace("mailboxes:", "mailboxes: [\n"))
     res = cli("check", cfg=cfg)

@@ -415,3 +415,48 @@ def test_what_a_mail_client_sends_for_list_unsubscribe_is_read_as_a_removal_requ
         b"Date: Wed, 05 Mar 2025 10:00:00 +0000\r\nMessage-ID: <u1@acme.test>\r\n\r\n"
     )
     assert classify(raw).verdict == Verdict.UNSUBSCRIBE_REQUEST
+
+
+# --- defaulted_fields: which fields a template renders without --------------------------------
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "Hi {{ contact.first_name | default('there') }},",
+        "Hi {{ contact.first_name | d('there') | title }},",
+        "Hi {{ contact['first_name'] | default('there') }},",
+        "Hi{% if contact.first_name is defined %} {{ contact.first_name }}{% endif %},",
+        "Hi {{ contact.first_name if contact.first_name is defined else 'there' }},",
+        "{% if contact.first_name is defined and contact.first_name %}Hi {{ contact.first_name }},"
+        "{% else %}Hi,{% endif %}",
+    ],
+)
+def test_a_field_read_only_with_a_fallback_renders_for_a_contact_without_it(source: str) -> None:
+    use = analyse(source)
+    assert use.defaulted_fields == {"first_name"} == use.contact_fields
+    assert render.render(source, {}, SENDER).startswith("Hi")
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "Hi {{ contact.first_name }},",
+        "Hi {{ contact.first_name | default('there') }}, {{ contact.first_name }}",
+        "Hi {{ contact.first_name | trim | default('there') }},",
+        "Hi{% if contact.first_name %} {{ contact.first_name }}{% endif %},",
+        "Hi{% if contact.first_name is defined %}!{% else %} {{ contact.first_name }}{% endif %}",
+        "Hi {{ contact.first_name or 'there' }},",
+    ],
+)
+def test_a_field_read_once_without_a_fallback_is_not_defaulted(source: str) -> None:
+    """Each of these fails to render when the contact lacks the field."""
+    assert analyse(source).defaulted_fields == frozenset()
+    with pytest.raises(TemplateError, match="does not have"):
+        render.render(source, {}, SENDER)
+
+
+def test_a_fallback_on_one_field_does_not_cover_another() -> None:
+    use = analyse("{{ contact.role | default(contact.company) }} at {{ contact.company }}")
+    assert use.contact_fields == {"role", "company"}
+    assert use.defaulted_fields == {"role"}

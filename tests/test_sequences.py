@@ -681,3 +681,53 @@ def test_an_undefined_alias_is_reported_with_its_line(tmp_path: Path) -> None:
     path = write(tmp_path, "s.yaml", three_steps().replace("body: three", "body: *missing"))
     msg = one_problem(path)
     assert msg.startswith(f"{path}:10: not valid YAML: found undefined alias 'missing'")
+
+
+def test_a_field_read_only_through_a_fallback_is_optional(tmp_path: Path) -> None:
+    from sequencer.render import render
+
+    seq = load_sequence(
+        write(
+            tmp_path,
+            "fallback.yaml",
+            """\
+            mailbox: sales
+            variables:
+              role: null
+            steps:
+              - wait: 0s
+                subject: "Hello {{ contact.first_name | default('there') }}"
+                body: "As {{ contact.role | default('the person who signs off') }}, you decide."
+              - wait: 3d
+                breakup: true
+                body: "{% if contact.role is defined %}{{ contact.role }}: {% endif %}bye"
+            """,
+        )
+    )
+    values = seq.contact_values("jo@acme.test", {})  # neither first_name nor role: fine
+    assert render(seq.steps[0].body, values, {}) == "As the person who signs off, you decide."
+    assert render(seq.steps[1].body, values, {}) == "bye"
+    assert render(seq.steps[0].subject or "", values, {}) == "Hello there"
+
+
+def test_one_bare_read_makes_the_field_required_again(tmp_path: Path) -> None:
+    seq = load_sequence(
+        write(
+            tmp_path,
+            "bare.yaml",
+            """\
+            mailbox: sales
+            variables:
+              role: null
+            steps:
+              - wait: 0s
+                subject: "Hello {{ contact.first_name | default('there') }}"
+                body: "As {{ contact.role | default('the lead') }}, you decide."
+              - wait: 3d
+                breakup: true
+                body: "{{ contact.role }}: bye"
+            """,
+        )
+    )
+    with pytest.raises(EnrollError, match="missing role"):
+        seq.contact_values("jo@acme.test", {})
