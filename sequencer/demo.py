@@ -181,8 +181,9 @@ async def _respond(
         ),
         ("dee@prospect.test", 1): (
             "Dee <dee@prospect.test>",
-            "I am out of the office until Monday with no access to email.",
-            "sends an out-of-office",
+            "I am out of the office with limited access to email. For anything urgent, "
+            "please call the front desk.",
+            "sends an out-of-office (no return date: nothing to wait for)",
             {"Auto_Submitted": "auto-replied"},
         ),
         ("eve@prospect.test", 2): (

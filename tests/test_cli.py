@@ -373,3 +373,23 @@ async def test_suppressed_address_cannot_be_enrolled_again(cfg: Path, tmp_path: 
     assert [r["email"] for r in json.loads(cli("status", "--json", cfg=cfg).stdout)] == [
         "ann@a.test"
     ]
+
+
+def test_demo_plays_the_whole_story(tmp_path: Path) -> None:
+    """`make demo` is the first thing a new user runs: every contact must end as promised."""
+    res = cli("demo", env={"TMPDIR": str(tmp_path), "COLUMNS": "200"}, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    rows = {
+        line.split("│")[1].strip(): line.split("│")[2].strip()
+        for line in res.stdout.splitlines()
+        if line.startswith("│") and "@" in line
+    }
+    assert rows == {
+        "ada@prospect.test": "completed",
+        "ben@prospect.test": "replied",
+        "cy@nowhere.test": "bounced",
+        "dee@prospect.test": "completed",
+        "eve@prospect.test": "unsubscribed",
+    }
+    assert "the temporary folder is removed" in res.stdout
+    assert list(tmp_path.iterdir()) == []
