@@ -87,18 +87,26 @@ class World:
         self.imap = imap
         self.clock = FrozenClock(START)
         self.daemon = Daemon(settings, seqs, self.clock)
+        # The clock time of the tick that sent each message in `smtp.received`, in order.
+        self.stamps: list[datetime] = []
 
     async def enroll(
         self,
         address: str,
         sequence: str = "follow-up",
         promised: dict[int, str] | None = None,
+        allow_overlap: bool = False,
         **values: str,
     ) -> None:
         seq = self.sequences[sequence]
         person = contacts.contact(seq, address, {"first_name": "Jo", **values})
         outcome = await enrolment.enroll(
-            self.daemon.etiquette, seq, [person], self.clock.now(), promised=promised
+            self.daemon.etiquette,
+            seq,
+            [person],
+            self.clock.now(),
+            promised=promised,
+            allow_overlap=allow_overlap,
         )
         assert outcome.created, outcome
 
@@ -107,8 +115,15 @@ class World:
         self.clock.advance(after)
         await self.daemon.check_inboxes()
         sent = await self.daemon.run_once()
+        missing = len(self.smtp.received) - len(self.stamps)
+        self.stamps += [self.clock.now()] * missing
         await self.daemon.check_inboxes()
         return sent
+
+    async def tick_at(self, when: datetime) -> int:
+        """`tick` with the clock moved to `when` (never backwards)."""
+        assert when >= self.clock.now(), f"{when} is in the past ({self.clock.now()})"
+        return await self.tick(when - self.clock.now())
 
     async def run_until_quiet(self, step: timedelta = timedelta(hours=6), limit: int = 200) -> None:
         for _ in range(limit):
@@ -124,8 +139,19 @@ class World:
             if address in r.rcpt_tos
         ]
 
-    async def enrollment(self, address: str) -> Enrollment:
-        return await Enrollment.filter(email=address).order_by("-id").first()  # type: ignore[return-value]
+    def sent_times(self, address: str | None = None) -> list[datetime]:
+        """When each message (to `address`, or to anyone) went: the clock at its tick."""
+        return [
+            at
+            for at, r in zip(self.stamps, self.smtp.received, strict=False)
+            if address is None or address in r.rcpt_tos
+        ]
+
+    async def enrollment(self, address: str, sequence: str | None = None) -> Enrollment:
+        query = Enrollment.filter(email=address)
+        if sequence is not None:
+            query = query.filter(sequence=sequence)
+        return await query.order_by("-id").first()  # type: ignore[return-value]
 
 
 @asynccontextmanager
