@@ -356,6 +356,8 @@ def preview(
     )
     if missing:
         print_(f"placeholders for values not given: {', '.join(missing)} (pass --var NAME=...)")
+    for note in etiquette.promise_warnings(seq, person.values, promises):
+        print_(f"note: {note}")
     for finding in findings.get(None, []):
         print_(f"  {finding.severity}: {finding.message}")
     for s in steps:

@@ -134,6 +134,12 @@ def test_a_promise_is_kept_exactly_even_outside_the_window(cfg: Path) -> None:
     assert rows[1]["local_send_at"] == "2026-12-04T16:45:00+00:00"
     assert rows[1]["reasons"] == ["promise"]
     assert local(rows[2]) > local(rows[1])
+    text = run(
+        cfg, "--var", "first_name=Jo", "--now", "2026-12-01T08:00:00+00:00",
+        "--promise", "2=2026-12-04 16:45",
+    ).stdout  # fmt: skip
+    assert "note: step 2 is promised for Fri 04 Dec 2026 16:45 Europe/London, outside" in text
+    assert "why: promised: sent exactly then" in text
 
 
 def test_text_shows_both_zones_the_reasons_and_the_body(cfg: Path) -> None:
