@@ -463,7 +463,10 @@ def plan(
     at = after + wait.delta
     if wait.business_days:
         counted = add_business_days(after, wait.business_days, place)
-        at = counted.at
+        # The same wall time n business days on is at least n days later, except across a
+        # spring-forward night (from a Sunday 01:30, Monday 01:30 is 23 hours away): a
+        # business day is never shorter than a day (`Wait.minimum`).
+        at = max(counted.at, after + wait.minimum)
         reasons += counted.reasons
     if last_contact is not None and min_gap > timedelta(0) and last_contact + min_gap > at:
         at = last_contact + min_gap
