@@ -30,7 +30,7 @@ from sequencer.clock import SystemClock
 from sequencer.config import Settings, find_config, load_settings
 from sequencer.errors import ConfigError, EnrollError, SequenceError, SequencerError
 from sequencer.etiquette import Etiquette, check_promises, parse_local, timeline
-from sequencer.sequences import Sequence, load_all, load_sequence
+from sequencer.sequences import Sequence, load_all, load_sequence, weekend_only
 from sequencer.store import db, queries
 
 app = typer.Typer(
@@ -133,6 +133,16 @@ def check(
             problems.append(
                 f"{settings.source}: no mailboxes configured (add one under 'mailboxes:')"
             )
+        default = settings.window.window() if settings.window else None
+        for seq in seqs.values():
+            if seq.window is None and default is not None and weekend_only(default):
+                problems += [
+                    f"{seq.path}:{st.line}: step {st.number}: a wait in business days can never "
+                    f"land in the settings' default window, open only at weekends ({default}); "
+                    "give the sequence its own window or the wait in days"
+                    for st in seq.steps
+                    if st.wait.business_days
+                ]
         findings: list[Finding] = []
         if csv_file is not None and sequence is None:
             raise EnrollError(

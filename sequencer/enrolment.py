@@ -48,14 +48,19 @@ async def enroll(
         if person.email in result.blocked:
             continue
         promises = parse_promises(promised or {}, etiquette.zone_name(person.values))
-        plan = timeline(
-            etiquette,
-            seq,
-            person.values,
-            now,
-            promises=promises,
-            last_contact=last.get(person.email),
-        )
+        try:
+            plan = timeline(
+                etiquette,
+                seq,
+                person.values,
+                now,
+                promises=promises,
+                last_contact=last.get(person.email),
+            )
+        except ValueError as exc:  # a window that never opens: `check` names the cause
+            raise EnrollError(
+                [f"{person.email}: cannot plan '{seq.id}': {exc} (run `sequencer check`)"]
+            ) from None
         if promises:
             problems = check_promises(seq, promises, now, plan)
             if problems:

@@ -16,7 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sequencer import render
-from sequencer.errors import TemplateError
+from sequencer.errors import SequenceError, TemplateError
 from sequencer.etiquette import Etiquette, Promise, timeline
 from sequencer.schedule import Place, Window
 from sequencer.sequences import Sequence
@@ -65,7 +65,11 @@ def preview(
     sender_zone = etiquette.mailbox_zone(seq.mailbox)
     out = []
     first_subject = ""
-    for item in timeline(etiquette, seq, values, now, promises=promises):
+    try:
+        planned = timeline(etiquette, seq, values, now, promises=promises)
+    except ValueError as exc:  # a window that never opens: `check` names the cause
+        raise SequenceError([f"{seq.path}: cannot plan the steps: {exc}"]) from None
+    for item in planned:
         step = seq.steps[item.step - 1]
         try:
             if item.step == 1:

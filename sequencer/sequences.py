@@ -109,6 +109,10 @@ class Sequence:
         return values
 
 
+def weekend_only(window: Window) -> bool:
+    return window.days <= {5, 6}
+
+
 def load_sequence(path: Path, mailboxes: Iterable[str] | None = None) -> Sequence:
     doc = load(path, SequenceError)
     return sequence_from(doc, mailboxes)
@@ -139,6 +143,16 @@ def sequence_from(doc: YamlDoc, mailboxes: Iterable[str] | None = None) -> Seque
             f"{doc.at(('mailbox',))}: unknown mailbox '{model.mailbox}' "
             f"(the settings file defines: {known})"
         )
+
+    window = model.window.window() if model.window else None
+    if window is not None and weekend_only(window):
+        for i, st in enumerate(model.steps, start=1):
+            if parse_wait(st.wait).business_days:
+                problems.append(
+                    f"{doc.at(('steps', i - 1, 'wait'))}: step {i}: a wait in business days "
+                    f"can never land in a window open only at weekends ({window}); add a "
+                    "weekday to the window or give the wait in days"
+                )
 
     allowed = render.BUILTIN_FIELDS | set(model.variables)
     used: set[str] = set()
@@ -218,7 +232,7 @@ def sequence_from(doc: YamlDoc, mailboxes: Iterable[str] | None = None) -> Seque
         dict(model.variables),
         tuple(steps),
         frozenset(used),
-        model.window.window() if model.window else None,
+        window,
         frozenset(used - bare),
     )
 

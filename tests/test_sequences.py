@@ -731,3 +731,24 @@ def test_one_bare_read_makes_the_field_required_again(tmp_path: Path) -> None:
     )
     with pytest.raises(EnrollError, match="missing role"):
         seq.contact_values("jo@acme.test", {})
+
+
+def test_business_day_wait_in_a_weekend_only_window_is_refused(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "weekend.yaml",
+        """\
+        mailbox: sales
+        window: {days: [sat, sun], hours: "10:00-12:00"}
+        steps:
+          - wait: 0s
+            subject: "Hi"
+            body: "Notes."
+          - wait: 3bd
+            breakup: true
+            body: "I'll stop here; a reply is all it takes."
+        """,
+    )
+    (problem,) = problems_of(path)
+    assert problem.startswith(f"{path}:7: step 2: a wait in business days can never land")
+    assert "add a weekday to the window or give the wait in days" in problem
