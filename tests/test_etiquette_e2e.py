@@ -452,3 +452,54 @@ async def test_min_gap_holds_across_sequences(
         assert min(gaps) >= timedelta(days=2), gaps
         subjects = [str(m["Subject"]) for m in w.sent_to(JO)]
         assert subjects.count("Webinar on Thursday, Jo") == 1
+
+
+async def test_status_says_why_a_contact_waits(
+    tmp_path: Path, smtp: SmtpSink, pymap: ImapServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `sequencer status` shows, computed at the frozen clock: pace holding due work,
+    a promise, and an out-of-office pause, each in words."""
+    from sequencer import cli
+    from sequencer.store import queries
+
+    box = "pace: {daily_limit: 1, spacing: 0s}"
+    async with world(tmp_path, smtp, pymap, "sqlite://state.db", monkeypatch, box=box) as w:
+        await w.enroll("a@prospect.test")
+        await w.enroll("b@prospect.test")
+        await w.enroll("c@prospect.test", promised={1: "2026-12-01 09:30"})
+        assert await w.tick(timedelta(minutes=1)) == 1  # a goes; the limit holds b
+        await w.imap.deliver(
+            reply(
+                w.sent_to("a@prospect.test")[0],
+                "I am out of the office, back on 7 December.",
+                Auto_Submitted="auto-replied",
+            )
+        )
+        await w.tick(timedelta(minutes=1))
+        now = w.clock.now()
+        gates = await cli._pace_gates(w.daemon.etiquette, now)
+        rows = {
+            e.email: cli._row(
+                e,
+                ended,
+                4,
+                w.daemon.etiquette,
+                gates.get(e.mailbox) if e.next_at <= now and not e.promised else None,
+            )
+            for e, ended in await queries.listing()
+        }
+        a, b, c = rows["a@prospect.test"], rows["b@prospect.test"], rows["c@prospect.test"]
+        assert a["paused_until"] == "2026-12-08T00:00:00+00:00"
+        assert a["next_step"] == 2 and "out_of_office" in a["next_reasons"]
+        assert cli._why(a).startswith("out of office until 2026-12-08")
+        assert b["held_by"] == {
+            "reason": "pace:daily_limit",
+            "opens_at": "2026-12-02T00:00:00+00:00",
+            "sent_today": 1,
+            "daily_limit": 1,
+        }
+        assert "pace: 1/1 sent today, resumes 2026-12-02 00:00 UTC" in cli._why(b)
+        assert c["promised"] and c["promises"] == {
+            "1": {"local": "2026-12-01 09:30", "zone": "UTC"}
+        }
+        assert cli._why(c) == "promised: kept exactly"
