@@ -470,9 +470,11 @@ async def _pace_gates(etiquette: Etiquette, now: datetime) -> dict[str, dict[str
     gates = {}
     for name in etiquette.settings.mailboxes:
         zone, pace = etiquette.mailbox_zone(name), etiquette.pace(name)
+        paused_until, _ = await queries.mailbox_pause(name)
         load = pacing.Load(
             await queries.sent_since(name, pacing.day_start(now, zone)),
             await queries.next_free(name),
+            paused_until,
         )
         gate = pacing.closed_until(now, pace, zone, load)
         if gate is not None:
@@ -483,6 +485,14 @@ async def _pace_gates(etiquette: Etiquette, now: datetime) -> dict[str, dict[str
                 "daily_limit": pace.daily_limit,
             }
     return gates
+
+
+def _held_by(gate: dict[str, Any] | None, e: Any, now: datetime) -> dict[str, Any] | None:
+    """The mailbox gate that holds this contact's due step: pace holds all but a promise,
+    a reputation pause holds everything."""
+    if gate is None or e.next_at is None or e.next_at > now:
+        return None
+    return gate if gate["reason"] == "reputation" or not e.promised else None
 
 
 def _why(r: dict[str, Any]) -> str:
@@ -505,7 +515,12 @@ def _why(r: dict[str, Any]) -> str:
     ]
     if r["held_by"]:
         held = r["held_by"]
-        if held["reason"] == "pace:daily_limit":
+        if held["reason"] == "reputation":
+            parts.append(
+                f"mailbox paused until {held['opens_at'][:16].replace('T', ' ')} UTC: a server "
+                "refused our mail for our reputation (see the mailbox.paused log line)"
+            )
+        elif held["reason"] == "pace:daily_limit":
             parts.append(
                 f"pace: {held['sent_today']}/{held['daily_limit']} sent today, "
                 f"resumes {held['opens_at'][:16].replace('T', ' ')} UTC"
@@ -546,8 +561,7 @@ def status(
                 ended,
                 totals.get(e.sequence),
                 etiquette,
-                # Pace only holds work that is due; a promise goes regardless.
-                gates.get(e.mailbox) if e.next_at and e.next_at <= now and not e.promised else None,
+                _held_by(gates.get(e.mailbox), e, now),
             )
             for e, ended in rows
         ]

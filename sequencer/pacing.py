@@ -62,6 +62,7 @@ class Load:
 
     sent_today: int = 0
     next_free: datetime | None = None
+    paused_until: datetime | None = None  # a reputation problem halted the mailbox
 
 
 @dataclass(frozen=True)
@@ -69,11 +70,14 @@ class Gate:
     """None-like when open; else when the mailbox opens again, and why."""
 
     opens_at: datetime
-    reason: str  # "pace:daily_limit" | "pace:spacing"
+    reason: str  # "pace:daily_limit" | "pace:spacing" | "reputation"
 
 
 def closed_until(now: datetime, pace: Pace, zone: ZoneInfo, load: Load) -> Gate | None:
-    """None when the mailbox may send at `now`; else when it may next, and why."""
+    """None when the mailbox may send at `now`; else when it may next, and why. A
+    reputation pause holds even promised steps: they would only be refused too."""
+    if load.paused_until is not None and load.paused_until > now:
+        return Gate(load.paused_until, "reputation")
     if load.sent_today >= pace.daily_limit:
         return Gate(next_day_start(now, zone), "pace:daily_limit")
     if load.next_free is not None and load.next_free > now:
@@ -84,4 +88,4 @@ def closed_until(now: datetime, pace: Pace, zone: ZoneInfo, load: Load) -> Gate 
 def after_send(now: datetime, pace: Pace, load: Load, rng: random.Random) -> Load:
     """The load once one more email went at `now` (a new local day starts the count again)."""
     gap = pace.spacing(rng)
-    return Load(load.sent_today + 1, now + gap if gap else None)
+    return Load(load.sent_today + 1, now + gap if gap else None, load.paused_until)

@@ -7,9 +7,9 @@ short transaction, so a message is handled exactly once even if the daemon resta
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import date, datetime
+from datetime import datetime, timedelta
 
 import structlog
 from tortoise.transactions import in_transaction
@@ -105,8 +105,9 @@ async def _match(c: Classification) -> tuple[Enrollment | None, bool]:
     found = await queries.enrollment_for_message_ids(c.related_message_ids)
     if found is not None:
         return found, True
-    candidates = list(c.recipients) if c.verdict == Verdict.BOUNCE else []
-    if c.from_address and c.verdict != Verdict.BOUNCE:
+    about_others = c.verdict == Verdict.BOUNCE or _complaint(c)
+    candidates = list(c.recipients) if about_others else []
+    if c.from_address and not about_others:
         candidates.append(c.from_address)
     for address in candidates:
         rows = await queries.enrollments_of(address)
@@ -148,8 +149,39 @@ async def _act(
                 inbound_id,
             )
         return f"suppressed {', '.join(sorted(targets))}; stopped {len(ended)}", ended
+    if _complaint(c):
+        targets = set(c.recipients) or {enrollment.email}
+        ended = []
+        for address in sorted(targets):
+            await queries.suppress(address, "complaint", subject, now)
+            ended += await queries.finish_address(
+                address, "unsubscribed", f"abuse complaint: {subject}", now, inbound_id
+            )
+        return f"complaint: suppressed {', '.join(sorted(targets))}; stopped {len(ended)}", ended
+    if c.verdict == Verdict.BOUNCE and c.kind == "delay":
+        return "delivery delayed: nothing changes", []
+    if c.verdict == Verdict.BOUNCE and _reputation(c):
+        until = now + REPUTATION_PAUSE
+        if await queries.pause_mailbox(enrollment.mailbox, until, subject, now):
+            log.error(
+                "mailbox.paused",
+                mailbox=enrollment.mailbox,
+                until=until.isoformat(),
+                why="a server refused our mail for the sender's reputation (blocklist, "
+                "SPF/DKIM/DMARC): check the mailbox's domain and IP before sending more",
+                subject=subject,
+                rules=list(c.rules),
+            )
+        return f"refused for our reputation: mailbox paused until {until.isoformat()}", []
+    if c.verdict == Verdict.BOUNCE and c.kind == "policy":
+        ended = []
+        for address in sorted(set(c.recipients) or {enrollment.email}):
+            ended += await queries.finish_address(
+                address, "failed", f"policy: {subject}", now, inbound_id
+            )
+        return f"refused by the recipient's policy: failed {len(ended)}", ended
     if c.verdict == Verdict.BOUNCE:
-        return f"soft bounce ({c.kind}): sequence continues", []
+        return await _soft_bounce(c, enrollment, inbound_id, now, etiquette, sequences)
     if c.verdict == Verdict.AUTO_REPLY and c.kind == "left_company":
         others = _alternatives(c)
         ended = await queries.finish_address(
@@ -158,7 +190,14 @@ async def _act(
         named = f"; they name {', '.join(others)}" if others else ""
         return f"left the company: stopped {len(ended)}{named}", ended
     if c.verdict == Verdict.AUTO_REPLY and c.return_date is not None and etiquette is not None:
-        paused = await _pause(enrollment.email, c.return_date, etiquette, sequences)
+        back_on = c.return_date
+        paused = await _pause(
+            enrollment.email,
+            lambda values: etiquette.back_from_leave(values, back_on),
+            "out_of_office",
+            etiquette,
+            sequences,
+        )
         return f"out of office until {c.return_date.isoformat()}: paused {paused}", []
     if c.verdict == Verdict.AUTO_REPLY:
         return f"auto-reply ({c.kind}): sequence continues", []
@@ -192,14 +231,71 @@ def _alternatives(c: Classification) -> tuple[str, ...]:
     return c.alternatives
 
 
+#: A soft bounce (mailbox full, server trouble) holds the contact this long, then retries.
+SOFT_PAUSE = timedelta(days=1)
+#: This many soft bounces spread over at least SOFT_SPAN make the address `bounced`.
+SOFT_LIMIT = 3
+SOFT_SPAN = timedelta(days=3)
+SOFT_WINDOW = timedelta(days=30)  # older soft bounces are forgiven
+#: A refusal for our reputation halts the whole mailbox this long (and logs it loudly).
+REPUTATION_PAUSE = timedelta(hours=6)
+
+
+def _complaint(c: Classification) -> bool:
+    """An abuse report (ARF, or a provider's feedback loop): the reported address is gone."""
+    return "arf_complaint" in c.rules
+
+
+def _reputation(c: Classification) -> bool:
+    return bool(getattr(c, "reputation", False)) or "reputation" in c.rules
+
+
+async def _soft_bounce(
+    c: Classification,
+    enrollment: Enrollment,
+    inbound_id: int,
+    now: datetime,
+    etiquette: Etiquette | None,
+    sequences: Mapping[str, Sequence],
+) -> tuple[str, list[Enrollment]]:
+    """Not a final failure: the contact waits a day and the sequence retries; only soft
+    bounces repeated over days mean the address no longer takes mail."""
+    subject = c.subject or "(no subject)"
+    ended: list[Enrollment] = []
+    paused = 0
+    for address in sorted(set(c.recipients) or {enrollment.email}):
+        seen = await queries.soft_bounces(address, now - SOFT_WINDOW)
+        if len(seen) >= SOFT_LIMIT and seen[-1] - seen[0] >= SOFT_SPAN:
+            days = (seen[-1] - seen[0]).days
+            await queries.suppress(address, "soft_bounces", f"{len(seen)} in {days} days", now)
+            ended += await queries.finish_address(
+                address,
+                "bounced",
+                f"{len(seen)} soft bounces over {days} days ({c.kind}): {subject}",
+                now,
+                inbound_id,
+            )
+        elif etiquette is not None:
+            paused += await _pause(
+                address, lambda _values: now + SOFT_PAUSE, "soft_bounce", etiquette, sequences
+            )
+    if ended:
+        return f"soft bounces repeated over days: stopped {len(ended)}", ended
+    return f"soft bounce ({c.kind}): paused {paused} for a day, then retries", []
+
+
 async def _pause(
-    email: str, back_on: date, etiquette: Etiquette, sequences: Mapping[str, Sequence]
+    email: str,
+    until_for: Callable[[Mapping[str, str]], datetime],
+    reason: str,
+    etiquette: Etiquette,
+    sequences: Mapping[str, Sequence],
 ) -> int:
-    """An out-of-office with a return date: every active enrollment of that address waits
-    until the first business day after it (then its window). A promise is kept as given."""
+    """Every active enrollment of that address waits until `until_for(its values)` (then
+    its window). A promise is kept as given; the pause holds for the steps after it."""
     paused = 0
     for enr in await queries.active_of(email):
-        until = etiquette.back_from_leave(enr.variables, back_on)
+        until = until_for(enr.variables)
         seq = sequences.get(enr.sequence)
         if enr.promised or seq is None or enr.next_at is None:
             # A promise goes as promised; the pause still holds for the steps after it.
@@ -214,7 +310,7 @@ async def _pause(
             paused_until=until,
             step=enr.steps_sent + 1,
         )
-        reasons = ("out_of_office", *(r for r in planned.reasons if r != "out_of_office"))
+        reasons = (reason, *(r for r in planned.reasons if r not in {"out_of_office", reason}))
         await queries.pause(enr.id, until, planned.at, reasons)
         paused += 1
     return paused

@@ -110,14 +110,16 @@ class Daemon:
         one address is never written to twice at once."""
         now = self.clock.now()
         loads = {name: await self._load(name, now) for name in self.settings.mailboxes}
-        closed = {
-            name
+        gates = {
+            name: gate
             for name, load in loads.items()
-            if pacing.closed_until(now, self.etiquette.pace(name), self._zone(name), load)
+            if (gate := pacing.closed_until(now, self.etiquette.pace(name), self._zone(name), load))
         }
         work: dict[str, list[queries.Due]] = defaultdict(list)
-        for item in await queries.due(now, self.batch, closed):
-            work[item.mailbox].append(item)
+        for item in await queries.due(now, self.batch, gates):
+            gate = gates.get(item.mailbox)
+            if gate is None or gate.reason != "reputation":  # a halted mailbox sends nothing
+                work[item.mailbox].append(item)
         results = await asyncio.gather(
             *(self._drain(box, items, loads.get(box, pacing.Load())) for box, items in work.items())
         )
@@ -128,8 +130,11 @@ class Daemon:
 
     async def _load(self, mailbox: str, now: datetime) -> pacing.Load:
         since = pacing.day_start(now, self._zone(mailbox))
+        paused_until, _ = await queries.mailbox_pause(mailbox)
         return pacing.Load(
-            await queries.sent_since(mailbox, since), await queries.next_free(mailbox)
+            await queries.sent_since(mailbox, since),
+            await queries.next_free(mailbox),
+            paused_until,
         )
 
     async def _drain(self, mailbox: str, items: list[queries.Due], load: pacing.Load) -> int:
@@ -138,7 +143,8 @@ class Daemon:
         for item in items:
             now = self.clock.now()
             gate = pacing.closed_until(now, pace, self._zone(mailbox), load)
-            if (gate and not item.promised) or item.email in self._busy:
+            held = gate is not None and (not item.promised or gate.reason == "reputation")
+            if held or item.email in self._busy:
                 continue
             self._busy.add(item.email)
             try:

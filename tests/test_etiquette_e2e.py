@@ -484,7 +484,7 @@ async def test_status_says_why_a_contact_waits(
                 ended,
                 4,
                 w.daemon.etiquette,
-                gates.get(e.mailbox) if e.next_at <= now and not e.promised else None,
+                cli._held_by(gates.get(e.mailbox), e, now),
             )
             for e, ended in await queries.listing()
         }

@@ -119,10 +119,14 @@ class MailboxCursor(Model):
 
 class MailboxState(Model):
     """Per-mailbox sending state shared by every daemon on the database: when its pacing
-    lets it send next."""
+    lets it send next, and whether a reputation problem has paused it."""
 
     mailbox = fields.CharField(max_length=100, primary_key=True)
     next_free_at = fields.DatetimeField(null=True)
+    # A server refused our mail for our reputation (blocklist, DMARC...): nothing is sent
+    # from this mailbox before then, so we do not dig the hole deeper.
+    paused_until = fields.DatetimeField(null=True)
+    pause_reason = fields.TextField(null=True)
 
     class Meta:
         table = "mailbox_state"

@@ -181,10 +181,46 @@ async def set_next_free(mailbox: str, at: datetime | None) -> None:
             await MailboxState.filter(mailbox=mailbox).update(next_free_at=at)
 
 
+async def mailbox_pause(mailbox: str) -> tuple[datetime | None, str | None]:
+    row = await MailboxState.get_or_none(mailbox=mailbox)
+    return (row.paused_until, row.pause_reason) if row else (None, None)
+
+
+async def pause_mailbox(mailbox: str, until: datetime, reason: str, now: datetime) -> bool:
+    """Hold all sending from a mailbox until `until`. True when it was not already paused
+    (so the caller logs the news once, not for every bounce that repeats it)."""
+    current, _ = await mailbox_pause(mailbox)
+    fresh = current is None or current <= now
+    if current is not None and current >= until:
+        return fresh
+    updated = await MailboxState.filter(mailbox=mailbox).update(
+        paused_until=until, pause_reason=reason
+    )
+    if not updated:
+        try:
+            await MailboxState.create(mailbox=mailbox, paused_until=until, pause_reason=reason)
+        except IntegrityError:
+            await MailboxState.filter(mailbox=mailbox).update(
+                paused_until=until, pause_reason=reason
+            )
+    return fresh
+
+
+async def soft_bounces(email: str, since: datetime) -> list[datetime]:
+    """When soft bounces (not delays, not policy) for this address's enrollments arrived."""
+    rows = await InboundMessage.filter(
+        enrollment__email=email,
+        verdict="bounce",
+        kind__in=["mailbox_full", "other"],
+        received_at__gte=since,
+    ).values_list("received_at", flat=True)
+    return sorted(r for r in list[Any](rows) if isinstance(r, datetime))
+
+
 async def pause(
     enrollment_id: int, until: datetime, next_at: datetime | None, reasons: Sequence[str]
 ) -> None:
-    """An out-of-office: nothing goes before `until`."""
+    """An out-of-office or a soft bounce: nothing goes before `until`."""
     await Enrollment.filter(id=enrollment_id, state=ACTIVE).update(
         paused_until=until, next_at=next_at, next_reasons=list(reasons)
     )
