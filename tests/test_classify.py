@@ -196,7 +196,7 @@ def _by_class(cls: str) -> list[Case]:
 # Quality bars for this stage, in aggregate over the corpora and the hand-written mail.
 
 
-def test_hard_bounce_recall_at_least_95_percent() -> None:
+def test_hard_bounce_recall_at_least_99_percent() -> None:
     results = _results()
     hard = _by_class("bounce-hard")
     missed = [
@@ -204,14 +204,14 @@ def test_hard_bounce_recall_at_least_95_percent() -> None:
         for c in hard
         if not (results[c.label].verdict is Verdict.BOUNCE and results[c.label].hard)
     ]
-    assert len(missed) <= 0.05 * len(hard), _report("hard-bounce recall below 95%", missed)
+    assert len(missed) <= 0.01 * len(hard), _report("hard-bounce recall below 99%", missed)
 
 
-def test_hard_bounce_recipient_found_for_95_percent() -> None:
+def test_hard_bounce_recipient_found_for_98_percent() -> None:
     results = _results()
     hard = _by_class("bounce-hard")
     empty = [c for c in hard if not results[c.label].recipients]
-    assert len(empty) <= 0.05 * len(hard), _report("hard bounces without a recipient", empty)
+    assert len(empty) <= 0.02 * len(hard), _report("hard bounces without a recipient", empty)
 
 
 def test_no_human_reply_is_taken_for_a_robot_or_a_removal() -> None:
@@ -237,13 +237,21 @@ def test_delay_warnings_are_bounces_of_kind_delay() -> None:
     assert not wrong, _report("delay warnings not kind=delay", wrong)
 
 
-def test_auto_reply_recall_at_least_90_percent() -> None:
+def test_auto_reply_recall_at_least_97_percent() -> None:
     results = _results()
     autos = _by_class("auto_reply")
     missed = [c for c in autos if results[c.label].verdict is not Verdict.AUTO_REPLY]
     wrong_kind = [c for c in autos if c.kind and results[c.label].kind != c.kind]
-    assert len(missed) <= 0.10 * len(autos), _report("auto-reply recall below 90%", missed)
+    assert len(missed) <= 0.03 * len(autos), _report("auto-reply recall below 97%", missed)
     assert not wrong_kind, _report("auto-replies of the wrong kind", wrong_kind)
+
+
+def test_removal_request_recall_at_least_95_percent() -> None:
+    results = _results()
+    requests = _by_class("unsubscribe_request")
+    missed = [c for c in requests if results[c.label].verdict is not Verdict.UNSUBSCRIBE_REQUEST]
+    assert requests
+    assert len(missed) <= 0.05 * len(requests), _report("removal-request recall below 95%", missed)
 
 
 def test_every_hand_written_unsubscribe_request_is_found() -> None:
@@ -385,7 +393,10 @@ def test_corpus_traps(label: str, verdict: str, kind: str | None, hard: bool | N
         ("autoreply_header", "corpus/auto-reply/bounce_email-gem/tt_1234211024.txt"),
         ("precedence", "corpus/auto-reply/Mail-DeliveryStatus-BounceParser/polish-autoreply.msg"),
         ("ooo_subject", "corpus/auto-reply/bounce_email-gem/tt_1234210666.txt"),
-        ("ooo_text", "corpus/auto-reply/Mail-DeliveryStatus-BounceParser/warning-6.msg"),
+        # Lotus Notes "AUTO: ... is out of the office": the subject marker, colon and all.
+        ("ooo_subject", "corpus/auto-reply/Mail-DeliveryStatus-BounceParser/warning-6.msg"),
+        ("ooo_subject", "mail/ooo-de-notes-subject-only.eml"),
+        ("ooo_text", "mail/ooo-en-text-only.eml"),
         ("list_mail", "corpus/other/discourse/auto_generated_precedence.eml"),
         ("not_a_reply", "corpus/other/bounce_email-gem/tt_1234241664.txt"),
         ("human_text", "corpus/human-reply/talon/outlook.eml"),
@@ -407,7 +418,13 @@ def test_each_rule_decides_its_example(rule: str, label: str) -> None:
             "other",
             False,
         ),
-        ("corpus/bounce-soft/Mail-DeliveryStatus-BounceParser/quota-4.msg", "other", False),
+        # A size limit is the recipient side's policy: the next, smaller message may pass.
+        ("corpus/bounce-soft/Mail-DeliveryStatus-BounceParser/quota-4.msg", "policy", False),
+        (
+            "corpus/bounce-soft/Mail-DeliveryStatus-BounceParser/message-too-large.msg",
+            "policy",
+            False,
+        ),
         # 552 5.2.2 mailbox full; the human-readable part saying "Not enough disk space".
         ("corpus/bounce-soft/flanker/bounce-mailbox-full.eml", "mailbox_full", False),
         ("corpus/bounce-soft/sisimai-set-of-emails/rfc3464-01.eml", "mailbox_full", False),
@@ -447,6 +464,16 @@ def test_each_rule_decides_its_example(rule: str, label: str) -> None:
             "user_unknown",
             True,
         ),
+        # Providers' own "no such account" words beat the after-DATA heuristic and 5.0.0
+        # (Sisimai's Rhost tables): Yahoo refuses at DATA, MessageLabs says "542 ... Rejected".
+        ("corpus/bounce-hard/sisimai-set-of-emails/rhost-yahooinc-03.eml", "user_unknown", True),
+        ("corpus/bounce-hard/sisimai-set-of-emails/rhost-messagelabs-03.eml", "user_unknown", True),
+        # Postfix's "Recipient address rejected: User unknown" is hard even under 5.2.1, and a
+        # link's "#filtered" fragment is not a reason; sendmail-style "5.2.1 <a>... User
+        # Unknown" stays soft (Sisimai: filtered), as does a link-only reason naming Spamhaus.
+        ("corpus/bounce-hard/sisimai-set-of-emails/lhost-dragonfly-09.eml", "user_unknown", True),
+        ("corpus/bounce-soft/sisimai-set-of-emails/lhost-amazonworkmail-02.eml", "other", False),
+        ("corpus/bounce-soft/sisimai-set-of-emails/rhost-godaddy-02.eml", "policy", False),
         # Mixed recipients: hard for the unknown one only.
         ("corpus/bounce-hard/sisimai-set-of-emails/lhost-exim-02.eml", "user_unknown", True),
     ],
@@ -457,9 +484,103 @@ def test_bounce_reasons(label: str, kind: str, hard: bool) -> None:
     assert (got.verdict, got.kind, got.hard) == (Verdict.BOUNCE, kind, hard), got.rules
 
 
+# Refusals for the sender's standing: kind policy, never hard, reputation=True. Each file is
+# the example that needed its words in classify._REPUTATION.
+REPUTATION = [
+    "corpus/bounce-soft/sisimai-set-of-emails/rhost-godaddy-02.eml",  # Spamhaus link only
+    "corpus/bounce-soft/sisimai-set-of-emails/lhost-gmail-04.eml",  # blocked using cbl.abuseat
+    "corpus/bounce-soft/bounce_email-gem/tt_bounce_06.txt",  # "blocked by ROTA DNSBL"
+    "corpus/bounce-soft/sisimai-set-of-emails/lhost-amazonses-14.eml",  # Client host rejected
+    "corpus/bounce-soft/sisimai-set-of-emails/rhost-franceptt-06.eml",  # Client host blocked
+    "corpus/bounce-soft/sisimai-set-of-emails/rhost-microsoft-01.eml",  # banned sending IP
+    "corpus/bounce-soft/sisimai-set-of-emails/rhost-microsoft-05.eml",  # 4.7.650 IP reputation
+    "corpus/bounce-soft/sisimai-set-of-emails/rhost-microsoft-04.eml",  # DMARC 5.7.509
+    "corpus/bounce-soft/sisimai-set-of-emails/rhost-apple-02.eml",  # DMARC policy
+    "corpus/bounce-soft/sisimai-set-of-emails/rhost-tencent-03.eml",  # DMARC check failed
+    "corpus/bounce-soft/sisimai-set-of-emails/lhost-dragonfly-01.eml",  # 5.7.26 unauthenticated
+    "corpus/bounce-soft/sisimai-set-of-emails/lhost-exim-29.eml",  # Bad SPF records
+    "corpus/bounce-soft/sisimai-set-of-emails/lhost-office365-03.eml",  # per its SPF record
+    "corpus/bounce-soft/sisimai-set-of-emails/rhost-google-03.eml",  # 5.7.26 SPF hard fail
+    "corpus/bounce-soft/sisimai-set-of-emails/rhost-google-06.eml",  # no PTR record
+    "corpus/bounce-soft/sisimai-set-of-emails/lhost-courier-03.eml",  # Sender ID (PRA)
+    "corpus/bounce-soft/sisimai-set-of-emails/rhost-yahooinc-02.eml",  # [TSS04]
+    "corpus/bounce-soft/sisimai-set-of-emails/rhost-tencent-01.eml",  # Blocked IP
+    "corpus/bounce-soft/sisimai-set-of-emails/rhost-cox-01.eml",  # sender rejected, CDRBL
+    "corpus/bounce-soft/sisimai-set-of-emails/rhost-mimecast-01.eml",  # Host network not allowed
+    "corpus/bounce-soft/Mail-DeliveryStatus-BounceParser/junkemailfilter.msg",  # IP not allowed
+    "corpus/bounce-soft/Mail-DeliveryStatus-BounceParser/spam-rejection-uribl.msg",  # URIBL
+    "corpus/bounce-soft/sisimai-set-of-emails/lhost-office365-05.eml",  # 5.1.8 sender rejected
+    "mail/bounce-gmail-reputation.eml",  # Gmail 5.7.1 "likely unsolicited mail"
+    "mail/bounce-m365-blocklist.eml",  # Outlook.com S3150 "on our block list"
+    "mail/bounce-yahoo-tss04.eml",  # Yahoo [TSS04]
+]
+# Refusals on the recipient's side: kind policy, reputation=False.
+RECIPIENT_POLICY = [
+    "corpus/bounce-soft/sisimai-set-of-emails/lhost-exchange2007-04.eml",  # AuthRequired group
+    "corpus/bounce-soft/sisimai-set-of-emails/rhost-facebook-03.eml",  # recipient preferences
+    "corpus/bounce-soft/Mail-DeliveryStatus-BounceParser/relaying-denied.msg",
+    "corpus/bounce-soft/Mail-DeliveryStatus-BounceParser/rcpthosts.msg",
+    "corpus/bounce-soft/Mail-DeliveryStatus-BounceParser/message-too-large.msg",  # size limit
+    "corpus/bounce-soft/sisimai-set-of-emails/lhost-exchange2007-03.eml",  # size limit
+    "corpus/bounce-soft/Mail-DeliveryStatus-BounceParser/spam-rejection30.msg",  # content: spam
+    "mail/bounce-m365-group-internal-only.eml",  # group accepts its organization only
+]
+
+
+@pytest.mark.parametrize("label", REPUTATION, ids=lambda v: v.rsplit("/", 1)[-1])
+def test_sender_reputation_refusals_are_policy_with_reputation(label: str) -> None:
+    got = _results()[label]
+    assert (got.verdict, got.kind, got.hard, got.reputation) == (
+        Verdict.BOUNCE,
+        "policy",
+        False,
+        True,
+    ), _describe(_case(label), got)
+    assert got.rules[-1] == "reputation"
+    assert got.to_json()["reputation"] is True
+
+
+@pytest.mark.parametrize("label", RECIPIENT_POLICY, ids=lambda v: v.rsplit("/", 1)[-1])
+def test_recipient_side_policy_is_not_reputation(label: str) -> None:
+    got = _results()[label]
+    assert (got.verdict, got.kind, got.hard, got.reputation) == (
+        Verdict.BOUNCE,
+        "policy",
+        False,
+        False,
+    ), _describe(_case(label), got)
+    assert "reputation" not in got.rules
+
+
+def test_reputation_is_only_ever_set_on_soft_policy_bounces() -> None:
+    flagged = [c for c in _cases() if _results()[c.label].reputation]
+    wrong = [
+        c
+        for c in flagged
+        if (_results()[c.label].kind, _results()[c.label].hard) != ("policy", False)
+    ]
+    assert not wrong, _report("reputation outside soft policy bounces", wrong)
+    hard = [c for c in flagged if c.expected_class == "bounce-hard"]
+    assert not hard, _report("hard bounces flagged as reputation", hard)
+
+
 def test_mixed_recipients_mark_only_the_unknown_one_bad() -> None:
     got = _results()["corpus/bounce-hard/sisimai-set-of-emails/lhost-exim-02.eml"]
     assert got.recipients == ("kijitora@example.jp",)
+
+
+def test_mixed_5_2_1_user_unknown_is_not_hard_at_rcpt() -> None:
+    # lhost-postfix-02.eml: "550 5.2.1 <filtered@...>... User Unknown (in reply to RCPT TO)"
+    # beside a 5.1.1: only the 5.1.1 address is bad.
+    got = _results()["corpus/bounce-hard/sisimai-set-of-emails/lhost-postfix-02.eml"]
+    assert got.recipients == ("userunknown@example.co.jp",)
+
+
+def test_recipient_from_the_quoted_original_when_the_bounce_names_none() -> None:
+    # lhost-verizon-01.eml: "No valid recipients for this MM", then "Original Message: ...
+    # To: 0000000000@vzwpix.com".
+    got = _results()["corpus/bounce-hard/sisimai-set-of-emails/lhost-verizon-01.eml"]
+    assert (got.hard, got.recipients) == (True, ("0000000000@vzwpix.com",))
 
 
 def test_arf_complaint_names_the_complained_about_recipient() -> None:
@@ -487,6 +608,28 @@ def test_human_reply_quoting_an_out_of_office_is_human() -> None:
     assert _results()["mail/human-gmail-reply.eml"].verdict is Verdict.HUMAN_REPLY
 
 
+@pytest.mark.parametrize(
+    ("body", "verdict"),
+    [
+        # tests/mail/human-trap-newsletter-question.eml, human-trap-not-unsubscribing.eml,
+        # human-trap-dont-stop.eml, human-trap-fr-ne-pas-desabonner.eml: negated or asked
+        # and answered "no", a removal phrase is not a request.
+        ("Unsubscribe me from the newsletter? No, the call is fine.", "human_reply"),
+        ("No need to remove me from anything, I'm interested.", "human_reply"),
+        ("Don't stop emailing me, these are useful.", "human_reply"),
+        ("Bitte nicht abmelden, wir sprechen Donnerstag.", "human_reply"),
+        # ...while the clause rule keeps these requests.
+        ("No, please remove me from your list.", "unsubscribe_request"),
+        ("Not interested - remove me.", "unsubscribe_request"),
+        ("Could you take me off your list? Thanks.", "unsubscribe_request"),
+        ("Not interested, so please unsubscribe me.", "unsubscribe_request"),
+    ],
+)
+def test_negated_or_declined_removal_phrases(body: str, verdict: str) -> None:
+    got = classify(_wrap_body(body.encode()))
+    assert got.verdict is Verdict(verdict), got.rules
+
+
 def test_calendar_accept_is_a_human_reply() -> None:
     got = _results()["mail/calendar-accept.eml"]
     assert (got.verdict, got.rules) == (Verdict.HUMAN_REPLY, ("calendar_accept",))
@@ -506,6 +649,7 @@ def test_postfix_511_bounce_names_recipient_and_original_message() -> None:
         "recipients": ["jo@prospect.test"],
         "return_date": None,
         "alternatives": [],
+        "reputation": False,
         "rules": ["dsn_report", "reason_user_unknown"],
     }
 
