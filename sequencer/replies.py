@@ -160,7 +160,7 @@ async def _act(
         return f"complaint: suppressed {', '.join(sorted(targets))}; stopped {len(ended)}", ended
     if c.verdict == Verdict.BOUNCE and c.kind == "delay":
         return "delivery delayed: nothing changes", []
-    if c.verdict == Verdict.BOUNCE and _reputation(c):
+    if c.verdict == Verdict.BOUNCE and c.reputation:
         until = now + REPUTATION_PAUSE
         if await queries.pause_mailbox(enrollment.mailbox, until, subject, now):
             log.error(
@@ -244,10 +244,6 @@ REPUTATION_PAUSE = timedelta(hours=6)
 def _complaint(c: Classification) -> bool:
     """An abuse report (ARF, or a provider's feedback loop): the reported address is gone."""
     return "arf_complaint" in c.rules
-
-
-def _reputation(c: Classification) -> bool:
-    return bool(getattr(c, "reputation", False)) or "reputation" in c.rules
 
 
 async def _soft_bounce(

@@ -172,13 +172,19 @@ async def next_free(mailbox: str) -> datetime | None:
     return row.next_free_at if row else None
 
 
+async def _upsert(model: Any, mailbox: str, **values: Any) -> None:
+    """Update the mailbox's row, or create it; a daemon racing us to create it wins, and we
+    update what it wrote."""
+    if await model.filter(mailbox=mailbox).update(**values):
+        return
+    try:
+        await model.create(mailbox=mailbox, **values)
+    except IntegrityError:
+        await model.filter(mailbox=mailbox).update(**values)
+
+
 async def set_next_free(mailbox: str, at: datetime | None) -> None:
-    updated = await MailboxState.filter(mailbox=mailbox).update(next_free_at=at)
-    if not updated:
-        try:
-            await MailboxState.create(mailbox=mailbox, next_free_at=at)
-        except IntegrityError:
-            await MailboxState.filter(mailbox=mailbox).update(next_free_at=at)
+    await _upsert(MailboxState, mailbox, next_free_at=at)
 
 
 async def mailbox_pause(mailbox: str) -> tuple[datetime | None, str | None]:
@@ -193,16 +199,7 @@ async def pause_mailbox(mailbox: str, until: datetime, reason: str, now: datetim
     fresh = current is None or current <= now
     if current is not None and current >= until:
         return fresh
-    updated = await MailboxState.filter(mailbox=mailbox).update(
-        paused_until=until, pause_reason=reason
-    )
-    if not updated:
-        try:
-            await MailboxState.create(mailbox=mailbox, paused_until=until, pause_reason=reason)
-        except IntegrityError:
-            await MailboxState.filter(mailbox=mailbox).update(
-                paused_until=until, pause_reason=reason
-            )
+    await _upsert(MailboxState, mailbox, paused_until=until, pause_reason=reason)
     return fresh
 
 
@@ -409,16 +406,7 @@ async def get_cursor(mailbox: str) -> MailboxCursor | None:
 
 
 async def set_cursor(mailbox: str, uidvalidity: int, last_uid: int) -> None:
-    updated = await MailboxCursor.filter(mailbox=mailbox).update(
-        uidvalidity=uidvalidity, last_uid=last_uid
-    )
-    if not updated:
-        try:
-            await MailboxCursor.create(mailbox=mailbox, uidvalidity=uidvalidity, last_uid=last_uid)
-        except IntegrityError:
-            await MailboxCursor.filter(mailbox=mailbox).update(
-                uidvalidity=uidvalidity, last_uid=last_uid
-            )
+    await _upsert(MailboxCursor, mailbox, uidvalidity=uidvalidity, last_uid=last_uid)
 
 
 async def listing(email: str | None = None) -> list[tuple[Enrollment, InboundMessage | None]]:
