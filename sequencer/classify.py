@@ -186,6 +186,108 @@ def _line_pattern(pattern: str, flags: int) -> re.Pattern[str]:
     return re.compile(r"\n(?:" + body + ")", flags)
 
 
+def _folds_to_ascii(code: int) -> bool:
+    """Whether case-insensitive matching lets the non-ASCII character `code` match an ASCII
+    one (the Kelvin sign matches "k", the long s matches "s")."""
+    return any(re.fullmatch(re.escape(chr(code)), chr(c), _I) for c in range(128))
+
+
+def _lower_safe(items: Any) -> bool:
+    """Whether a parsed case-insensitive pattern matches ASCII text exactly where its
+    case-sensitive twin matches the same text lower-cased: no upper-case ASCII letter in a
+    literal or class (a lower-cased text has none), no non-ASCII character that folds to an
+    ASCII one, no inline flags. Anything not understood answers False."""
+    for op, av in items:
+        kind = str(op)
+        if kind in {"LITERAL", "NOT_LITERAL"}:
+            if not _char_safe(av):
+                return False
+        elif kind == "IN":
+            for item, value in av:
+                name = str(item)
+                if name == "LITERAL" and not _char_safe(value):
+                    return False
+                if name == "RANGE":
+                    low, high = value
+                    if low <= ord("Z") and high >= ord("A"):
+                        return False
+                    if high >= 128 and (
+                        high - low > 4096
+                        or any(_folds_to_ascii(c) for c in range(max(low, 128), high + 1))
+                    ):
+                        return False
+                elif name not in {"LITERAL", "RANGE", "NEGATE", "CATEGORY"}:
+                    return False
+        elif kind in {"ANY", "AT", "GROUPREF"}:
+            continue
+        elif kind == "BRANCH":
+            if not all(_lower_safe(alternative) for alternative in av[1]):
+                return False
+        elif kind == "SUBPATTERN":
+            if av[1] or av[2] or not _lower_safe(av[3]):
+                return False
+        elif kind in {"MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"}:
+            if not _lower_safe(av[2]):
+                return False
+        elif kind in {"ASSERT", "ASSERT_NOT"}:
+            if not _lower_safe(av[1]):
+                return False
+        elif kind == "ATOMIC_GROUP":
+            if not _lower_safe(av):
+                return False
+        else:
+            return False
+    return True
+
+
+def _char_safe(code: int) -> bool:
+    if ord("A") <= code <= ord("Z"):
+        return False
+    return code < 128 or not _folds_to_ascii(code)
+
+
+def _lower_twin(pattern: re.Pattern[str]) -> re.Pattern[str] | None:
+    """`pattern` without re.IGNORECASE, for ASCII text lower-cased first: same match
+    positions, 2-3x faster (the engine no longer folds every character it compares). None
+    when the pattern is not case-insensitive or _lower_safe cannot prove the equivalence."""
+    if not pattern.flags & _I:
+        return None
+    try:
+        safe = _lower_safe(_sre_parser.parse(pattern.pattern, pattern.flags))
+    except Exception:  # an internal we do not understand: no twin, same answers
+        return None
+    return re.compile(pattern.pattern, pattern.flags & ~_I) if safe else None
+
+
+class _Folded:
+    """A text with its lower-cased copy when it is ASCII, for patterns' case-sensitive twins."""
+
+    __slots__ = ("lower", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.lower = text.lower() if text.isascii() else None
+
+    def search(self, pattern: re.Pattern[str]) -> bool:
+        """Whether `pattern` matches anywhere, as bool(pattern.search(text))."""
+        if self.lower is not None:
+            twin = _TWINS.get(pattern)
+            if twin is not None:
+                return twin.search(self.lower) is not None
+        return pattern.search(self.text) is not None
+
+
+_TWINS: dict[re.Pattern[str], re.Pattern[str]] = {}
+
+
+def _twin(pattern: re.Pattern[str]) -> re.Pattern[str]:
+    """Register `pattern`'s lower-case twin for _Folded.search; returns `pattern` itself."""
+    twin = _lower_twin(pattern)
+    if twin is not None:
+        _TWINS[pattern] = twin
+    return pattern
+
+
 _MSGID = re.compile(r"<[^<>\s]+@[^<>\s]+>|<[^<>\s]+>")
 _ADDR = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)*\.[a-z]+\b", _I)
 _ADDR_ONLY = re.compile(r"^[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)*\.[a-z]+$", _I)
@@ -240,9 +342,14 @@ _ORIGINAL_START = re.compile(
     r"(start|begin) of (the )?(returned|original)|headers of the original|"
     r"copy of the message|unsent message below|forwarded message|"
     r"summary of the undelivered message"
-    r")|[ \t>]*(Received|Return-Path|DKIM-Signature|X-Received|Authentication-Results|"
-    r"Received-SPF|ARC-Seal):\s)",
+    # Header names in lower case: the same pattern under re.IGNORECASE, and one _twin accepts.
+    r")|[ \t>]*(received|return-path|dkim-signature|x-received|authentication-results|"
+    r"received-spf|arc-seal):\s)",
     _I,
+)
+# A returned message's Message-ID/References lines, quoted or not, with continuation lines.
+_RETURNED_ID_LINE = re.compile(
+    r"^[ \t>]*(message-id|references)[ \t]*:[ \t]*((?:.*)(?:\n[ \t]+<.*)*)", _IM
 )
 # Disclaimers and antivirus stamps under a bounce: their words ("virus", "prohibited") are noise.
 _DISCLAIMER = re.compile(r"^[ \t]*(_{5,}|~{5,}|-- )[ \t]*$", re.M)
@@ -351,7 +458,7 @@ _SENDER_SIDE = _phrases(r"sender address rejected", r"\b5\.1\.[78]\b", r"mail fr
 _LOCAL_AGENT = re.compile(r"^\s*x-unix\s*;|procmail|couldn'?t create|mailer error", _IM)
 _HARD_CODE = re.compile(r"\b5\.1\.(0|1|2|3|6|10)\b|\b5\.4\.4\b|#5\.1\.1")
 # Enhanced status codes (RFC 3463), not the middle of an IP address.
-_STATUS = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?!\.?\d)")
+_STATUS = _guarded(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?!\.?\d)", 0)
 
 _DELAY_SUBJECT = re.compile(
     r"delay|still being retried|warning: message|not yet been delivered|"
@@ -411,11 +518,15 @@ _ATTRIBUTION_OTHER = (
 _ATTRIBUTION = _line_pattern(_ATTRIBUTION_WROTE + "|" + _ATTRIBUTION_OTHER, _IM)
 # Without any of these words only _ATTRIBUTION_OTHER can match: searching it alone gives the
 # same first match, without scanning 200-character windows from every line of a long bounce.
-_WROTE = _guarded(
-    r"wrote|schrieb|a écrit|escribió|ha scritto|schreef|escreveu|skrev|napisał|написал|пише|"
-    r"napsal|kirjoitti|írta|書きました|写道|寫道|のメッセージ",
-    _I,
+_WROTE_WORDS = (
+    "wrote|schrieb|a écrit|escribió|ha scritto|schreef|escreveu|skrev|napisał|написал|пише|"
+    "napsal|kirjoitti|írta|書きました|写道|寫道|のメッセージ"
 )
+_WROTE = _guarded(_WROTE_WORDS, _I)
+# On ASCII text only the ASCII words can match (no other character folds to ASCII: _WROTE has
+# a _twin), and plain lower-case words match exactly where the lower-cased text contains them.
+_WROTE_ASCII = tuple(w for w in _WROTE_WORDS.split("|") if w.isascii())
+assert all(re.fullmatch("[a-z ]+", w) for w in _WROTE_ASCII)
 _ATTRIBUTION_NO_WROTE = _line_pattern(_ATTRIBUTION_OTHER, _IM)
 _QUOTED_LINE = re.compile(r"^[ \t]*[>|]")
 
@@ -638,6 +749,37 @@ _REPORT_PARTS = frozenset(
     }
 )
 
+# Case-sensitive twins of the patterns searched in bounce text (see _Folded): each answers the
+# same on lower-cased ASCII text, about 2-3x faster.
+for _pattern in (
+    _ADDR,
+    _URL_FRAGMENT,
+    _HEADER_LINE,
+    _EXCHANGE_DBEB,
+    _PROVIDER_UNKNOWN,
+    _RCPT_REJECTED_UNKNOWN,
+    _BLANK_USER_UNKNOWN,
+    _DATA_STAGE,
+    _FULL,
+    _TRANSIENT,
+    _SIZE,
+    _TRANSIENT_WEAK,
+    _POLICY,
+    _HARD,
+    _REPUTATION,
+    _SENDER_SIDE,
+    _LOCAL_AGENT,
+    _BOUNCE_BODY,
+    _DELAY_BODY,
+    _CHALLENGE,
+    _WROTE,
+    _ATTRIBUTION,
+    _ATTRIBUTION_NO_WROTE,
+    _ORIGINAL_START,
+    _RETURNED_ID_LINE,
+):
+    _twin(_pattern)
+
 
 # ---------------------------------------------------------------------------------------------
 # Parsing: everything the rules look at, computed once and defensively.
@@ -669,6 +811,7 @@ class _Mail:
     original_headers: list[Message]
     calendar: str
     reply_relation: bool
+    feedback_reports: list[Message]  # message/feedback-report leaves, in walk order
     headers: dict[str, str] = field(default_factory=dict)  # decoded once per name
 
     def header(self, name: str) -> str:
@@ -698,8 +841,8 @@ def _classify(raw: bytes) -> Classification:
     msg = email.message_from_bytes(raw, policy=email.policy.compat32)
     if not msg.keys():  # no header at all: not a message
         return Classification(Verdict.OTHER, rules=("unparseable",))
-    own = _first_msgid(_header(msg, "Message-ID"))
     mail = _parse(msg)
+    own = _first_msgid(mail.header("Message-ID"))
     for name, rule in _RULES:
         hit = rule(mail)
         if hit is None:
@@ -733,6 +876,10 @@ def _header(msg: Message, name: str) -> str:
         return ""
     if value is None:
         return ""
+    if isinstance(value, str) and value.isascii() and "=?" not in value:
+        # No encoded word: decode_header returns the value as one us-ascii chunk and
+        # make_header gives it back unchanged; skip both (most headers, several per message).
+        return " ".join(value.split())
     try:
         text = str(make_header(decode_header(value)))
     except Exception:
@@ -741,8 +888,8 @@ def _header(msg: Message, name: str) -> str:
     return " ".join(text.split())
 
 
-def _from_address(msg: Message) -> tuple[str | None, str]:
-    raw = _header(msg, "From")
+def _from_address(raw: str) -> tuple[str | None, str]:
+    """(lower-cased bare address or None, display name) of a decoded From value."""
     if not raw:
         return None, ""
     try:
@@ -789,8 +936,9 @@ def _html_to_text(markup: str, *, cut_quotes: bool) -> str:
     return html.unescape(text).replace("\xa0", " ")
 
 
-def _walk(msg: Message) -> Iterator[tuple[Message, bool]]:
-    """Leaf parts with a flag telling whether they sit inside an attached message.
+def _walk(msg: Message) -> Iterator[tuple[Message, bool, str]]:
+    """Leaf parts with a flag telling whether they sit inside an attached message, and their
+    content type (read once: the stdlib searches the headers on every call).
 
     Iterative with a part budget, so hostile nesting cannot exhaust the stack or the clock.
     """
@@ -800,18 +948,27 @@ def _walk(msg: Message) -> Iterator[tuple[Message, bool]]:
         part, nested = stack.pop()
         seen += 1
         payload = part.get_payload()
-        if isinstance(payload, list) and part.get_content_type() not in _REPORT_PARTS:
-            inner = nested or part.get_content_maintype() == "message"
+        ctype = part.get_content_type()
+        if isinstance(payload, list) and ctype not in _REPORT_PARTS:
+            inner = nested or ctype.split("/")[0] == "message"
             stack.extend((p, inner) for p in reversed(payload) if isinstance(p, Message))
         else:
-            yield part, nested
+            yield part, nested, ctype
 
 
 def _parse(msg: Message) -> _Mail:
-    from_address, from_display = _from_address(msg)
+    headers: dict[str, str] = {}  # decoded once per name, shared with _Mail.header
+
+    def header(name: str) -> str:
+        key = name.lower()
+        if key not in headers:
+            headers[key] = _header(msg, name)
+        return headers[key]
+
+    from_address, from_display = _from_address(header("From"))
     sent: date | None = None
     try:
-        sent = parsedate_to_datetime(_header(msg, "Date")).date()
+        sent = parsedate_to_datetime(header("Date")).date()
     except Exception:
         sent = None
     plain: list[str] = []
@@ -821,8 +978,11 @@ def _parse(msg: Message) -> _Mail:
     calendar = ""
     dsn: list[_Rcpt] = []
     originals: list[Message] = []
-    for part, nested in _walk(msg):
-        ctype = part.get_content_type()
+    feedback: list[Message] = []
+    for part, nested, ctype in _walk(msg):
+        if ctype == "message/feedback-report":
+            feedback.append(part)
+        maintype = ctype.split("/")[0]
         if ctype in {"message/delivery-status", "message/global-delivery-status"}:
             dsn.extend(_dsn_blocks(part))
             continue
@@ -830,9 +990,9 @@ def _parse(msg: Message) -> _Mail:
             originals.append(_header_block(_payload_text(part)))
             every.append(_payload_text(part))
             continue
-        if part.get_content_maintype() == "multipart":
+        if maintype == "multipart":
             ctype = "text/plain"  # a multipart without a usable boundary: read it as text
-        elif part.get_content_maintype() != "text" and ctype != "message/rfc822":
+        elif maintype != "text" and ctype != "message/rfc822":
             if ctype in {"application/ics"}:
                 calendar += _payload_text(part)
             continue
@@ -858,10 +1018,10 @@ def _parse(msg: Message) -> _Mail:
         body = body[: _line_start(_ORIGINAL_START, body)]
         cut = _DISCLAIMER.search(body)
         report.append(body[: cut.start()] if cut else body)
-    subject = _header(msg, "Subject")
+    subject = header("Subject")
     reply_relation = bool(
-        _header(msg, "In-Reply-To")
-        or _header(msg, "References")
+        header("In-Reply-To")
+        or header("References")
         or _REPLY_PREFIX.match(subject)
         or new_text.strip() != text.strip()
     )
@@ -880,13 +1040,19 @@ def _parse(msg: Message) -> _Mail:
         original_headers=originals,
         calendar=calendar,
         reply_relation=reply_relation,
+        feedback_reports=feedback,
+        headers=headers,
     )
 
 
 def _line_start(pattern: re.Pattern[str], text: str) -> int:
     """Where `pattern` (starting with a literal newline) first matches at a line start of
     `text`, as "^" with re.MULTILINE would; len(text) when it does not."""
-    found = pattern.search("\n" + text)
+    twin = _TWINS.get(pattern)
+    if twin is not None and text.isascii():  # see _Folded
+        found = twin.search("\n" + text.lower())
+    else:
+        found = pattern.search("\n" + text)
     return found.start() if found else len(text)
 
 
@@ -991,8 +1157,15 @@ def _bare_address(value: str, *, loose: bool = False) -> str:
 def _strip_quotes(text: str) -> str:
     """The new text of a reply: what precedes the first attribution or original-message
     marker, without quoted lines ("> ", or "| " as some clients quote)."""
-    attribution = _ATTRIBUTION if _WROTE.search(text) else _ATTRIBUTION_NO_WROTE
+    if text.isascii() and _WROTE in _TWINS:  # see _WROTE_ASCII
+        lowered = text.lower()
+        wrote = any(word in lowered for word in _WROTE_ASCII)
+    else:
+        wrote = bool(_WROTE.search(text))
+    attribution = _ATTRIBUTION if wrote else _ATTRIBUTION_NO_WROTE
     text = text[: _line_start(attribution, text)]
+    if ">" not in text and "|" not in text:  # no line can be quoted: skip the per-line test
+        return "\n".join(text.splitlines())
     return "\n".join(ln for ln in text.splitlines() if not _QUOTED_LINE.match(ln))
 
 
@@ -1002,10 +1175,15 @@ def _returned_ids(mail: _Mail) -> tuple[str, ...]:
     for original in mail.original_headers:
         ids += _msgids(_header(original, "Message-ID"))
         ids += _msgids(_header(original, "References"))
-    for match in re.finditer(
-        r"^[ \t>]*(message-id|references)[ \t]*:[ \t]*((?:.*)(?:\n[ \t]+<.*)*)", mail.all_text, _IM
-    ):
-        ids += _msgids(match.group(2))
+    text = mail.all_text
+    twin = _TWINS.get(_RETURNED_ID_LINE)
+    if twin is not None and text.isascii():  # same spans in the lower-cased copy (_Folded)
+        matches = twin.finditer(text.lower())
+    else:
+        matches = _RETURNED_ID_LINE.finditer(text)
+    for match in matches:
+        start, end = match.span(2)
+        ids += _msgids(text[start:end])  # Message-IDs keep their case: the original text
     own = _first_msgid(mail.header("Message-ID"))
     return tuple(i for i in dict.fromkeys(ids) if i != own)
 
@@ -1024,35 +1202,40 @@ def _reason(diagnostic: str, explanation: str, status: str) -> tuple[str, bool]:
     DATA) is soft even beside an "unknown user": a false hard bounce burns a good address for
     ever, a false soft one costs one more attempt.
     """
+    if diagnostic.isascii() and explanation.isascii() and status.isascii():
+        # Case-insensitive patterns answer the same on lower-cased ASCII text, and _Folded
+        # then runs their faster case-sensitive twins.
+        diagnostic, explanation, status = diagnostic.lower(), explanation.lower(), status.lower()
     diagnostic, explanation = _words_only(diagnostic), _words_only(explanation)
     text = (diagnostic if diagnostic.strip() else explanation) + " " + status
+    found = _Folded(text).search
     codes = [m.group(0) for m in _STATUS.finditer(status + " " + text)]
     hard_code = bool(_HARD_CODE.search(" ".join(codes)))
-    hard_words = bool(_HARD.search(text))
-    if _FULL.search(diagnostic + "\n" + explanation) or any(c[2:] == "2.2" for c in codes):
+    if _Folded(diagnostic + "\n" + explanation).search(_FULL) or any(c[2:] == "2.2" for c in codes):
         return "mailbox_full", False
-    if _REPUTATION.search(text) and not _EXCHANGE_DBEB.search(text):
+    if found(_REPUTATION) and not found(_EXCHANGE_DBEB):
         return _REPUTATION_KIND, False  # reported as kind "policy" with reputation=True
-    if _SIZE.search(text) and not _TRANSIENT.search(text):
+    if found(_SIZE) and not found(_TRANSIENT):
         return "policy", False
-    if _TRANSIENT.search(text) or _LOCAL_AGENT.search(text) or status.strip().startswith("4"):
+    if found(_TRANSIENT) or found(_LOCAL_AGENT) or status.strip().startswith("4"):
         return "other", False
-    if _TRANSIENT_WEAK.search(text) and not (hard_words or hard_code):
+    hard_words = found(_HARD)
+    if not (hard_words or hard_code) and found(_TRANSIENT_WEAK):
         return "other", False
-    if _EXCHANGE_DBEB.search(text) or _PROVIDER_UNKNOWN.search(diagnostic):
+    if found(_EXCHANGE_DBEB) or _Folded(diagnostic).search(_PROVIDER_UNKNOWN):
         return "user_unknown", True
     # Policy words in free text beside an explicit 5.1.x status are usually a disclaimer.
-    policy = _POLICY.search(text) and (diagnostic.strip() or not hard_code)
-    if policy or _SENDER_SIDE.search(text) or _BLANK_USER_UNKNOWN.search(text):
+    policy = (diagnostic.strip() or not hard_code) and found(_POLICY)
+    if policy or found(_SENDER_SIDE) or found(_BLANK_USER_UNKNOWN):
         return "policy", False
     everything = f"{status} {diagnostic}\n{explanation}"
-    if _DATA_STAGE.search(everything) and not _HARD_CODE.search(everything):
+    if _Folded(everything).search(_DATA_STAGE) and not _HARD_CODE.search(everything):
         return "policy", False  # accepted at RCPT, refused after DATA: a filter, not the address
     # "Recipient address rejected: User unknown" is Postfix's recipient-table lookup failing at
     # RCPT TO: the address is bad whatever code a site configured ("550 5.2.1", Sisimai's
     # userunknown for lhost-dragonfly-09.eml). Sendmail-style "5.2.1 <a>... User Unknown"
     # stays soft: Sisimai calls that one filtered (lhost-postfix-02.eml, lhost-exim-02.eml).
-    if _RCPT_REJECTED_UNKNOWN.search(text):
+    if found(_RCPT_REJECTED_UNKNOWN):
         return "user_unknown", True
     # Mailbox disabled (X.2.x) or content (X.6.x) codes contradict "unknown user"; a policy
     # code (X.7.x) only counts when the words are silent ("550 5.7.1 No such user" is hard).
@@ -1071,7 +1254,15 @@ def _words_only(text: str) -> str:
     one: GoDaddy's whole reason is "553 http://www.spamhaus.org/query/bl?ip=..."
     (rhost-godaddy-02.eml), so it stays.
     """
-    return _HEADER_LINE.sub("", _ADDR.sub(" ", _URL_FRAGMENT.sub(r"\1 ", text)))
+    fragment, address, header = _URL_FRAGMENT, _ADDR, _HEADER_LINE
+    if text.isascii() and text == text.lower():  # lower-cased by _reason: the twins agree
+        fragment, address, header = (_TWINS.get(p, p) for p in (fragment, address, header))
+    # Each pattern needs a literal "#", "@" or ":": without one, its sub changes nothing.
+    if "#" in text:
+        text = fragment.sub(r"\1 ", text)
+    if "@" in text:
+        text = address.sub(" ", text)
+    return header.sub("", text) if ":" in text else text
 
 
 def _flufl(msg: Message) -> tuple[set[str], set[str]]:
@@ -1098,7 +1289,8 @@ _TEXT_RCPT = (
     re.compile(rf"^[ \t>]*<{_A}>", re.M),
     re.compile(rf"^[ \t]*(?:>>>|\*)?[ \t]*{_A}[ \t]*(?:[:(\[<]|\.\.\.|\bon\b|$)", re.M),
     re.compile(
-        r"(?:RCPT TO|recipient|Original-Recipient|Final-Recipient|addressed to|Error-for|"
+        # Lower case: the same under re.IGNORECASE, and _twin accepts it.
+        r"(?:rcpt to|recipient|original-recipient|final-recipient|addressed to|error-for|"
         r"delivering your mail to|undeliverable\s+to|could not be delivered to|"
         r"your message to|following address(?:es)?|failed for|attempts|sent mail to|"
         r"generated from)"
@@ -1107,14 +1299,24 @@ _TEXT_RCPT = (
     ),
     re.compile(rf"(?:\bto|\bfor)\s*:?\s*<{_A}>", _I),
     re.compile(rf"^[ \t<]*[45]\d\d(?:[ -][245]\.\d{{1,3}}\.\d{{1,3}})?[ \t]+<{_A}>", re.M),
+    # Zoho's "addr Invalid Address, ERROR_CODE :550, ..." lines (lhost-zoho-02.eml), and the
+    # alias we sent to behind a sendmail expansion: "(expanded from: <addr>)".
+    re.compile(rf"^{_A}[ \t]+invalid address\b", _IM),
+    re.compile(rf"\(expanded from:?[ \t]*<?{_A}>?\)", _I),
 )
+for _pattern in _TEXT_RCPT:  # the case-insensitive ones get a twin (see _Folded)
+    _twin(_pattern)
 
 
 def _text_recipients(mail: _Mail) -> list[str]:
     """Failed addresses stated in a non-standard bounce's explanation."""
     found: list[str] = []
+    lowered = mail.report_text.lower() if mail.report_text.isascii() else None
     for pattern in _TEXT_RCPT:
-        for match in pattern.finditer(mail.report_text):
+        # _bare_address lower-cases, so a twin's lower-cased group gives the same address.
+        twin = _TWINS.get(pattern) if lowered is not None else None
+        matches = twin.finditer(lowered) if twin and lowered else pattern.finditer(mail.report_text)
+        for match in matches:
             address = _bare_address(match.group(1))
             if address:
                 found.append(address)
@@ -1235,7 +1437,7 @@ def _status_from_text(text: str) -> str:
 def _rule_arf(mail: _Mail) -> _Hit | None:
     """RFC 5965 abuse report (or an older feedback loop forwarding the message): the
     complained-about address must be suppressed. Not a bounce and not a reply, so `other`."""
-    reports = [p for p, _ in _walk(mail.msg) if p.get_content_type() == "message/feedback-report"]
+    reports = mail.feedback_reports
     if mail.report_type != "feedback-report" and not reports:
         loop = _FEEDBACK_SUBJECT.search(mail.subject) and not _REPLY_PREFIX.match(mail.subject)
         if not (loop and mail.original_headers):
@@ -1265,9 +1467,18 @@ def _rule_mdn(mail: _Mail) -> _Hit | None:
 
 def _rule_challenge(mail: _Mail) -> _Hit | None:
     """Challenge-response filters ask us to prove we are human; some dress up as DSNs."""
-    text = mail.subject + "\n" + mail.new_text + "\n" + mail.report_text
-    text += "\n" + " ".join(r.diagnostic for r in mail.dsn)
-    if _CHALLENGE.search(text):
+    # No _CHALLENGE match spans a line break or looks outside itself (no \b, ^, lookbehind),
+    # so a piece contained in another one cannot add a match: read the new text and the report
+    # text once when one holds the other, as it does in most messages.
+    new, report = mail.new_text, mail.report_text
+    if new in report:
+        body = [report]
+    elif report in new:
+        body = [new]
+    else:
+        body = [new, report]
+    text = "\n".join([mail.subject, *body, " ".join(r.diagnostic for r in mail.dsn)])
+    if _Folded(text).search(_CHALLENGE):
         return _Hit(Verdict.AUTO_REPLY, kind="challenge")
     return None
 
@@ -1328,20 +1539,32 @@ def _rule_bounce_text(mail: _Mail) -> _Hit | None:
     subject = bool(_BOUNCE_SUBJECT.search(mail.subject))
     if not (daemon or subject):
         return None
-    body = bool(_BOUNCE_BODY.search(mail.report_text) or _HARD.search(mail.report_text))
-    temporary, permanent = _flufl(mail.msg)
+    report = _Folded(mail.report_text)
+    body = report.search(_BOUNCE_BODY) or report.search(_HARD)
+    # flufl.bounce (about 0.65 ms a message) only where its answer decides something: the
+    # verdict below, or the recipients when the explanation names none we can read.
+    flufl: tuple[set[str], set[str]] | None = None
     if subject and _REPLY_PREFIX.match(mail.subject):
         # "Re: Undeliverable" is usually a person talking about a bounce; believe the
         # subject only when the text and flufl.bounce both find a failure too.
-        subject = body and bool(temporary or permanent)
+        if body:
+            flufl = _flufl(mail.msg)
+        subject = body and bool(flufl and (flufl[0] or flufl[1]))
     if not (daemon or subject):
         return None
-    if not (daemon and subject) and not body and not (permanent or temporary):
-        return None
-    recipients = _not_ours(
-        mail, sorted(permanent) + sorted(temporary - permanent) + _text_recipients(mail)
-    ) or _original_to(mail)
-    delay = bool(_DELAY_BODY.search(mail.report_text)) or (
+    if not (daemon and subject) and not body:
+        if flufl is None:
+            flufl = _flufl(mail.msg)
+        if not (flufl[0] or flufl[1]):
+            return None
+    recipients = _not_ours(mail, _text_recipients(mail))
+    if flufl is not None or not recipients:
+        temporary, permanent = flufl if flufl is not None else _flufl(mail.msg)
+        recipients = _not_ours(
+            mail, sorted(permanent) + sorted(temporary - permanent) + _text_recipients(mail)
+        )
+    recipients = recipients or _original_to(mail)
+    delay = report.search(_DELAY_BODY) or (
         bool(_DELAY_SUBJECT.search(mail.subject))
         and not re.search(r"fail|undeliver|returned", mail.subject, _I)
     )
