@@ -29,7 +29,7 @@ from sequencer import contacts, enrolment, logs
 from sequencer.clock import SystemClock
 from sequencer.config import Settings, find_config, load_settings
 from sequencer.errors import ConfigError, EnrollError, SequenceError, SequencerError
-from sequencer.etiquette import Etiquette, check_promises, parse_local, timeline
+from sequencer.etiquette import Etiquette, parse_local
 from sequencer.sequences import Sequence, load_all, load_sequence, weekend_only
 from sequencer.store import db, queries
 
@@ -337,11 +337,6 @@ def preview(
             enrolment.parse_promise_options(first_at, promise or []), zone_name
         )
         steps = pv.preview(etiquette, seq, person.values, now, promises)
-        problems = check_promises(
-            seq, promises, now, timeline(etiquette, seq, person.values, now, promises=promises)
-        )
-        if problems:
-            raise EnrollError(problems)
     except SequencerError as exc:
         raise _fail(exc) from None
     if as_json:

@@ -16,8 +16,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sequencer import render
-from sequencer.errors import SequenceError, TemplateError
-from sequencer.etiquette import Etiquette, Promise, timeline
+from sequencer.errors import EnrollError, SequenceError, TemplateError
+from sequencer.etiquette import Etiquette, Promise, check_promises, timeline
 from sequencer.schedule import Place, Window
 from sequencer.sequences import Sequence
 
@@ -58,7 +58,8 @@ def preview(
     promises: Mapping[int, Promise] | None = None,
 ) -> list[PreviewStep]:
     """Render and time every step for a contact enrolled at `now`. Raises TemplateError
-    (naming the step) when a template cannot render with these values."""
+    (naming the step) when a template cannot render with these values, and EnrollError for
+    promises `enroll` would refuse."""
     box = etiquette.settings.mailboxes.get(seq.mailbox)
     sender = {"name": box.display_name, "address": box.address} if box else {}
     contact_zone = etiquette.place(values).zone
@@ -69,6 +70,9 @@ def preview(
         planned = timeline(etiquette, seq, values, now, promises=promises)
     except ValueError as exc:  # a window that never opens: `check` names the cause
         raise SequenceError([f"{seq.path}: cannot plan the steps: {exc}"]) from None
+    problems = check_promises(seq, promises or {}, now, planned)
+    if problems:
+        raise EnrollError(problems)  # the promise enroll would refuse, refused here too
     for item in planned:
         step = seq.steps[item.step - 1]
         try:
