@@ -465,12 +465,7 @@ async def _pace_gates(etiquette: Etiquette, now: datetime) -> dict[str, dict[str
     gates = {}
     for name in etiquette.settings.mailboxes:
         zone, pace = etiquette.mailbox_zone(name), etiquette.pace(name)
-        paused_until, _ = await queries.mailbox_pause(name)
-        load = pacing.Load(
-            await queries.sent_since(name, pacing.day_start(now, zone)),
-            await queries.next_free(name),
-            paused_until,
-        )
+        load = await queries.mailbox_load(name, pacing.day_start(now, zone))
         gate = pacing.closed_until(now, pace, zone, load)
         if gate is not None:
             gates[name] = {

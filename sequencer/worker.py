@@ -129,13 +129,7 @@ class Daemon:
         return self.etiquette.mailbox_zone(mailbox)
 
     async def _load(self, mailbox: str, now: datetime) -> pacing.Load:
-        since = pacing.day_start(now, self._zone(mailbox))
-        paused_until, _ = await queries.mailbox_pause(mailbox)
-        return pacing.Load(
-            await queries.sent_since(mailbox, since),
-            await queries.next_free(mailbox),
-            paused_until,
-        )
+        return await queries.mailbox_load(mailbox, pacing.day_start(now, self._zone(mailbox)))
 
     async def _drain(self, mailbox: str, items: list[queries.Due], load: pacing.Load) -> int:
         pace = self.etiquette.pace(mailbox)

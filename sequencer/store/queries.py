@@ -14,6 +14,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
+from sequencer.pacing import Load
 from sequencer.store.models import (
     ACTIVE,
     Enrollment,
@@ -167,9 +168,15 @@ async def sent_since(mailbox: str, since: datetime) -> int:
     return await SentMessage.filter(mailbox=mailbox, created_at__gte=since).count()
 
 
-async def next_free(mailbox: str) -> datetime | None:
+async def mailbox_load(mailbox: str, day_start: datetime) -> Load:
+    """What pacing needs to know of a mailbox: sends since its local midnight, when its
+    spacing frees it, and any reputation pause."""
     row = await MailboxState.get_or_none(mailbox=mailbox)
-    return row.next_free_at if row else None
+    return Load(
+        await sent_since(mailbox, day_start),
+        row.next_free_at if row else None,
+        row.paused_until if row else None,
+    )
 
 
 async def _upsert(model: Any, mailbox: str, **values: Any) -> None:
