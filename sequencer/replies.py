@@ -85,7 +85,7 @@ async def handle(
         kind=c.kind,
         rules=list(c.rules),
         action=action,
-        **({"alternatives": list(alternatives)} if (alternatives := _alternatives(c)) else {}),
+        **({"alternatives": list(c.alternatives)} if c.alternatives else {}),
     )
     return Outcome(c.verdict, action, enrollment.id, tuple(e.id for e in ended))
 
@@ -183,7 +183,7 @@ async def _act(
     if c.verdict == Verdict.BOUNCE:
         return await _soft_bounce(c, enrollment, inbound_id, now, etiquette, sequences)
     if c.verdict == Verdict.AUTO_REPLY and c.kind == "left_company":
-        others = _alternatives(c)
+        others = c.alternatives  # logged with the event, for the salesperson to decide
         ended = await queries.finish_address(
             enrollment.email, "stopped", "left_company", now, inbound_id
         )
@@ -224,11 +224,6 @@ async def _end(
     for address in sorted(_addresses(enrollment, c)):
         ended += await queries.finish_address(address, state, reason, now, inbound_id)
     return ended
-
-
-def _alternatives(c: Classification) -> tuple[str, ...]:
-    """Addresses a "left the company" notice names instead (logged for the salesperson)."""
-    return c.alternatives
 
 
 #: A soft bounce (mailbox full, server trouble) holds the contact this long, then retries.
