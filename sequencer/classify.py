@@ -13,8 +13,6 @@ heuristics about people read only the new text of a reply, never what it quotes.
 
 from __future__ import annotations
 
-import email
-import email.policy
 import enum
 import functools
 import html
@@ -25,11 +23,12 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from email.header import decode_header, make_header
 from email.message import Message
-from email.parser import HeaderParser
 from email.utils import getaddresses, parseaddr, parsedate_to_datetime
 from typing import Any
 
 from flufl.bounce import all_failures
+
+from sequencer.mime import message_from_bytes, message_from_string
 
 # The stdlib's regex parser (re._parser, sre_parse before 3.11), read only by _guarded.
 _sre_parser: Any = importlib.import_module("re._parser")
@@ -838,7 +837,7 @@ class _Hit:
 
 def _classify(raw: bytes) -> Classification:
     raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").lstrip(b" \t\n")
-    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+    msg = message_from_bytes(raw)
     if not msg.keys():  # no header at all: not a message
         return Classification(Verdict.OTHER, rules=("unparseable",))
     mail = _parse(msg)
@@ -1083,7 +1082,7 @@ def _attached_messages(msg: Message) -> Iterator[Message]:
 def _header_block(text: str) -> Message:
     """A text/rfc822-headers part as a Message, for its Message-ID and To."""
     try:
-        return HeaderParser(policy=email.policy.compat32).parsestr(text.lstrip(), headersonly=True)
+        return message_from_string(text.lstrip(), headersonly=True)
     except Exception:
         return Message()
 
