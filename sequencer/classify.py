@@ -887,10 +887,21 @@ def _header(msg: Message, name: str) -> str:
     return " ".join(text.split())
 
 
+# A From value parseaddr reads as written: plain words, then an address of plain characters
+# in angle brackets, or that address alone. Most mail; _from_address skips parseaddr for it.
+_PLAIN_ADDR = r"[A-Za-z0-9._%+=-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"
+_PLAIN_FROM = re.compile(
+    rf"(?:([^\s()<>@,:;\"\[\]\\]+(?: [^\s()<>@,:;\"\[\]\\]+)*) ?)?<({_PLAIN_ADDR})>|({_PLAIN_ADDR})"
+)
+
+
 def _from_address(raw: str) -> tuple[str | None, str]:
     """(lower-cased bare address or None, display name) of a decoded From value."""
     if not raw:
         return None, ""
+    plain = _PLAIN_FROM.fullmatch(raw)
+    if plain:
+        return (plain[2] or plain[3]).lower(), plain[1] or ""
     try:
         name, addr = parseaddr(raw)
     except Exception:
@@ -946,11 +957,12 @@ def _walk(msg: Message) -> Iterator[tuple[Message, bool, str]]:
     while stack and seen < _MAX_PARTS:
         part, nested = stack.pop()
         seen += 1
-        payload = part.get_payload()
         ctype = part.get_content_type()
-        if isinstance(payload, list) and ctype not in _REPORT_PARTS:
+        # is_multipart() first: get_payload() of a leaf looks up its transfer encoding.
+        if part.is_multipart() and ctype not in _REPORT_PARTS:
             inner = nested or ctype.split("/")[0] == "message"
-            stack.extend((p, inner) for p in reversed(payload) if isinstance(p, Message))
+            payload = part.get_payload()  # a list, as is_multipart() said
+            stack.extend((p, inner) for p in reversed(list(payload)) if isinstance(p, Message))
         else:
             yield part, nested, ctype
 
@@ -1070,9 +1082,9 @@ def _attached_messages(msg: Message) -> Iterator[Message]:
     while stack and seen < _MAX_PARTS:
         part = stack.pop()
         seen += 1
-        payload = part.get_payload()
-        if not isinstance(payload, list):
+        if not part.is_multipart():
             continue
+        payload = part.get_payload()
         if part.get_content_type() == "message/rfc822":
             yield from (p for p in payload if isinstance(p, Message))
             continue

@@ -778,3 +778,27 @@ def test_left_company_alternatives_leave_out_sender_and_recipients() -> None:
     got = classify(raw)
     assert got.kind == "left_company"
     assert got.alternatives == ("bea.smith@acme.test", "orders@acme.test")
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.one_of(
+        st.text(alphabet="aZ09._%+=-@<> \"(),:;[]\\é!'\t", max_size=30),
+        st.builds(
+            "{}<{}@{}>".format,
+            st.text(alphabet="aZ0. é!'\"()<>@,:;[]\\\t", max_size=12),
+            st.text(alphabet="aZ09._%+=-", max_size=8),
+            st.text(alphabet="aZ09.-", max_size=8),
+        ),
+    )
+)
+def test_from_addresses_read_as_parseaddr_reads_them(value: str) -> None:
+    """The fast path for plain From values answers exactly as email.utils.parseaddr."""
+    from email.utils import parseaddr
+
+    from sequencer.classify import _from_address
+
+    value = " ".join(value.split())  # as _header leaves every value
+    name, address = parseaddr(value)
+    address = address.strip().strip("<>").lower()
+    assert _from_address(value) == ((address if "@" in address else None), name)
