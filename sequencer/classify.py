@@ -28,7 +28,7 @@ from typing import Any
 
 from flufl.bounce import all_failures
 
-from sequencer.mime import message_from_bytes, message_from_string
+from sequencer.mime import charset, message_from_bytes, message_from_string, param
 
 # The stdlib's regex parser (re._parser, sre_parse before 3.11), read only by _guarded.
 _sre_parser: Any = importlib.import_module("re._parser")
@@ -930,7 +930,7 @@ def _payload_text(part: Message) -> str:
         return payload[:_MAX_TEXT] if isinstance(payload, str) else ""
     data = data[:_MAX_TEXT]
     try:
-        return data.decode(part.get_content_charset() or "utf-8", "replace")
+        return data.decode(charset(part) or "utf-8", "replace")
     except (LookupError, ValueError):
         return data.decode("utf-8", "replace")
 
@@ -1069,7 +1069,7 @@ def _line_start(pattern: re.Pattern[str], text: str) -> int:
 
 def _safe_param(msg: Message, name: str) -> str | None:
     try:
-        value = msg.get_param(name)
+        value = param(msg, name)
     except Exception:
         return None
     return value if isinstance(value, str) else None

@@ -17,12 +17,12 @@ two, structure and all, on every test message and on generated hostile ones.
 from __future__ import annotations
 
 import re
-from email import errors
+from email import errors, utils
 from email.message import Message
 from email.parser import Parser
 from email.policy import compat32
 
-__all__ = ["message_from_bytes", "message_from_string"]
+__all__ = ["boundary", "charset", "message_from_bytes", "message_from_string", "param"]
 
 # A line the FeedParser accepts as a header line (email.feedparser.headerRE).
 _HEADER_LINE = re.compile(r"From |[\041-\071\073-\176]*:|[\t ]")
@@ -143,12 +143,12 @@ def _boundary(text: str, delimiter: str, pos: int, end: int) -> tuple[int, bool,
 
 
 def _multipart(text: str, msg: Message, ctype: str, pos: int, end: int) -> Message:
-    boundary = msg.get_boundary()
-    if boundary is None:
+    separator = boundary(msg)
+    if separator is None:
         raise _Unusual  # the stdlib reads the body as text and notes a defect
     if str(msg.get("content-transfer-encoding", "8bit")).lower() not in _PLAIN_CTE:
         msg.defects.append(errors.InvalidMultipartContentTransferEncodingDefect())
-    delimiter = "--" + boundary
+    delimiter = "--" + separator
     found = _boundary(text, delimiter, pos, end)
     if found is None or found[1]:
         raise _Unusual  # no opening boundary: the stdlib keeps the body as text
@@ -177,3 +177,41 @@ def _multipart(text: str, msg: Message, ctype: str, pos: int, end: int) -> Messa
             msg.epilogue = text[following[2] : end]
             return msg
         found = following
+
+
+# Content-Type values whose parameters need none of get_param's quoting or RFC 2231 rules.
+_PLAIN_PARAMS = re.compile(r"[^\"*\\]*")
+_MISSING = object()
+
+
+def param(msg: Message, name: str) -> object:
+    """`msg.get_param(name)` with its answer for a missing one as `_MISSING`, and the
+    same answer otherwise, without the stdlib's general parameter decoding when the
+    Content-Type value is plain ASCII without quotes, stars or backslashes."""
+    value = msg.get("content-type", _MISSING)
+    if value is _MISSING:
+        return _MISSING
+    if not (isinstance(value, str) and value.isascii() and _PLAIN_PARAMS.fullmatch(value)):
+        return msg.get_param(name, _MISSING)
+    name = name.lower()
+    for segment in value.split(";"):
+        key, _, found = segment.partition("=")
+        if key.strip().lower() == name:
+            return utils.unquote(found.strip())
+    return _MISSING
+
+
+def boundary(msg: Message) -> str | None:
+    """`msg.get_boundary()`, by way of `param`."""
+    found = param(msg, "boundary")
+    if found is _MISSING:
+        return None
+    return utils.collapse_rfc2231_value(found).rstrip()  # type: ignore[arg-type]
+
+
+def charset(msg: Message) -> str | None:
+    """`msg.get_content_charset()`, by way of `param`."""
+    found = param(msg, "charset")
+    if isinstance(found, str) and found.isascii():
+        return found.lower()
+    return msg.get_content_charset() if found is not _MISSING else None

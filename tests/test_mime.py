@@ -18,7 +18,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_classify import _cases, _raw
 
-from sequencer.mime import message_from_bytes, message_from_string
+from sequencer.mime import (
+    _MISSING,
+    boundary,
+    charset,
+    message_from_bytes,
+    message_from_string,
+    param,
+)
 
 
 def tree(msg: Message) -> Any:
@@ -198,3 +205,76 @@ def _multipart(
 @given(_part(3))
 def test_generated_nested_mime_parses_as_the_stdlib_parses_it(text: str) -> None:
     assert tree(message_from_string(text)) == stdlib(text)
+
+
+_VALUE_PIECES = st.sampled_from(
+    [
+        "text/plain",
+        "multipart/mixed",
+        ";",
+        " ",
+        "=",
+        '"',
+        "*",
+        "\\",
+        "<",
+        ">",
+        "charset",
+        "Charset",
+        "boundary",
+        "name*0",
+        "utf-8",
+        "ISO-8859-1",
+        "b1",
+        "us-ascii''x",
+        "\udce9",
+    ]
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    value=st.one_of(
+        st.lists(_VALUE_PIECES, max_size=14).map("".join),
+        st.lists(
+            st.tuples(
+                st.sampled_from(["", " ", "  "]),
+                st.sampled_from(["charset", "Charset", "boundary", "name*0", "name*", "bare"]),
+                st.sampled_from(["=", " = ", ""]),
+                st.sampled_from(
+                    [
+                        "utf-8",
+                        '"utf-8"',
+                        "<b1>",
+                        '"a;b"',
+                        '"a\\"b"',
+                        "us-ascii''x",
+                        "\udce9",
+                        "",
+                        "a b ",
+                    ]
+                ),
+            ).map("".join),
+            max_size=4,
+        ).map(lambda params: "text/plain" + "".join(";" + p for p in params)),
+    ),
+    present=st.booleans(),
+)
+def test_parameters_read_as_the_stdlib_reads_them(value: str, present: bool) -> None:
+    """param, boundary and charset answer exactly as get_param, get_boundary and
+    get_content_charset, whatever the quoting, RFC 2231 stars or 8-bit bytes."""
+    msg = Message()
+    if present:
+        msg._headers = [("Content-Type", value)]  # type: ignore[attr-defined]
+    for name in ("charset", "boundary", "Boundary", "name", "text/plain"):
+        assert outcome(param, msg, name) == outcome(msg.get_param, name, _MISSING)
+    assert outcome(boundary, msg) == outcome(msg.get_boundary)
+    assert outcome(charset, msg) == outcome(msg.get_content_charset)
+
+
+def outcome(function: Any, *args: Any) -> Any:
+    """What a call returns, or the type of what it raises."""
+    try:
+        return function(*args)
+    except Exception as error:
+        return type(error)
