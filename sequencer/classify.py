@@ -32,6 +32,7 @@ from sequencer.mime import charset, message_from_bytes, message_from_string, par
 
 # The stdlib's regex parser (re._parser, sre_parse before 3.11), read only by _guarded.
 _sre_parser: Any = importlib.import_module("re._parser")
+_sre_compiler: Any = importlib.import_module("re._compiler")
 
 
 class Verdict(enum.StrEnum):
@@ -118,7 +119,12 @@ def _guarded(pattern: str, flags: int) -> re.Pattern[str]:
     if not first:
         return compiled
     chars = "".join(sorted(re.escape(c) for c in first))
-    return re.compile(f"(?=[{chars}])(?:{pattern})", flags)
+    guarded = re.compile(f"(?=[{chars}])(?:{pattern})", flags)
+    _GUARDED.add(guarded.pattern)
+    return guarded
+
+
+_GUARDED: set[str] = set()  # patterns (as text) _guarded put a lookahead in front of
 
 
 def _first_chars(items: Any) -> set[str] | None:
@@ -272,11 +278,18 @@ class _Folded:
         if self.lower is not None:
             twin = _TWINS.get(pattern)
             if twin is not None:
-                return twin.search(self.lower) is not None
+                alternatives = _ALTERNATIVES.get(twin)
+                if alternatives is None:
+                    return twin.search(self.lower) is not None
+                return _any_alternative(alternatives, self.lower)
         return pattern.search(self.text) is not None
 
 
 _TWINS: dict[re.Pattern[str], re.Pattern[str]] = {}
+# A twin's top-level alternatives, each compiled alone, with literals one of which every
+# match of it contains: see _split.
+_Alternatives = tuple[tuple[tuple[str, ...], re.Pattern[str]], ...]
+_ALTERNATIVES: dict[re.Pattern[str], _Alternatives] = {}
 
 
 def _twin(pattern: re.Pattern[str]) -> re.Pattern[str]:
@@ -284,7 +297,85 @@ def _twin(pattern: re.Pattern[str]) -> re.Pattern[str]:
     twin = _lower_twin(pattern)
     if twin is not None:
         _TWINS[pattern] = twin
+        alternatives = _split(twin)
+        if alternatives is not None:
+            _ALTERNATIVES[twin] = alternatives
     return pattern
+
+
+def _any_alternative(alternatives: _Alternatives, text: str) -> bool:
+    """Whether any alternative matches in `text`: bool(pattern.search(text)) for the pattern
+    they were split from, as a pattern matches somewhere exactly when one of its top-level
+    alternatives does. An alternative's regex runs only when one of its literals occurs."""
+    for literals, regex in alternatives:
+        for literal in literals:
+            if literal in text:
+                if regex.search(text) is not None:
+                    return True
+                break
+    return False
+
+
+def _split(pattern: re.Pattern[str]) -> _Alternatives | None:
+    """`pattern`'s top-level alternatives for _any_alternative (the whole pattern as one
+    when it is no alternation), _guarded's lookahead dropped as they imply it; None for a
+    case-insensitive pattern.
+
+    Why: a long alternation is tried at every position of the text, each alternative in
+    turn, and _guarded's lookahead then also hides the literal prefix the regex engine
+    would otherwise skip ahead to. Alone, each alternative gets that fast search back, and
+    most are not even run: a substring test (`in`) rules them out first.
+    """
+    if pattern.flags & _I:
+        return None
+    try:
+        body = _sre_parser.parse(pattern.pattern, pattern.flags)
+        items = list(body)
+        if items and str(items[0][0]) == "ASSERT" and pattern.pattern in _GUARDED:
+            items = items[1:]  # _guarded's lookahead, implied by what follows it
+            body = _sre_parser.SubPattern(body.state, items)
+        branches = items[0][1][1] if len(items) == 1 and str(items[0][0]) == "BRANCH" else [body]
+        alternatives = []
+        for branch in branches:
+            literals = _required(list(branch))
+            if literals is None:  # it would run every time: the guarded whole is faster
+                return None
+            alternatives.append((literals, _sre_compiler.compile(branch, pattern.flags)))
+        return tuple(alternatives)
+    except Exception:  # an internal we do not understand: no split, same answers
+        return None
+
+
+def _required(items: list[Any]) -> tuple[str, ...] | None:
+    """Literals, one of which every match of the parsed sequence contains; the choice whose
+    shortest literal is longest, None when no choice has literals of 2 characters or more."""
+    best: tuple[str, ...] | None = None
+
+    def consider(choice: tuple[str, ...] | None) -> None:
+        nonlocal best
+        if choice and (best is None or min(map(len, choice)) > min(map(len, best))):
+            best = choice
+
+    run = ""
+    for op, av in items:
+        name = str(op)
+        if name == "LITERAL":
+            run += chr(av)
+            continue
+        consider((run,) if run else None)
+        run = ""
+        if name == "SUBPATTERN" and not av[1] and not av[2]:
+            consider(_required(list(av[3])))
+        elif name == "ATOMIC_GROUP":
+            consider(_required(list(av)))
+        elif name == "BRANCH":
+            choices = [_required(list(branch)) for branch in av[1]]
+            if all(choices):
+                consider(tuple(sorted({lit for choice in choices if choice for lit in choice})))
+        elif name in {"MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"} and av[0] >= 1:
+            consider(_required(list(av[2])))
+    consider((run,) if run else None)
+    return best if best and min(map(len, best)) >= 2 else None
 
 
 _MSGID = re.compile(r"<[^<>\s]+@[^<>\s]+>|<[^<>\s]+>")

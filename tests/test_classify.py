@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import csv
 import functools
+import re
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -802,3 +804,38 @@ def test_from_addresses_read_as_parseaddr_reads_them(value: str) -> None:
     name, address = parseaddr(value)
     address = address.strip().strip("<>").lower()
     assert _from_address(value) == ((address if "@" in address else None), name)
+
+
+def _split_patterns() -> list[tuple[str, Any, Any]]:
+    from sequencer import classify as module
+
+    names = {id(v): k for k, v in vars(module).items() if isinstance(v, re.Pattern)}
+    return [
+        (names.get(id(pattern), twin.pattern[:30]), twin, module._ALTERNATIVES[twin])
+        for pattern, twin in module._TWINS.items()
+        if twin in module._ALTERNATIVES
+    ]
+
+
+def test_the_long_patterns_are_split() -> None:
+    """The speed-up applies where the time goes: _reason's and the challenge patterns."""
+    split = {name for name, _, _ in _split_patterns()}
+    assert {"_REPUTATION", "_HARD", "_POLICY", "_FULL", "_TRANSIENT", "_CHALLENGE"} <= split
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_split_patterns_match_where_the_whole_pattern_matches(data: st.DataObject) -> None:
+    """_any_alternative answers as bool(twin.search(text)): on text the pattern generates
+    itself (every alternative in turn), that text cut short, and each pattern's literals
+    strung together with filler (near misses)."""
+    from sequencer.classify import _any_alternative
+
+    for name, twin, alternatives in _split_patterns():
+        pieces = sorted({lit for literals, _ in alternatives for lit in literals})
+        words = st.sampled_from(pieces) | st.sampled_from([" ", "\n", "not ", "is ", "x", "5."])
+        matching = data.draw(st.from_regex(twin), label=name)
+        cut = data.draw(st.integers(0, len(matching)), label="cut")
+        strung = "".join(data.draw(st.lists(words, max_size=12), label="strung"))
+        for text in (matching, matching[:cut], strung):
+            assert _any_alternative(alternatives, text) == bool(twin.search(text)), (name, text)
