@@ -18,6 +18,7 @@ import functools
 import html
 import importlib
 import re
+import string
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -1356,15 +1357,43 @@ def _words_only(text: str) -> str:
     one: GoDaddy's whole reason is "553 http://www.spamhaus.org/query/bl?ip=..."
     (rhost-godaddy-02.eml), so it stays.
     """
-    fragment, address, header = _URL_FRAGMENT, _ADDR, _HEADER_LINE
-    if text.isascii() and text == text.lower():  # lower-cased by _reason: the twins agree
-        fragment, address, header = (_TWINS.get(p, p) for p in (fragment, address, header))
+    fragment, header = _URL_FRAGMENT, _HEADER_LINE
+    lowered = text.isascii() and text == text.lower()  # by _reason: the twins agree
+    if lowered:
+        fragment, header = (_TWINS.get(p, p) for p in (fragment, header))
     # Each pattern needs a literal "#", "@" or ":": without one, its sub changes nothing.
     if "#" in text:
         text = fragment.sub(r"\1 ", text)
     if "@" in text:
-        text = address.sub(" ", text)
+        text = _drop_addresses(text) if lowered else _ADDR.sub(" ", text)
     return header.sub("", text) if ":" in text else text
+
+
+_ADDR_LOCAL = string.ascii_lowercase + string.digits + "_.!#$%&'*+/=?^`{|}~-"
+_ADDR_DOMAIN = re.compile(r"[\w-]+(?:\.[\w-]+)*\.[a-z]+\b")  # _ADDR after its "@"
+
+
+def _drop_addresses(text: str) -> str:
+    """`_ADDR.sub(" ", text)` for lower-cased ASCII text, found from each "@" outwards.
+
+    The regex tries every position of every word for a local part that ends in "@"; here
+    a match starts where the run of local-part characters before an "@" does (no earlier
+    than the previous match's end), and ends where _ADDR_DOMAIN's match after it does.
+    """
+    pieces: list[str] = []
+    done = floor = 0  # end of the last match; first position after the last "@" seen
+    at = text.find("@")
+    while at >= 0:
+        start = max(done, floor)
+        local = start + len(text[start:at].rstrip(_ADDR_LOCAL))
+        domain = _ADDR_DOMAIN.match(text, at + 1) if local < at else None
+        if domain is not None:
+            pieces += (text[done:local], " ")
+            done = domain.end()
+        floor = at + 1  # a local part never reaches back past an "@": scan each stretch once
+        at = text.find("@", floor)
+    pieces.append(text[done:])
+    return "".join(pieces)
 
 
 def _flufl(msg: Message) -> tuple[set[str], set[str]]:

@@ -839,3 +839,17 @@ def test_split_patterns_match_where_the_whole_pattern_matches(data: st.DataObjec
         strung = "".join(data.draw(st.lists(words, max_size=12), label="strung"))
         for text in (matching, matching[:cut], strung):
             assert _any_alternative(alternatives, text) == bool(twin.search(text)), (name, text)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(["a", "b9", "_", ".", "-", "+!", "@", " ", "\n", "x.y", ".com", "9", ":"]),
+        max_size=20,
+    ).map("".join)
+)
+def test_addresses_are_dropped_as_the_address_pattern_drops_them(text: str) -> None:
+    """_drop_addresses, the fast path of _words_only, removes exactly what _ADDR removes."""
+    from sequencer.classify import _ADDR, _drop_addresses
+
+    assert _drop_addresses(text) == _ADDR.sub(" ", text)
