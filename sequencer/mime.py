@@ -7,9 +7,10 @@ of classifying it. `message_from_bytes` here builds the *same* `email.message.Me
 regex searches: a part's extent is found once, by searching for its boundary line, instead of
 testing every line against every enclosing boundary.
 
-Exactness over cleverness: only the paths well-formed mail takes are re-implemented. Anything
-the FeedParser treats specially (a multipart without a usable boundary, a misplaced "From "
-line, a continuation line first, a carriage return anywhere) is handed to the stdlib parser
+Exactness over cleverness: only the paths real mail takes are re-implemented, defects and all
+(a body without its blank line, a multipart without a boundary or cut before its first one).
+Anything else the FeedParser treats specially (a misplaced "From " line, a continuation line
+first, boundary lines in a row, a carriage return anywhere) is handed to the stdlib parser
 itself, so every input yields precisely the stdlib's tree. tests/test_mime.py compares the
 two, structure and all, on every test message and on generated hostile ones.
 """
@@ -54,6 +55,8 @@ def message_from_string(text: str, *, headersonly: bool = False) -> Message:
             root._payload = text[body:]  # type: ignore[attr-defined]
         else:
             _part(text, root, 0, len(text))
+            if root.get_content_maintype() == "multipart" and not root.is_multipart():
+                root.defects.append(errors.MultipartInvariantViolationDefect())
     except Exception:  # _Unusual, or input odd enough to trip us: the stdlib decides
         return Parser(policy=compat32).parsestr(text, headersonly=headersonly)
     return root
@@ -144,14 +147,19 @@ def _boundary(text: str, delimiter: str, pos: int, end: int) -> tuple[int, bool,
 
 def _multipart(text: str, msg: Message, ctype: str, pos: int, end: int) -> Message:
     separator = boundary(msg)
-    if separator is None:
-        raise _Unusual  # the stdlib reads the body as text and notes a defect
+    if separator is None:  # the body is kept as text
+        msg.defects.append(errors.NoBoundaryInMultipartDefect())
+        msg._payload = text[pos:end]  # type: ignore[attr-defined]
+        return msg
     if str(msg.get("content-transfer-encoding", "8bit")).lower() not in _PLAIN_CTE:
         msg.defects.append(errors.InvalidMultipartContentTransferEncodingDefect())
     delimiter = "--" + separator
     found = _boundary(text, delimiter, pos, end)
-    if found is None or found[1]:
-        raise _Unusual  # no opening boundary: the stdlib keeps the body as text
+    if found is None or found[1]:  # no opening boundary (a cut bounce): text up to any close
+        msg.defects.append(errors.StartBoundaryNotFoundDefect())
+        msg._payload = text[pos : end if found is None else found[0]]  # type: ignore[attr-defined]
+        msg.epilogue = ""
+        return msg
     if found[0] > pos:
         msg.preamble = text[pos : found[0] - 1]  # the last line break is the boundary's
     while True:
