@@ -31,7 +31,9 @@ from flufl.bounce import all_failures
 
 from sequencer.mime import charset, message_from_bytes, message_from_string, param
 
-# The stdlib's regex parser (re._parser, sre_parse before 3.11), read only by _guarded.
+# The stdlib's regex parser and compiler (re._parser, re._compiler), read by _guarded,
+# _lower_twin and _split to rewrite patterns into faster equivalents; any failure there
+# leaves a pattern as written.
 _sre_parser: Any = importlib.import_module("re._parser")
 _sre_compiler: Any = importlib.import_module("re._compiler")
 
