@@ -1351,6 +1351,30 @@ def _reason(diagnostic: str, explanation: str, status: str) -> tuple[str, bool]:
     return "other", False
 
 
+class BounceKind(enum.StrEnum):
+    """Why a message was refused, read from the server's words (a bounce report, or an SMTP
+    reply at RCPT or DATA): the same rules either way."""
+
+    USER_UNKNOWN = "user_unknown"  # the address is bad: suppress it
+    MAILBOX_FULL = "mailbox_full"  # may pass with time
+    REPUTATION = "reputation"  # our reputation or authentication: pause the mailbox
+    POLICY = "policy"  # the recipient's policy, or the message (too big, content)
+    OTHER = "other"
+
+
+_STATUS_CODE = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
+
+
+def smtp_refusal(code: int, text: str) -> BounceKind:
+    """What a permanent SMTP refusal (`550 5.1.1 ... User unknown`) means, by the rules
+    `classify` applies to the same words in a bounce report."""
+    status = _STATUS_CODE.search(text)
+    kind, hard = _reason(f"{code} {text}", "", status.group(1) if status else str(code))
+    if hard:
+        return BounceKind.USER_UNKNOWN
+    return BounceKind(kind) if kind in BounceKind.__members__.values() else BounceKind.OTHER
+
+
 def _words_only(text: str) -> str:
     """Reason text without links, addresses and quoted header lines: names, not words.
 

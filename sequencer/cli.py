@@ -7,6 +7,7 @@ printed as it is and exits 2; anything else is a bug and shows a traceback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import functools
 import io
@@ -30,7 +31,9 @@ from sequencer.clock import SystemClock
 from sequencer.config import Settings, find_config, load_settings
 from sequencer.errors import ConfigError, EnrollError, SequenceError, SequencerError
 from sequencer.etiquette import Etiquette, parse_local
+from sequencer.holds import ADVICE, MailboxView, mailbox_view
 from sequencer.sequences import Sequence, load_all, load_sequence, weekend_only
+from sequencer.states import Hold
 from sequencer.store import db, queries
 
 app = typer.Typer(
@@ -414,10 +417,19 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def _row(
-    e: Any, ended: Any, steps_total: int | None, etiquette: Etiquette, held: Any
+    e: Any,
+    ended: Any,
+    steps_total: int | None,
+    etiquette: Etiquette,
+    held: Any,
+    box: MailboxView | None = None,
 ) -> dict[str, Any]:
     active = e.state == "active"
     zone = etiquette.place(e.variables).zone
+    # A contact's own hold first; else its mailbox's (nothing goes from a held mailbox).
+    hold, hold_since, hold_detail = e.hold, e.hold_since, e.hold_detail
+    if hold is None and box is not None and box.hold is not None:
+        hold, hold_since, hold_detail = box.hold, box.since, box.last_error
     return {
         "id": e.id,
         "email": e.email,
@@ -441,6 +453,9 @@ def _row(
         },
         "paused_until": _iso(e.paused_until) if active else None,
         "held_by": held if active else None,
+        "hold": str(hold) if active and hold else None,
+        "hold_since": _iso(hold_since) if active and hold else None,
+        "hold_detail": hold_detail if active and hold else None,
         "enrolled_at": _iso(e.enrolled_at),
         "last_sent_at": _iso(e.last_sent_at),
         "finished_at": _iso(e.finished_at),
@@ -494,6 +509,8 @@ def _why(r: dict[str, Any]) -> str:
             return f"{r['reason']} (from {eb['from']}, {eb['verdict']}, rules: {rules})"
         return r["reason"] or ""
     parts = []
+    if r["hold"]:
+        parts.append(f"HELD ({r['hold']}): {ADVICE[Hold(r['hold'])]}")
     if r["promised"]:
         parts.append("promised: kept exactly")
     if r["paused_until"]:
@@ -522,16 +539,71 @@ def _why(r: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+async def _mailbox_views(settings: Settings, now: datetime) -> dict[str, MailboxView]:
+    """Each mailbox's inbox and hold as recorded by the daemon, read from any process."""
+    states = await queries.mailbox_states()
+    views = {}
+    for name, mailbox in settings.mailboxes.items():
+        st = states.get(name)
+        views[name] = mailbox_view(
+            name,
+            inbox=st.inbox if st else None,
+            inbox_since=st.inbox_since if st else None,
+            caught_up_at=st.caught_up_at if st else None,
+            inbox_error=st.inbox_error if st else None,
+            smtp_failed_since=st.smtp_failed_since if st else None,
+            smtp_error=st.smtp_error if st else None,
+            paused_until=st.paused_until if st else None,
+            pause_reason=st.pause_reason if st else None,
+            keepalive=mailbox.imap.keepalive_seconds,
+            now=now,
+        )
+    return views
+
+
+def _print_mailboxes(views: dict[str, MailboxView], as_json: bool) -> None:
+    rows = [
+        {
+            "mailbox": v.mailbox,
+            "inbox": str(v.inbox),
+            "held_reason": str(v.hold) if v.hold else None,
+            "since": _iso(v.since),
+            "last_error": v.last_error,
+        }
+        for v in views.values()
+    ]
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("mailbox", "inbox", "held", "since", "what to do"):
+        table.add_column(col, overflow="fold")
+    for r, v in zip(rows, views.values(), strict=True):
+        table.add_row(
+            r["mailbox"],
+            r["inbox"],
+            r["held_reason"] or "-",
+            (r["since"] or "")[:16].replace("T", " "),
+            (ADVICE[v.hold] + (f" ({v.last_error})" if v.last_error else "")) if v.hold else "",
+        )
+    out.print(table, highlight=False)
+
+
 @app.command()
 def status(
     email: Annotated[str | None, typer.Argument(help="Only this address")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="A JSON array on stdout")] = False,
+    mailboxes: Annotated[
+        bool,
+        typer.Option("--mailboxes", help="Each mailbox: its inbox watcher and any hold"),
+    ] = False,
     config: ConfigOpt = None,
 ) -> None:
     """One row per enrollment: state, steps sent, the next send (in the contact's zone) and
-    why then (window, holiday, gap, pace, promise, out-of-office), or why it ended."""
+    why then (window, holiday, gap, pace, promise, out-of-office, a hold), or why it ended.
+    With --mailboxes: one row per mailbox."""
 
-    async def go() -> list[dict[str, Any]]:
+    async def go() -> tuple[list[dict[str, Any]], dict[str, MailboxView]]:
         settings = _settings(config)
         etiquette = Etiquette(settings)
         totals: dict[str, int] = {}
@@ -543,6 +615,9 @@ def status(
         address = email.strip().lower() if email else None
         now = SystemClock().now()
         async with db.connected(settings.database):
+            views = await _mailbox_views(settings, now)
+            if mailboxes:
+                return [], views
             rows = await queries.listing(address)
             gates = await _pace_gates(etiquette, now)
         return [
@@ -552,11 +627,15 @@ def status(
                 totals.get(e.sequence),
                 etiquette,
                 _held_by(gates.get(e.mailbox), e, now),
+                views.get(e.mailbox),
             )
             for e, ended in rows
-        ]
+        ], views
 
-    rows = _run(go)
+    rows, views = _run(go)
+    if mailboxes:
+        _print_mailboxes(views, as_json)
+        return
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
@@ -587,6 +666,67 @@ def status(
             _why(r),
         )
     out.print(table, highlight=False)
+
+
+@app.command()
+def resume(
+    email: Annotated[str, typer.Argument(help="Contact address")],
+    sent: Annotated[
+        bool, typer.Option("--sent", help="The uncertain step did reach them: go on from it")
+    ] = False,
+    resend: Annotated[
+        bool,
+        typer.Option("--resend", help="It did not: send it again (same Message-ID)"),
+    ] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Release a contact held for a person to decide: after an uncertain send (check your
+    Sent folder first, then say --sent or --resend), or after an inbound message that could
+    not be handled (read it yourself first)."""
+    from sequencer.worker import settle
+
+    async def go() -> list[str]:
+        if sent and resend:
+            raise EnrollError(["say --sent or --resend, not both"])
+        settings = _settings(config)
+        seqs = _sequences(settings)
+        address = email.strip().lower()
+        now = SystemClock().now()
+        done: list[str] = []
+        async with db.connected(settings.database):
+            held = [e for e in await queries.active_of(address) if e.hold is not None]
+            if not held:
+                raise EnrollError([f"{address} is not held (see `sequencer status {address}`)"])
+            for enr in held:
+                if enr.hold is Hold.UNCERTAIN_SEND:
+                    if not (sent or resend):
+                        raise EnrollError(
+                            [
+                                f"{address}: step {enr.steps_sent + 1} of '{enr.sequence}' may or "
+                                "may not have reached them. Look for it in your Sent folder, "
+                                "then run again with --sent (it went) or --resend (it did not)"
+                            ]
+                        )
+                    row = await queries.step_message(enr.id, enr.steps_sent + 1)
+                    seq = seqs.get(enr.sequence)
+                    if row is None or seq is None:
+                        raise EnrollError(
+                            [f"{address}: sequence '{enr.sequence}' is not loaded; restore it"]
+                        )
+                    await settle(Etiquette(settings), enr, seq, row, sent=sent, now=now)
+                    done.append(
+                        f"{enr.sequence}: step {row.step} "
+                        + ("recorded as sent" if sent else "will be sent again")
+                    )
+                elif enr.hold is Hold.INBOUND_FAILED:
+                    await queries.dismiss_inbound_hold(enr.id)
+                    done.append(f"{enr.sequence}: released (the message is left for you)")
+                else:
+                    raise EnrollError([f"{address}: held ({enr.hold}): {ADVICE[enr.hold]}"])
+        return done
+
+    for line in _run(go):
+        out.print(f"resumed {email}: {line}", highlight=False)
 
 
 @app.command()
@@ -629,15 +769,24 @@ def run(config: ConfigOpt = None) -> None:
     logs.configure(sys.stdout, secrets=settings.secrets())
 
     async def go() -> None:
-        with db.daemon_lock(settings.database):
-            async with db.connected(settings.database):
-                daemon = Daemon(settings, seqs, SystemClock(), reload=lambda: _sequences(settings))
-                loop = asyncio.get_running_loop()
-                loop.add_signal_handler(signal.SIGTERM, daemon.stop)
-                loop.add_signal_handler(signal.SIGINT, daemon.stop)
-                loop.add_signal_handler(signal.SIGHUP, daemon.reload_sequences)
-                await daemon.start()
-                await daemon.run()
+        # The lifecycle in one stack, unwound in reverse: the lock, the database, then the
+        # daemon (watchers, senders, Sent folders).
+        async with contextlib.AsyncExitStack() as stack:
+            stack.enter_context(db.daemon_lock(settings.database))
+            await stack.enter_async_context(db.connected(settings.database))
+            daemon = Daemon(
+                settings,
+                seqs,
+                SystemClock(),
+                reload=lambda: _sequences(settings),
+                owns_database=db.sqlite_path(settings.database) is not None,
+            )
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGTERM, daemon.stop)
+            loop.add_signal_handler(signal.SIGINT, daemon.stop)
+            loop.add_signal_handler(signal.SIGHUP, daemon.reload_sequences)
+            await stack.enter_async_context(daemon)
+            await daemon.run()
 
     try:
         asyncio.run(go())

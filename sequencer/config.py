@@ -97,6 +97,33 @@ _S = TypeVar("_S", bound=Server)
 class Imap(Server):
     folder: str = "INBOX"
     username: str  # IMAP always needs a login
+    # IDLE is re-issued, or a NOOP sent, at least this often; the mailbox sends only while
+    # its inbox caught up within twice this (a silently dead connection holds it).
+    keepalive: str = "2m"
+    # Where copies of sent mail go and uncertain sends are looked up; default: the folder
+    # the server marks SPECIAL-USE \Sent.
+    sent_folder: str | None = None
+
+    @field_validator("keepalive", mode="before")
+    @classmethod
+    def _keepalive(cls, v: object) -> str:
+        every = parse_duration(v if isinstance(v, (str, int)) else str(v), "keepalive")
+        if not timedelta(seconds=1) <= every <= timedelta(minutes=25):
+            raise ValueError(
+                f'keepalive "{v}" must be between 1s and 25m (servers drop IDLE after 29 minutes)'
+            )
+        return str(v)
+
+    @property
+    def keepalive_seconds(self) -> float:
+        return parse_duration(self.keepalive, "keepalive").total_seconds()
+
+
+#: Hosts whose servers file what is submitted in the Sent folder themselves (Gmail, Microsoft
+#: 365): `sent_copy: auto` appends nothing there, and finds uncertain sends in Sent instead.
+SELF_FILING_HOSTS = ("gmail.com", "googlemail.com", "office365.com", "outlook.com")
+
+UncertainPolicy = Literal["hold", "skip", "resend"]
 
 
 class PaceModel(_Frozen):
@@ -125,8 +152,22 @@ class Mailbox(_Frozen):
     pace: PaceModel = PaceModel()
     # mailto: every message carries List-Unsubscribe (see the README for the trade-off).
     list_unsubscribe: Literal["mailto", "off"] = "off"
+    # A copy of each sent message in the Sent folder, so the salesperson's mail client shows
+    # the whole thread: auto (off for Gmail and Microsoft 365, which file it themselves).
+    sent_copy: Literal["auto", "append", "off"] = "auto"
+    # What to do with a send whose outcome is unknown; default: the settings' top-level one.
+    on_uncertain_send: UncertainPolicy | None = None
     smtp: Server
     imap: Imap
+
+    @property
+    def appends_copies(self) -> bool:
+        """True: we append each sent message to Sent. False: the server files submissions
+        itself, so an uncertain send is settled by looking for it in Sent."""
+        if self.sent_copy == "auto":
+            host = self.smtp.host.lower().rstrip(".")
+            return not any(host == h or host.endswith("." + h) for h in SELF_FILING_HOSTS)
+        return self.sent_copy == "append"
 
     @field_validator("timezone")
     @classmethod
@@ -162,6 +203,10 @@ class Settings(_Frozen):
     window: WindowModel | None = None
     # No two emails to one address closer than this, across sequences and mailboxes.
     min_gap: str = "2d"
+    # A send whose outcome is unknown (connection lost after DATA, a crash mid-send) and that
+    # the Sent folder cannot settle: hold the contact for a person (`sequencer resume`), skip
+    # the step as not delivered, or resend it with the same Message-ID.
+    on_uncertain_send: UncertainPolicy = "hold"
     mailboxes: dict[str, Mailbox] = Field(default_factory=dict)
     source: Path | None = None  # the file these came from, for messages
 
@@ -185,6 +230,10 @@ class Settings(_Frozen):
     @property
     def gap(self) -> timedelta:
         return parse_duration(self.min_gap, "min_gap")
+
+    def uncertain_policy(self, mailbox: str) -> UncertainPolicy:
+        box = self.mailboxes.get(mailbox)
+        return (box.on_uncertain_send if box else None) or self.on_uncertain_send
 
     def mailbox_zone(self, name: str) -> ZoneInfo:
         box = self.mailboxes.get(name)

@@ -5,9 +5,12 @@
     ├── SequenceError               a sequence file: path:line: step N: what, how to fix
     ├── TemplateError               a template cannot render for this contact
     ├── EnrollError                 enrollment refused (bad address, suppressed, duplicate ...)
-    ├── StoreError                  database unreachable or locked by another daemon
+    ├── StoreError                  database unreachable, locked by another daemon, or its
+    │                               schema is not this version's (run `sequencer migrate`)
+    ├── InboxError                  an inbox cannot be watched (inbox.py)
     └── DeliveryError               SMTP edge; `transient` says whether a retry can help
-        └── AuthenticationError     wrong username/password for a mailbox
+        └── SendFailed              one attempt, with where it stopped (sender.py; what it
+                                    means is delivery.py's table)
 
 Any other exception is a bug and gets a traceback.
 """
@@ -64,9 +67,5 @@ class DeliveryError(SequencerError):
         self.code = code
 
 
-class RecipientRefused(DeliveryError):
-    """The server refused the recipient permanently (5xx on RCPT): the address is bad."""
-
-
-class AuthenticationError(DeliveryError):
-    pass
+class InboxError(SequencerError):
+    """The inbox cannot be watched (login refused, folder missing, server unreachable)."""

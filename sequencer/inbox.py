@@ -1,10 +1,18 @@
 """The IMAP edge (aioimaplib): one watcher per mailbox.
 
-Owns: connecting and logging in, remembering where we got to (UIDVALIDITY + last UID, so mail
-that arrived while we were down is caught up on start), IDLE (RFC 2177) re-issued before the
-29-minute limit, polling where IDLE is missing, and reconnecting with backoff. The mailbox is
-the salesperson's: we only ever FETCH with BODY.PEEK, never set flags, move or delete.
-What a message means is decided elsewhere: the watcher hands raw bytes to `handle`.
+Owns: connecting and logging in, the cursor (UIDVALIDITY + last UID, so mail that arrived
+while we were down is read at start), IDLE (RFC 2177) re-issued every `imap.keepalive` (a NOOP
+poll where IDLE is missing), noticing a lost connection at once (aioimaplib reports it only
+through `conn_lost_cb`), reconnecting with backoff, and a last look at the inbox on demand
+(`sync`, before each batch a mailbox sends). The watcher records its state and when it last
+caught up, because a mailbox sends only while its inbox is watched.
+
+A message whose handling raises never stops the watcher: a transient database error retries
+that same message with backoff without moving the cursor; anything else is handed to
+`on_failure` (which records it and holds whoever it may concern) and the watcher moves on.
+
+The mailbox is the salesperson's: we only FETCH with BODY.PEEK, never set flags, move or
+delete. What a message means is decided elsewhere: the watcher hands raw bytes to `handle`.
 """
 
 from __future__ import annotations
@@ -13,90 +21,139 @@ import asyncio
 import contextlib
 import random
 import re
+import socket
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 import aioimaplib
 import structlog
 
+from sequencer.clock import Clock
 from sequencer.config import Mailbox
-from sequencer.errors import SequencerError
-from sequencer.store import queries
+from sequencer.errors import InboxError
+from sequencer.states import Inbox
+from sequencer.store import db, queries
 
 log = structlog.get_logger("sequencer.inbox")
 
+#: Handles one message: (uidvalidity, uid, raw bytes).
 Handler = Callable[[int, int, bytes], Awaitable[None]]
+#: Records a message whose handling raised: (uidvalidity, uid, raw, the exception).
+FailureHandler = Callable[[int, int, bytes, Exception], Awaitable[None]]
+#: Whether a message with this Message-ID was handled already (a UIDVALIDITY re-read).
+SeenCheck = Callable[[bytes], Awaitable[bool]]
+
+T = TypeVar("T")
 
 _UIDVALIDITY = re.compile(rb"UIDVALIDITY (\d+)")
 _UIDNEXT = re.compile(rb"UIDNEXT (\d+)")
 _SEARCH_RESULT = re.compile(rb"^\d+( \d+)*$")
+_AUTH_FAILED = re.compile(rb"AUTHENTICATIONFAILED|AUTHORIZATIONFAILED|invalid credentials", re.I)
 
 
-class InboxError(SequencerError):
-    """The inbox cannot be watched (login refused, folder missing, server unreachable)."""
+class AuthFailed(InboxError):
+    """The server refused the login: a person must fix the credentials."""
 
 
 @dataclass
 class WatchTuning:
-    idle_timeout: float = 25 * 60  # re-issue IDLE well before the server's 29-minute limit
-    poll_interval: float = 60.0  # without IDLE
     reconnect_min: float = 1.0
     reconnect_max: float = 300.0
-    timeout: float = 30.0
+    #: A transient database error while handling a message: first retry after this long.
+    retry_min: float = 0.5
+    retry_max: float = 30.0
+    #: How long the last look before a batch may take before the batch is held instead.
+    sync_timeout: float = 20.0
+    #: After a UIDVALIDITY change, re-read at most this many of the newest messages.
+    reread_max: int = 500
+    reread_days: int = 7
 
 
 class InboxWatcher:
-    def __init__(self, mailbox: Mailbox, handle: Handler, tuning: WatchTuning | None = None):
+    def __init__(
+        self,
+        mailbox: Mailbox,
+        handle: Handler,
+        clock: Clock,
+        *,
+        on_failure: FailureHandler | None = None,
+        seen: SeenCheck | None = None,
+        tuning: WatchTuning | None = None,
+    ) -> None:
         self.mailbox = mailbox
         self.handle = handle
+        self.on_failure = on_failure
+        self.seen = seen
+        self.clock = clock
         self.tuning = tuning or WatchTuning()
         self.imap: aioimaplib.IMAP4 | None = None
         self.uidvalidity = 0
         self.last_uid = 0
-        self.connected = asyncio.Event()
+        self.state = Inbox.DOWN
+        self.caught_up_at: datetime | None = None
+        self.error: str | None = None
+        self._lock = asyncio.Lock()  # one IMAP command sequence at a time
+        self._interrupt = asyncio.Event()  # wakes IDLE: a sync wants the connection
+        self._lost = asyncio.Event()  # the connection is gone
+        self._syncs = 0  # syncs waiting for the connection
+
+    @property
+    def name(self) -> str:
+        return self.mailbox.name
+
+    @property
+    def keepalive(self) -> float:
+        return self.mailbox.imap.keepalive_seconds
+
+    def watched(self, now: datetime) -> bool:
+        """Connected, logged in, and caught up within twice the keepalive: only then may the
+        mailbox send (a reply could otherwise sit unseen)."""
+        fresh = timedelta(seconds=2 * self.keepalive)
+        return (
+            self.state is Inbox.WATCHING
+            and self.caught_up_at is not None
+            and now - self.caught_up_at <= fresh
+        )
 
     def _where(self) -> str:
         i = self.mailbox.imap
-        return f"IMAP {i.host}:{i.port} (mailbox '{self.mailbox.name}')"
+        return f"IMAP {i.host}:{i.port} (mailbox '{self.name}')"
+
+    async def _set_state(self, state: Inbox, error: str | None = None) -> None:
+        changed = state is not self.state or error != self.error
+        self.state, self.error = state, error
+        if changed:
+            await db.retrying(
+                lambda: queries.set_inbox(self.name, state, self.clock.now(), error),
+                what="inbox state",
+            )
+
+    async def mark_down(self, exc: BaseException) -> None:
+        """Not watching (start-up failed, or the watcher died): the mailbox is held."""
+        auth = isinstance(exc, AuthFailed)
+        await self._set_state(Inbox.AUTH_FAILED if auth else Inbox.DOWN, str(exc) or repr(exc))
+
+    # --- connection ----------------------------------------------------------------------
+    def _connection_lost(self, exc: Exception | None) -> None:
+        """aioimaplib's callback: a server killed or restarted is noticed here, at once."""
+        self._lost.set()
+        self._interrupt.set()
 
     async def connect(self) -> None:
-        """Log in, select the folder and load or set the cursor. Raises InboxError."""
+        """Log in, select the folder and load the cursor. Raises InboxError (AuthFailed when
+        the login itself is refused)."""
         i = self.mailbox.imap
-        if i.security == "starttls":
-            raise InboxError(
-                f"{self._where()}: IMAP STARTTLS is not supported; use security: tls "
-                "(usually port 993)"
-            )
-        password = i.password(f"mailboxes.{self.mailbox.name}.imap") or ""
-        try:
-            if i.security == "tls":
-                imap: aioimaplib.IMAP4 = aioimaplib.IMAP4_SSL(
-                    host=i.host,
-                    port=i.port,
-                    timeout=i.timeout,
-                    ssl_context=ssl.create_default_context(),
-                )
-            else:
-                imap = aioimaplib.IMAP4(host=i.host, port=i.port, timeout=i.timeout)
-            await imap.wait_hello_from_server()
-            resp = await imap.login(i.username, password)
-        except (OSError, TimeoutError, aioimaplib.AioImapException) as exc:
-            raise InboxError(
-                f"{self._where()}: cannot connect: {exc or type(exc).__name__}"
-            ) from None
-        if resp.result != "OK":
-            await _quietly(imap.logout())
-            raise InboxError(
-                f"{self._where()}: login refused for user '{i.username}': "
-                f"{_text(resp.lines)} (check the username and the password source)"
-            )
+        await self._set_state(Inbox.CONNECTING, self.error)
+        self._lost = asyncio.Event()
+        imap = await open_imap(self.mailbox, self._where(), self._connection_lost)
         resp = await imap.select(i.folder)
         if resp.result != "OK":
-            await _quietly(imap.logout())
+            await quietly(imap.logout())
             raise InboxError(
-                f"{self._where()}: cannot open folder '{i.folder}': {_text(resp.lines)}"
+                f"{self._where()}: cannot open folder '{i.folder}': {response_text(resp.lines)}"
             )
         blob = b" ".join(bytes(x) for x in resp.lines)
         m = _UIDVALIDITY.search(blob)
@@ -104,135 +161,323 @@ class InboxWatcher:
         m = _UIDNEXT.search(blob)
         uidnext = int(m.group(1)) if m else None
         self.imap = imap
-        cursor = await queries.get_cursor(self.mailbox.name)
+        cursor = await db.retrying(lambda: queries.get_cursor(self.name), what="inbox cursor")
+        self.uidvalidity = uidvalidity
         if cursor is not None and cursor.uidvalidity == uidvalidity:
             self.last_uid = cursor.last_uid
+        elif cursor is not None:
+            log.warning(
+                "inbox.uidvalidity_changed",
+                mailbox=self.name,
+                old=cursor.uidvalidity,
+                new=uidvalidity,
+            )
+            await self._reread()
         else:
-            if cursor is not None:
-                log.warning(
-                    "inbox.uidvalidity_changed",
-                    mailbox=self.mailbox.name,
-                    old=cursor.uidvalidity,
-                    new=uidvalidity,
-                )
             # First start: what is already there predates us. Later mail is ours to read.
             self.last_uid = (uidnext - 1) if uidnext else await self._max_uid()
-            await queries.set_cursor(self.mailbox.name, uidvalidity, self.last_uid)
-        self.uidvalidity = uidvalidity
-        self.connected.set()
+            await self._save_cursor()
         log.info(
             "inbox.connected",
-            mailbox=self.mailbox.name,
+            mailbox=self.name,
             uidvalidity=uidvalidity,
             last_uid=self.last_uid,
             idle=imap.has_capability("IDLE"),
         )
 
+    async def _save_cursor(self) -> None:
+        await db.retrying(
+            lambda: queries.set_cursor(self.name, self.uidvalidity, self.last_uid),
+            what="inbox cursor",
+        )
+
+    async def _reread(self) -> None:
+        """The folder's UIDs were renumbered: every UID we knew means nothing now. Read the
+        recent messages again (bounded), skipping those already handled (by Message-ID), so a
+        reply that arrived across the change is still seen."""
+        assert self.imap is not None
+        since = (self.caught_up_at or self.clock.now()) - timedelta(days=self.tuning.reread_days)
+        resp = await self._guard(self.imap.uid_search("SINCE", since.strftime("%d-%b-%Y")))
+        uids = sorted(search_uids(resp.lines))[-self.tuning.reread_max :]
+        self.last_uid = 0
+        for uid in uids:
+            raw = await self._fetch(uid)
+            if raw is not None and not (self.seen is not None and await self.seen(raw)):
+                await self._handle_one(uid, raw)
+            self.last_uid = uid
+        self.last_uid = max([self.last_uid, *uids]) if uids else await self._max_uid()
+        await self._save_cursor()
+        log.info("inbox.reread", mailbox=self.name, messages=len(uids))
+
     async def _max_uid(self) -> int:
         assert self.imap is not None
-        resp = await self.imap.uid_search("ALL")
-        uids = _uids(resp.lines)
+        resp = await self._guard(self.imap.uid_search("ALL"))
+        uids = search_uids(resp.lines)
         return max(uids) if uids else 0
 
+    async def _guard(self, aw: Coroutine[Any, Any, T]) -> T:
+        """Run one IMAP command, but give up the moment the connection is lost (aioimaplib
+        would otherwise wait out the command's timeout)."""
+        task = asyncio.ensure_future(aw)
+        lost = asyncio.ensure_future(self._lost.wait())
+        try:
+            await asyncio.wait({task, lost}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            raise InboxError(f"{self._where()}: connection lost")
+        return task.result()
+
+    # --- catching up -----------------------------------------------------------------------
     async def catch_up(self) -> int:
         """Handle every message after the cursor; search again until nothing new turns up
         (some servers announce new mail only in responses to other commands)."""
-        assert self.imap is not None
+        if self.imap is None or self._lost.is_set():
+            raise InboxError(f"{self._where()}: not connected")
         handled = 0
         # Some servers (pymap) refresh a selected folder's view only on a command such as NOOP.
-        await self.imap.noop()
+        await self._guard(self.imap.noop())
         while True:
-            resp = await self.imap.uid_search(f"UID {self.last_uid + 1}:*")
+            resp = await self._guard(self.imap.uid_search(f"UID {self.last_uid + 1}:*"))
             if resp.result != "OK":
-                raise InboxError(f"{self._where()}: search failed: {_text(resp.lines)}")
-            new = sorted(u for u in _uids(resp.lines) if u > self.last_uid)
+                raise InboxError(f"{self._where()}: search failed: {response_text(resp.lines)}")
+            new = sorted(u for u in search_uids(resp.lines) if u > self.last_uid)
             if not new:
-                return handled
+                break
             for uid in new:
                 raw = await self._fetch(uid)
                 if raw is not None:
-                    await self.handle(self.uidvalidity, uid, raw)
+                    await self._handle_one(uid, raw)
                 self.last_uid = uid
-                await queries.set_cursor(self.mailbox.name, self.uidvalidity, uid)
+                await self._save_cursor()
                 handled += 1
+        self.caught_up_at = self.clock.now()
+        await self._set_state(Inbox.WATCHING)
+        await db.retrying(
+            lambda: queries.caught_up(self.name, self.caught_up_at or self.clock.now()),
+            what="inbox state",
+        )
+        return handled
+
+    async def _handle_one(self, uid: int, raw: bytes) -> None:
+        """Hand one message on. A transient database fault retries this same message (the
+        cursor stays); any other exception is recorded by `on_failure` and we move on."""
+        delay = self.tuning.retry_min
+        while True:
+            try:
+                await self.handle(self.uidvalidity, uid, raw)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if db.transient(exc):
+                    log.warning(
+                        "inbound.retrying",
+                        mailbox=self.name,
+                        uid=uid,
+                        error=str(exc) or type(exc).__name__,
+                        retry_in=round(delay, 2),
+                    )
+                    await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                    delay = min(delay * 2, self.tuning.retry_max)
+                    continue
+                log.exception("inbound.failed", mailbox=self.name, uid=uid)
+                if self.on_failure is None:
+                    raise
+                await self._record_failure(uid, raw, exc)
+                return
+
+    async def _record_failure(self, uid: int, raw: bytes, exc: Exception) -> None:
+        assert self.on_failure is not None
+        on_failure = self.on_failure
+
+        async def record() -> None:
+            await on_failure(self.uidvalidity, uid, raw, exc)
+
+        await db.retrying(record, what="failed inbound message")
 
     async def _fetch(self, uid: int) -> bytes | None:
         assert self.imap is not None
-        resp = await self.imap.uid("fetch", str(uid), "(BODY.PEEK[])")
+        resp = await self._guard(self.imap.uid("fetch", str(uid), "(BODY.PEEK[])"))
         if resp.result != "OK":
-            raise InboxError(f"{self._where()}: fetch of UID {uid} failed: {_text(resp.lines)}")
+            raise InboxError(
+                f"{self._where()}: fetch of UID {uid} failed: {response_text(resp.lines)}"
+            )
         for line in resp.lines:
             if isinstance(line, bytearray):
                 return bytes(line)
         return None  # expunged meanwhile
 
+    async def open(self) -> None:
+        """Connect (if needed) and catch up: start-up and the tests use this."""
+        async with self._lock:
+            if self.imap is None or self._lost.is_set():
+                await self.connect()
+            await self.catch_up()
+
+    async def sync(self) -> None:
+        """The last look before a batch: interrupt IDLE, handle everything new, and return
+        once caught up. Raises InboxError (the batch is then held) when that cannot be done
+        in time."""
+        self._syncs += 1
+        self._interrupt.set()
+        try:
+            async with asyncio.timeout(self.tuning.sync_timeout), self._lock:
+                await self.catch_up()
+        except TimeoutError:
+            raise InboxError(f"{self._where()}: the inbox did not answer in time") from None
+        finally:
+            self._syncs -= 1
+
+    # --- waiting ---------------------------------------------------------------------------
     async def wait_for_mail(self, stop: asyncio.Event) -> None:
-        """Block until the server says something changed, the IDLE timer runs out, or stop."""
+        """Block until the server says something changed, the keepalive is due, a sync wants
+        the connection, the connection is lost, or stop."""
         assert self.imap is not None
         imap = self.imap
-        if not imap.has_capability("IDLE"):
-            stopper = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({stopper}, timeout=self.tuning.poll_interval)
-            stopper.cancel()
-            if not stop.is_set():
-                await imap.noop()
-            return
-        idle = await imap.idle_start(timeout=self.tuning.idle_timeout)
-        push = asyncio.ensure_future(imap.wait_server_push(timeout=self.tuning.idle_timeout + 5))
-        stopper = asyncio.ensure_future(stop.wait())
+        wakers = [asyncio.ensure_future(e.wait()) for e in (stop, self._interrupt, self._lost)]
         try:
-            await asyncio.wait({push, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if not imap.has_capability("IDLE"):
+                await asyncio.wait(
+                    wakers, timeout=self.keepalive, return_when=asyncio.FIRST_COMPLETED
+                )
+                return
+            idle = await self._guard(imap.idle_start(timeout=self.keepalive))
+            push = asyncio.ensure_future(imap.wait_server_push(timeout=self.keepalive + 5))
+            try:
+                await asyncio.wait({push, *wakers}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                push.cancel()
+                await asyncio.gather(push, return_exceptions=True)
+                if self._lost.is_set():
+                    idle.cancel()
+                else:
+                    if imap.has_pending_idle():
+                        imap.idle_done()
+                    await self._guard(asyncio.wait_for(idle, timeout=self.mailbox.imap.timeout))
         finally:
-            for task in (push, stopper):
-                task.cancel()
-            await asyncio.gather(push, stopper, return_exceptions=True)
-            if imap.has_pending_idle():
-                imap.idle_done()
-            await asyncio.wait_for(idle, timeout=self.tuning.timeout)
+            for w in wakers:
+                w.cancel()
+            await asyncio.gather(*wakers, return_exceptions=True)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Watch until `stop` is set, reconnecting with backoff on any failure."""
+        """Watch until `stop` is set, reconnecting with backoff on any failure. Never ends
+        on an exception of its own: everything is logged and retried."""
         delay = self.tuning.reconnect_min
         while not stop.is_set():
             try:
-                if self.imap is None:
-                    await self.connect()
+                await self.open()
                 delay = self.tuning.reconnect_min
-                await self.catch_up()
                 while not stop.is_set():
-                    await self.wait_for_mail(stop)
-                    if not stop.is_set():
-                        await self.catch_up()
+                    async with self._lock:
+                        if self._syncs == 0:  # nobody waits for the connection: IDLE
+                            self._interrupt.clear()
+                            await self.wait_for_mail(stop)
+                            if self._lost.is_set():
+                                raise InboxError(f"{self._where()}: connection lost")
+                            if not stop.is_set():
+                                await self.catch_up()
+                    # A waiting sync takes the connection now (asyncio locks are fair).
+                    await asyncio.sleep(0)
             except asyncio.CancelledError:
                 raise
-            except (InboxError, OSError, TimeoutError, aioimaplib.AioImapException) as exc:
+            except Exception as exc:
+                auth = isinstance(exc, AuthFailed)
+                error = str(exc) or type(exc).__name__
                 await self._drop()
+                if not isinstance(exc, InboxError) and not db.transient(exc):
+                    log.exception("inbox.crashed", mailbox=self.name)
+                await self._set_state(Inbox.AUTH_FAILED if auth else Inbox.DOWN, error)
                 log.warning(
-                    "inbox.reconnecting",
-                    mailbox=self.mailbox.name,
-                    error=str(exc) or type(exc).__name__,
+                    "inbox.auth_failed" if auth else "inbox.reconnecting",
+                    mailbox=self.name,
+                    error=error,
                     retry_in=round(delay, 1),
                 )
                 stopper = asyncio.ensure_future(stop.wait())
                 await asyncio.wait({stopper}, timeout=delay * random.uniform(0.8, 1.2))
                 stopper.cancel()
-                delay = min(delay * 2, self.tuning.reconnect_max)
+                # A refused login is retried slowly: repeated attempts lock accounts.
+                delay = min(delay * (4 if auth else 2), self.tuning.reconnect_max)
         await self.close()
 
     async def _drop(self) -> None:
         imap, self.imap = self.imap, None
-        self.connected.clear()
+        self._lost.set()
         if imap is not None:
-            await _quietly(imap.logout(), seconds=1)
+            await quietly(imap.logout(), seconds=1)
 
     async def close(self) -> None:
         imap, self.imap = self.imap, None
+        self._lost.set()
         if imap is not None:
-            await _quietly(imap.logout(), seconds=3)
-            log.info("inbox.logged_out", mailbox=self.mailbox.name)
+            await quietly(imap.logout(), seconds=3)
+            log.info("inbox.logged_out", mailbox=self.name)
+        with contextlib.suppress(Exception):
+            await self._set_state(Inbox.DOWN, self.error)
 
 
-def _uids(lines: list[Any]) -> list[int]:
+async def open_imap(
+    mailbox: Mailbox,
+    where: str,
+    on_lost: Callable[[Exception | None], None] | None = None,
+) -> aioimaplib.IMAP4:
+    """A logged-in connection to the mailbox's IMAP server, TCP keepalive on. Raises
+    InboxError, or AuthFailed when the login itself is refused."""
+    i = mailbox.imap
+    if i.security == "starttls":
+        raise InboxError(
+            f"{where}: IMAP STARTTLS is not supported; use security: tls (usually port 993)"
+        )
+    password = i.password(f"mailboxes.{mailbox.name}.imap") or ""
+    try:
+        if i.security == "tls":
+            imap: aioimaplib.IMAP4 = aioimaplib.IMAP4_SSL(
+                host=i.host,
+                port=i.port,
+                timeout=i.timeout,
+                ssl_context=ssl.create_default_context(),
+                conn_lost_cb=on_lost,
+            )
+        else:
+            imap = aioimaplib.IMAP4(
+                host=i.host, port=i.port, timeout=i.timeout, conn_lost_cb=on_lost
+            )
+        await imap.wait_hello_from_server()
+        _keepalive_socket(imap, i.keepalive_seconds)
+        resp = await imap.login(i.username, password)
+    except (OSError, TimeoutError, aioimaplib.AioImapException) as exc:
+        raise InboxError(f"{where}: cannot connect: {exc or type(exc).__name__}") from None
+    if resp.result != "OK":
+        await quietly(imap.logout())
+        detail = response_text(resp.lines)
+        refused = resp.result == "NO" or _AUTH_FAILED.search(detail.encode())
+        raise (AuthFailed if refused else InboxError)(
+            f"{where}: login refused for user '{i.username}': {detail} "
+            "(check the username and the password source)"
+        )
+    return imap
+
+
+def _keepalive_socket(imap: aioimaplib.IMAP4, every: float) -> None:
+    """TCP keepalive, so a connection whose far end vanished without a FIN is found out."""
+    transport = imap.protocol.transport if imap.protocol is not None else None
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    idle = max(1, int(every))
+    options = (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", max(1, idle // 4)), ("TCP_KEEPCNT", 4))
+    for name, value in options:
+        option = getattr(socket, name, None)
+        if option is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, option, value)
+
+
+def search_uids(lines: list[Any]) -> list[int]:
     out: list[int] = []
     for line in lines:
         # Only the SEARCH result line: untagged replies such as "3 EXISTS" also start with a
@@ -242,13 +487,13 @@ def _uids(lines: list[Any]) -> list[int]:
     return out
 
 
-def _text(lines: list[Any]) -> str:
+def response_text(lines: list[Any]) -> str:
     return " ".join(
         bytes(x).decode(errors="replace") for x in lines if isinstance(x, (bytes, bytearray))
     )[:300]
 
 
-async def _quietly(aw: Awaitable[Any], seconds: float = 3) -> None:
+async def quietly(aw: Awaitable[Any], seconds: float = 3) -> None:
     """Best effort (logging out of a broken connection): errors are expected and ignored."""
     with contextlib.suppress(OSError, TimeoutError, aioimaplib.AioImapException):
         await asyncio.wait_for(aw, timeout=seconds)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from email.parser import BytesHeaderParser
+from email.policy import compat32
 
 import structlog
 from tortoise.transactions import in_transaction
@@ -17,6 +19,7 @@ from tortoise.transactions import in_transaction
 from sequencer.classify import Classification, Verdict, classify
 from sequencer.etiquette import Etiquette
 from sequencer.sequences import Sequence
+from sequencer.states import Hold, State
 from sequencer.store import queries
 from sequencer.store.models import Enrollment
 
@@ -41,21 +44,33 @@ async def handle(
     own_addresses: Iterable[str],
     etiquette: Etiquette | None = None,
     sequences: Mapping[str, Sequence] | None = None,
+    replaces: int | None = None,
 ) -> Outcome | None:
-    """Classify and act. None when the message is not about any enrollment (left alone)."""
+    """Classify and act. None when the message is not about any enrollment (left alone).
+    `replaces`: the recorded failed attempt at this same message, settled now."""
     c = classify(raw)
+    if c.rules == ("unparseable",):
+        # Too complex to parse: its headers still say who it is from and what it answers.
+        c = replace(header_facts(raw), rules=("unparseable",))
     own = {a.lower() for a in own_addresses}
     if c.from_address in own or await queries.is_our_message(c.message_id):
-        return None  # a copy of our own message (Cc, Bcc, server-side copy) is never a reply
+        await _settled(replaces)  # a copy of our own message is never a reply
+        return None
     enrollment, by_thread = await _match(c)
     if enrollment is None:
+        await _settled(replaces)
         return None
-    if c.verdict == Verdict.OTHER and c.rules[-1:] == ("not_a_reply",) and not by_thread:
+    unread = c.rules[-1:] == ("unparseable",)
+    if c.verdict == Verdict.OTHER and (
+        unread or (c.rules[-1:] == ("not_a_reply",) and not by_thread)
+    ):
         # A personal message from a contact we are writing to, without thread headers (a new
-        # mail, or a client that drops them), is them answering us: stop, never hassle.
+        # mail, or a client that drops them), is them answering us; so is one we cannot read
+        # that answers our thread or comes from them. When in doubt, stop: never hassle.
         c = replace(c, verdict=Verdict.HUMAN_REPLY, rules=(*c.rules, "from_enrolled_contact"))
     async with in_transaction():
         row = await queries.record_inbound(
+            replaces=replaces,
             mailbox=mailbox,
             uidvalidity=uidvalidity,
             uid=uid,
@@ -72,6 +87,8 @@ async def handle(
             return None  # handled before (a restart replayed it)
         action, ended = await _act(c, enrollment, row.id, now, etiquette, sequences or {})
         await queries.set_inbound_action(row.id, action)
+    if replaces is not None:
+        await queries.release_hold(await _concerned_ids(c), Hold.INBOUND_FAILED)
     event = _EVENTS[c.verdict]
     log.info(
         event,
@@ -88,6 +105,47 @@ async def handle(
         **({"alternatives": list(c.alternatives)} if c.alternatives else {}),
     )
     return Outcome(c.verdict, action, enrollment.id, tuple(e.id for e in ended))
+
+
+async def _settled(replaces: int | None) -> None:
+    """A failed message that, handled now, turned out to concern nobody: forget it."""
+    if replaces is not None:
+        async with in_transaction():
+            held = await queries.drop_failed_inbound(replaces)
+            await queries.release_hold(held, Hold.INBOUND_FAILED)
+
+
+_MAX_HEADER_BYTES = 256 * 1024
+
+
+def header_facts(raw: bytes) -> Classification:
+    """Who a message is from, its Message-ID, subject and the Message-IDs it refers to, read
+    from its headers alone (bounded): what we still know of mail we cannot classify."""
+    end = raw.find(b"\r\n\r\n", 0, _MAX_HEADER_BYTES)
+    if end < 0:
+        end = raw.find(b"\n\n", 0, _MAX_HEADER_BYTES)
+    head = raw[: end if end >= 0 else _MAX_HEADER_BYTES]
+    try:
+        msg = BytesHeaderParser(policy=compat32).parsebytes(head)
+        return classify(bytes(msg))
+    except Exception:  # hostile headers: we know nothing, and say so
+        return Classification(Verdict.OTHER, rules=("unparseable",))
+
+
+async def concerned(raw: bytes) -> list[int]:
+    """The active enrollments a message may concern, by its thread headers or its sender:
+    those a message we failed to handle must hold until it is handled."""
+    return await _concerned_ids(header_facts(raw))
+
+
+async def _concerned_ids(c: Classification) -> list[int]:
+    ids: set[int] = set()
+    found = await queries.enrollment_for_message_ids(c.related_message_ids)
+    if found is not None:
+        ids |= {e.id for e in await queries.active_of(found.email)}
+    if c.from_address:
+        ids |= {e.id for e in await queries.active_of(c.from_address)}
+    return sorted(ids)
 
 
 _EVENTS = {
@@ -126,14 +184,14 @@ async def _act(
 ) -> tuple[str, list[Enrollment]]:
     subject = c.subject or "(no subject)"
     if c.verdict == Verdict.HUMAN_REPLY:
-        ended = await _end(enrollment, c, "replied", f"replied: {subject}", inbound_id, now)
+        ended = await _end(enrollment, c, State.REPLIED, f"replied: {subject}", inbound_id, now)
         return (f"stopped {len(ended)} enrollment(s)" if ended else "recorded"), ended
     if c.verdict == Verdict.UNSUBSCRIBE_REQUEST:
         targets = _addresses(enrollment, c)
         for address in targets:
             await queries.suppress(address, "unsubscribe", subject, now)
         ended = await _end(
-            enrollment, c, "unsubscribed", f"asked to be removed: {subject}", inbound_id, now
+            enrollment, c, State.UNSUBSCRIBED, f"asked to be removed: {subject}", inbound_id, now
         )
         return f"suppressed {', '.join(sorted(targets))}; stopped {len(ended)}", ended
     if c.verdict == Verdict.BOUNCE and c.hard:
@@ -143,7 +201,7 @@ async def _act(
             await queries.suppress(address, "hard_bounce", f"{c.kind}: {subject}", now)
             ended += await queries.finish_address(
                 address,
-                "bounced",
+                State.BOUNCED,
                 f"address bad ({c.kind or 'bounce'}): {subject}",
                 now,
                 inbound_id,
@@ -155,7 +213,7 @@ async def _act(
         for address in sorted(targets):
             await queries.suppress(address, "complaint", subject, now)
             ended += await queries.finish_address(
-                address, "unsubscribed", f"abuse complaint: {subject}", now, inbound_id
+                address, State.UNSUBSCRIBED, f"abuse complaint: {subject}", now, inbound_id
             )
         return f"complaint: suppressed {', '.join(sorted(targets))}; stopped {len(ended)}", ended
     if c.verdict == Verdict.BOUNCE and c.kind == "delay":
@@ -177,7 +235,7 @@ async def _act(
         ended = []
         for address in sorted(set(c.recipients) or {enrollment.email}):
             ended += await queries.finish_address(
-                address, "failed", f"policy: {subject}", now, inbound_id
+                address, State.FAILED, f"policy: {subject}", now, inbound_id
             )
         return f"refused by the recipient's policy: failed {len(ended)}", ended
     if c.verdict == Verdict.BOUNCE:
@@ -185,7 +243,7 @@ async def _act(
     if c.verdict == Verdict.AUTO_REPLY and c.kind == "left_company":
         others = c.alternatives  # logged with the event, for the salesperson to decide
         ended = await queries.finish_address(
-            enrollment.email, "stopped", "left_company", now, inbound_id
+            enrollment.email, State.STOPPED, "left_company", now, inbound_id
         )
         named = f"; they name {', '.join(others)}" if others else ""
         return f"left the company: stopped {len(ended)}{named}", ended
@@ -214,7 +272,7 @@ def _addresses(enrollment: Enrollment, c: Classification) -> set[str]:
 async def _end(
     enrollment: Enrollment,
     c: Classification,
-    state: str,
+    state: State,
     reason: str,
     inbound_id: int,
     now: datetime,
@@ -261,7 +319,7 @@ async def _soft_bounce(
             await queries.suppress(address, "soft_bounces", f"{len(seen)} in {days} days", now)
             ended += await queries.finish_address(
                 address,
-                "bounced",
+                State.BOUNCED,
                 f"{len(seen)} soft bounces over {days} days ({c.kind}): {subject}",
                 now,
                 inbound_id,

@@ -1,20 +1,32 @@
-"""The SMTP edge (aiosmtplib). Owns one reusable connection per mailbox and the one place
-where SMTP failures are mapped to what they mean for us:
+"""The SMTP edge (aiosmtplib). Owns one reusable connection per mailbox and reports where an
+attempt stopped and what the server said (`delivery.Failure`); delivery.py decides what that
+means.
 
-- 5xx on RCPT: the address is bad (RecipientRefused, permanent);
-- 5xx on DATA: this message was refused (permanent for this step);
-- 535 and friends: wrong credentials (AuthenticationError: a mailbox problem, retried);
-- 4xx, timeouts, refused or dropped connections: transient, retried with backoff.
+A message is sent with separate MAIL, RCPT and DATA commands so that the moment DATA starts
+can be recorded first: a failure before it leaves the step safely re-sendable, and only a
+DATA exchange whose answer never came is uncertain. A message larger than the server's
+SIZE is not offered at all.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import aiosmtplib
 
 from sequencer.config import Mailbox
-from sequencer.errors import AuthenticationError, DeliveryError, RecipientRefused
+from sequencer.delivery import Failure, Stage
+from sequencer.errors import DeliveryError
+
+
+class SendFailed(DeliveryError):
+    """One attempt failed; `failure` says where and what the server answered."""
+
+    def __init__(self, message: str, failure: Failure) -> None:
+        super().__init__(message, transient=failure.code is None or failure.code < 500)
+        self.code = failure.code
+        self.failure = failure
 
 
 class Sender:
@@ -28,6 +40,9 @@ class Sender:
     def _where(self) -> str:
         s = self.mailbox.smtp
         return f"SMTP {s.host}:{s.port} (mailbox '{self.mailbox.name}')"
+
+    def _fail(self, stage: Stage, code: int | None, text: str, what: str) -> SendFailed:
+        return SendFailed(f"{self._where()}: {what}", Failure(stage, code, text))
 
     async def _connect(self) -> aiosmtplib.SMTP:
         if self._smtp is not None and self._smtp.is_connected:
@@ -46,56 +61,70 @@ class Sender:
         try:
             await smtp.connect()
         except aiosmtplib.SMTPAuthenticationError as exc:
-            raise AuthenticationError(
-                f"{self._where()}: login refused for user '{s.username}' ({exc.code}): "
+            smtp.close()
+            raise self._fail(
+                Stage.AUTH,
+                exc.code,
+                exc.message,
+                f"login refused for user '{s.username}' ({exc.code} {exc.message}): "
                 "check the username and the password source",
-                transient=True,
-                code=exc.code,
             ) from None
         except aiosmtplib.SMTPResponseException as exc:
-            raise DeliveryError(
-                f"{self._where()}: server refused the session: {exc.code} {exc.message}",
-                transient=True,
-                code=exc.code,
+            smtp.close()
+            raise self._fail(
+                Stage.CONNECT,
+                exc.code,
+                exc.message,
+                f"server refused the session: {exc.code} {exc.message}",
             ) from None
         except (aiosmtplib.SMTPException, OSError) as exc:
-            raise DeliveryError(f"{self._where()}: cannot connect: {exc}", transient=True) from None
+            smtp.close()
+            raise self._fail(Stage.CONNECT, None, str(exc), f"cannot connect: {exc}") from None
         self._smtp = smtp
         return smtp
 
-    async def send(self, to: str, data: bytes) -> str:
-        """Send one message; returns the server's reply. Raises DeliveryError."""
+    async def login(self) -> None:
+        """Connect and log in now (start-up checks, and one retry after a refused login)."""
+        async with self._lock:
+            await self._connect()
+
+    async def send(self, to: str, data: bytes, before_data: Callable[[], Awaitable[None]]) -> str:
+        """Send one message; returns the server's final reply. Raises SendFailed.
+
+        `before_data` runs (and must have recorded the attempt) before DATA is sent."""
         async with self._lock:
             smtp = await self._connect()
+            stage = Stage.MAIL
             try:
-                _, reply = await smtp.sendmail(self.mailbox.address, [to], data)
-            except aiosmtplib.SMTPRecipientsRefused as exc:
-                refusal = exc.recipients[0]
-                await self._drop()
-                cls = RecipientRefused if refusal.code >= 500 else DeliveryError
-                raise cls(
-                    f"{self._where()}: recipient {to} refused: {refusal.code} {refusal.message}",
-                    transient=refusal.code < 500,
-                    code=refusal.code,
-                ) from None
-            except aiosmtplib.SMTPDataError as exc:
-                await self._drop()
-                raise DeliveryError(
-                    f"{self._where()}: message refused: {exc.code} {exc.message}",
-                    transient=exc.code < 500,
-                    code=exc.code,
-                ) from None
+                limit = _size_limit(smtp)
+                if limit is not None and len(data) > limit:
+                    raise self._fail(
+                        Stage.SIZE,
+                        None,
+                        f"message is {len(data)} bytes, the server takes at most {limit}",
+                        f"message not offered: {len(data)} bytes is over the server's "
+                        f"SIZE limit of {limit}",
+                    )
+                options = [f"SIZE={len(data)}"] if limit is not None else []
+                await smtp.mail(self.mailbox.address, options=options)
+                stage = Stage.RCPT
+                await smtp.rcpt(to)
+                stage = Stage.DATA
+                await before_data()
+                reply = await smtp.data(data)
             except aiosmtplib.SMTPResponseException as exc:
                 await self._drop()
-                raise DeliveryError(
-                    f"{self._where()}: {exc.code} {exc.message}", transient=True, code=exc.code
+                raise self._fail(
+                    stage, exc.code, exc.message, f"{stage} refused: {exc.code} {exc.message}"
                 ) from None
             except (aiosmtplib.SMTPException, OSError) as exc:
                 await self._drop()
-                raise DeliveryError(
-                    f"{self._where()}: connection failed during send: {exc}", transient=True
-                ) from None
-            return reply
+                what = f"connection lost during {stage}: {exc or type(exc).__name__}"
+                raise self._fail(stage, None, str(exc), what) from None
+            except SendFailed:
+                await self._drop()
+                raise
+            return f"{reply.code} {reply.message}"
 
     async def _drop(self) -> None:
         smtp, self._smtp = self._smtp, None
@@ -110,3 +139,11 @@ class Sender:
                     await asyncio.wait_for(smtp.quit(), timeout=2)
                 except (aiosmtplib.SMTPException, OSError, TimeoutError):
                     smtp.close()
+
+
+def _size_limit(smtp: aiosmtplib.SMTP) -> int | None:
+    """The server's SIZE (RFC 1870) in bytes; None when it names no limit."""
+    if not smtp.supports_extension("size"):
+        return None
+    value = smtp.esmtp_extensions.get("size", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None

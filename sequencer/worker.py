@@ -1,9 +1,15 @@
-"""The daemon: composition root and scheduler loop.
+"""The daemon: the scheduler loop and everything it supervises.
 
-Owns: building the senders and inbox watchers, the loop that sleeps until the next due send
-(or a few seconds, so enrolments made by other processes are noticed), claim -> render -> send
--> record for each due step, SIGHUP reloads, and the two-phase shutdown (stop claiming, give
-the send in flight a deadline, then cancel; log out of IMAP).
+Owns: the loop that sleeps until the next due send (or a few seconds, so enrolments made by
+other processes are noticed), claim -> render -> send -> record for each due step, the holds
+that keep a mailbox or a contact from sending when we cannot be sure (the inbox is not
+watched, a login was refused, an outcome is unknown), the supervised inbox watchers, the Sent
+folder copies, SIGHUP reloads, and the two-phase shutdown (stop claiming, give the send in
+flight a deadline, then cancel; log out of IMAP).
+
+Fail closed: a mailbox sends only while its inbox is watched and just looked at; a send
+whose outcome is unknown is never retried as if it had failed; every database call survives
+the database going away for a while.
 """
 
 from __future__ import annotations
@@ -12,8 +18,10 @@ import asyncio
 import contextlib
 import random
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -22,22 +30,28 @@ from structlog.contextvars import bound_contextvars
 from sequencer import pacing, render, replies
 from sequencer.clock import Clock
 from sequencer.config import Settings
-from sequencer.errors import (
-    AuthenticationError,
-    DeliveryError,
-    RecipientRefused,
-    SequencerError,
-)
+from sequencer.delivery import Action, judge
+from sequencer.errors import InboxError, SequencerError
 from sequencer.etiquette import Etiquette, promises_of
-from sequencer.inbox import Handler, InboxWatcher, WatchTuning
-from sequencer.sender import Sender
+from sequencer.inbox import InboxWatcher, WatchTuning
+from sequencer.sender import Sender, SendFailed
+from sequencer.sentbox import SentFolder
 from sequencer.sequences import Sequence
-from sequencer.store import queries
+from sequencer.states import Hold, Inbox, Send, State
+from sequencer.store import db, queries
 from sequencer.store.models import Enrollment, SentMessage
 
 log = structlog.get_logger("sequencer.worker")
 
 MAX_BACKOFF = timedelta(hours=1)
+#: A refused SMTP login is tried again after this long, doubling up to SMTP_AUTH_MAX.
+SMTP_AUTH_MIN = timedelta(minutes=1)
+SMTP_AUTH_MAX = timedelta(hours=1)
+#: Where the server files submissions itself, an uncertain send is looked up in Sent once
+#: this long has passed (the server may still be filing it).
+SETTLE_AFTER = timedelta(seconds=30)
+#: How often failed inbound messages are tried again, and missing Sent copies appended.
+MAINTENANCE_EVERY = 300.0
 
 
 class Daemon:
@@ -48,17 +62,19 @@ class Daemon:
         clock: Clock,
         *,
         reload: Callable[[], dict[str, Sequence]] | None = None,
-        lease: timedelta = timedelta(minutes=10),
+        lease: timedelta = timedelta(seconds=45),
         max_sleep: float = 5.0,
         batch: int = 100,
         shutdown_grace: float = 8.0,
         tuning: WatchTuning | None = None,
         rng: random.Random | None = None,
+        owns_database: bool = False,
     ) -> None:
         self.settings = settings
         self.etiquette = Etiquette(settings)
         self.rng = rng or random.Random()
         self._busy: set[str] = set()  # addresses being written to right now
+        self._claimed: set[int] = set()  # enrollments with a send in progress (leases renewed)
         self.sequences = sequences
         self.clock = clock
         self._reload = reload
@@ -66,60 +82,199 @@ class Daemon:
         self.max_sleep = max_sleep
         self.batch = batch
         self.shutdown_grace = shutdown_grace
+        # SQLite: one daemon owns the file (db.daemon_lock), so a claim left at start-up is a
+        # dead process's. PostgreSQL: other daemons' claims are live; short leases expire.
+        self.owns_database = owns_database
         self.stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._inflight: set[asyncio.Task[int]] = set()
+        self._holds: dict[str, Hold | None] = {}  # last logged hold per mailbox
         self.senders = {name: Sender(box) for name, box in settings.mailboxes.items()}
+        self.sentboxes = {name: SentFolder(box) for name, box in settings.mailboxes.items()}
         self.own_addresses = {box.address for box in settings.mailboxes.values()}
         self.watchers = {
-            name: InboxWatcher(box, self._inbound_handler(name), tuning)
+            name: InboxWatcher(
+                box,
+                self._inbound_handler(name),
+                clock,
+                on_failure=self._inbound_failure(name),
+                seen=_seen_before,
+                tuning=tuning,
+            )
             for name, box in settings.mailboxes.items()
         }
 
+    async def __aenter__(self) -> Daemon:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
     # --- inbound ---------------------------------------------------------------------------
-    def _inbound_handler(self, mailbox: str) -> Handler:
+    def _inbound_handler(self, mailbox: str) -> Callable[[int, int, bytes], Awaitable[None]]:
         async def handle(uidvalidity: int, uid: int, raw: bytes) -> None:
+            await replies.handle(
+                mailbox,
+                uidvalidity,
+                uid,
+                raw,
+                now=self.clock.now(),
+                own_addresses=self.own_addresses,
+                etiquette=self.etiquette,
+                sequences=self.sequences,
+            )
+
+        return handle
+
+    def _inbound_failure(
+        self, mailbox: str
+    ) -> Callable[[int, int, bytes, Exception], Awaitable[None]]:
+        async def failed(uidvalidity: int, uid: int, raw: bytes, exc: Exception) -> None:
+            """Keep the message, its error and its bytes; hold whoever it may concern."""
+            facts = replies.header_facts(raw)
+            held = await replies.concerned(raw)
+            await queries.record_failed_inbound(
+                mailbox=mailbox,
+                uidvalidity=uidvalidity,
+                uid=uid,
+                raw=raw,
+                error=f"{type(exc).__name__}: {exc}"[:2000],
+                message_id=facts.message_id,
+                from_address=facts.from_address,
+                subject=facts.subject[:1000],
+                held=held,
+                now=self.clock.now(),
+            )
+            log.error(
+                "contact.held",
+                hold=str(Hold.INBOUND_FAILED),
+                mailbox=mailbox,
+                uid=uid,
+                message_id=facts.message_id,
+                enrollments=held,
+                error=str(exc) or type(exc).__name__,
+            )
+
+        return failed
+
+    async def retry_failed_inbound(self) -> int:
+        """Try each kept failed message again; returns how many are now handled."""
+        settled = 0
+        for row in await db.retrying(queries.failed_inbound, what="failed inbound messages"):
             try:
                 await replies.handle(
-                    mailbox,
-                    uidvalidity,
-                    uid,
-                    raw,
+                    row.mailbox,
+                    row.uidvalidity,
+                    row.uid,
+                    bytes(row.content or b""),
                     now=self.clock.now(),
                     own_addresses=self.own_addresses,
                     etiquette=self.etiquette,
                     sequences=self.sequences,
+                    replaces=row.id,
                 )
-            except SequencerError as exc:
-                log.error("inbound.failed", mailbox=mailbox, uid=uid, error=str(exc))
-
-        return handle
+            except Exception as exc:
+                if db.transient(exc):
+                    raise
+                await queries.record_failed_inbound(
+                    mailbox=row.mailbox,
+                    uidvalidity=row.uidvalidity,
+                    uid=row.uid,
+                    raw=bytes(row.content or b""),
+                    error=f"{type(exc).__name__}: {exc}"[:2000],
+                    message_id=row.message_id,
+                    from_address=row.from_address,
+                    subject=row.subject,
+                    held=row.held,
+                    now=self.clock.now(),
+                )
+                continue
+            settled += 1
+            log.info("inbound.recovered", mailbox=row.mailbox, uid=row.uid, held=row.held)
+        return settled
 
     async def check_inboxes(self) -> None:
-        """Connect where needed and handle everything new (tests and start-up use this)."""
+        """Connect where needed and handle everything new (tests use this)."""
         for watcher in self.watchers.values():
-            if watcher.imap is None:
-                await watcher.connect()
-            await watcher.catch_up()
+            await watcher.open()
+
+    # --- holds -----------------------------------------------------------------------------
+    async def _mailbox_hold(
+        self, name: str, state: Any, now: datetime
+    ) -> tuple[Hold | None, str | None]:
+        """Why this mailbox may not send now, if it may not, and the detail."""
+        watcher = self.watchers[name]
+        if watcher.state is Inbox.AUTH_FAILED:
+            return Hold.IMAP_AUTH_FAILED, watcher.error
+        if not watcher.watched(now):
+            return Hold.INBOX_UNAVAILABLE, watcher.error or f"inbox {watcher.state}"
+        if state is not None and state.smtp_failed_since is not None:
+            if state.smtp_retry_at is not None and state.smtp_retry_at > now:
+                return Hold.SMTP_AUTH_FAILED, state.smtp_error
+            # One login attempt for the whole mailbox per interval, never one per contact.
+            try:
+                await self.senders[name].login()
+            except SendFailed as exc:
+                await self._smtp_refused(name, exc, now)
+                return Hold.SMTP_AUTH_FAILED, str(exc)
+            await queries.smtp_login_ok(name)
+        if state is not None and state.paused_until is not None and state.paused_until > now:
+            return Hold.REPUTATION_PAUSE, state.pause_reason
+        return None, None
+
+    async def _smtp_refused(self, name: str, exc: SendFailed, now: datetime) -> None:
+        """The SMTP login failed: hold the mailbox, retry with a doubling interval."""
+        state = (await queries.mailbox_states()).get(name)
+        since = state.smtp_failed_since if state and state.smtp_failed_since else now
+        wait = min(max(now - since, SMTP_AUTH_MIN), SMTP_AUTH_MAX)
+        await queries.smtp_refused_login(name, str(exc), now, now + wait)
+
+    def _log_hold(self, name: str, hold: Hold | None, detail: str | None) -> None:
+        """One log line when a mailbox's hold changes, not one per tick or per contact."""
+        before = self._holds.get(name)
+        if before is hold:
+            return
+        self._holds[name] = hold
+        if hold is None:
+            log.info("mailbox.released", mailbox=name, was=str(before) if before else None)
+        else:
+            log.error("mailbox.held", mailbox=name, hold=str(hold), detail=detail)
+
+    async def holds(self) -> dict[str, tuple[Hold | None, str | None]]:
+        now = self.clock.now()
+        states = await queries.mailbox_states()
+        return {
+            name: await self._mailbox_hold(name, states.get(name), now)
+            for name in self.settings.mailboxes
+        }
 
     # --- outbound --------------------------------------------------------------------------
     async def run_once(self) -> int:
-        """Send everything due now that the etiquette allows; returns how many went.
-
-        Mailboxes drain in parallel, each in order (oldest due first) so its pacing holds;
-        one address is never written to twice at once."""
+        """Send everything due now that the etiquette and the holds allow; returns how many
+        went. Mailboxes drain in parallel, each in order (oldest due first) so its pacing
+        holds, each after one last look at its inbox; one address is never written to twice
+        at once."""
+        await self._settle_uncertain()
         now = self.clock.now()
+        holds = await self.holds()
+        for name, (hold, detail) in holds.items():
+            self._log_hold(name, hold, detail)
         loads = {name: await self._load(name, now) for name in self.settings.mailboxes}
         gates = {
             name: gate
             for name, load in loads.items()
             if (gate := pacing.closed_until(now, self.etiquette.pace(name), self._zone(name), load))
         }
+        held = [name for name, (hold, _) in holds.items() if hold is not None]
         work: dict[str, list[queries.Due]] = defaultdict(list)
-        for item in await queries.due(now, self.batch, gates):
-            gate = gates.get(item.mailbox)
-            if gate is None or gate.reason != "reputation":  # a halted mailbox sends nothing
-                work[item.mailbox].append(item)
+        for item in await queries.due(now, self.batch, gates, held):
+            work[item.mailbox].append(item)
         results = await asyncio.gather(
             *(self._drain(box, items, loads.get(box, pacing.Load())) for box, items in work.items())
         )
@@ -132,6 +287,12 @@ class Daemon:
         return await queries.mailbox_load(mailbox, pacing.day_start(now, self._zone(mailbox)))
 
     async def _drain(self, mailbox: str, items: list[queries.Due], load: pacing.Load) -> int:
+        # The last look: a reply the server already holds is handled before anything goes.
+        try:
+            await self.watchers[mailbox].sync()
+        except InboxError as exc:
+            self._log_hold(mailbox, Hold.INBOX_UNAVAILABLE, str(exc))
+            return 0
         pace = self.etiquette.pace(mailbox)
         sent = 0
         for item in items:
@@ -145,6 +306,8 @@ class Daemon:
                 went = await self._process(item.id)
             finally:
                 self._busy.discard(item.email)
+            if went is None:
+                break  # the mailbox itself may not send now (login, reputation)
             if went:
                 sent += 1
                 load = pacing.after_send(self.clock.now(), pace, load, self.rng)
@@ -159,27 +322,34 @@ class Daemon:
                     )
         return sent
 
-    async def _process(self, enrollment_id: int) -> int:
+    async def _process(self, enrollment_id: int) -> int | None:
+        """1 if a message went, 0 if not, None if the mailbox must stop sending for now."""
         enr = await queries.claim(enrollment_id, self.clock.now(), self.lease)
         if enr is None:
             return 0
+        self._claimed.add(enr.id)
         seq = self.sequences.get(enr.sequence)
         step_no = enr.steps_sent + 1
-        with bound_contextvars(
-            enrollment_id=enr.id,
-            email=enr.email,
-            sequence=enr.sequence,
-            mailbox=enr.mailbox,
-            step=step_no,
-        ):
-            try:
-                return await self._send_step(enr, seq, step_no)
-            except Exception as exc:
-                # Isolate each item: one broken enrollment must not stop the others, and must
-                # not be retried every tick either: back off as for a transient failure.
-                log.exception("email.crashed")
-                await queries.retry_later(enr, f"internal error: {exc!r}", self._backoff(enr))
-                return 0
+        try:
+            with bound_contextvars(
+                enrollment_id=enr.id,
+                email=enr.email,
+                sequence=enr.sequence,
+                mailbox=enr.mailbox,
+                step=step_no,
+            ):
+                try:
+                    return await self._send_step(enr, seq, step_no)
+                except Exception as exc:
+                    if db.transient(exc):
+                        raise  # the database is away: the tick backs off; the lease runs out
+                    # Isolate each item: one broken enrollment must not stop the others, and
+                    # must not be retried every tick either: back off as for a failed send.
+                    log.exception("email.crashed")
+                    await queries.retry_later(enr, f"internal error: {exc!r}", self._backoff(enr))
+                    return 0
+        finally:
+            self._claimed.discard(enr.id)
 
     async def _held(self, enr: Enrollment, seq: Sequence, step_no: int, now: datetime) -> bool:
         """Claim-time etiquette: a due step that may not go now is moved (and logged).
@@ -206,29 +376,31 @@ class Daemon:
         log.info("email.deferred", until=planned.at.isoformat(), reasons=list(planned.reasons))
         return True
 
-    async def _send_step(self, enr: Enrollment, seq: Sequence | None, step_no: int) -> int:
+    async def _send_step(self, enr: Enrollment, seq: Sequence | None, step_no: int) -> int | None:
         now = self.clock.now()
         if seq is None or step_no > len(seq.steps):
-            why = f"sequence '{enr.sequence}' no longer has step {step_no}"
+            why = f"sequence '{enr.sequence}' has no step {step_no}"
             if seq is None:
-                why = f"sequence file '{enr.sequence}.yaml' is gone"
-            await queries.finish(enr.id, "failed", why, now)
-            log.error("email.failed", error=why)
+                why = f"sequence '{enr.sequence}' is not loaded (file gone, renamed or broken)"
+            await queries.hold(enr.id, Hold.SEQUENCE_MISSING, why, now)
+            log.error("contact.held", hold=str(Hold.SEQUENCE_MISSING), detail=why)
             return 0
         step = seq.steps[step_no - 1]
         if blocked := await queries.suppressed([enr.email]):
             reason = f"address suppressed ({blocked[enr.email].reason})"
-            await queries.finish(enr.id, "stopped", reason, now)
+            await queries.finish(enr.id, State.STOPPED, reason, now)
             log.info("sequence.stopped", reason=reason)
             return 0
-        earlier = await queries.pending_send(enr.id, step_no)
-        if earlier is None and await self._held(enr, seq, step_no, now):
+        row = await queries.step_message(enr.id, step_no)
+        if row is not None and row.status in (Send.SENDING, Send.UNCERTAIN):
+            # A previous run died during the data exchange: it may have gone out.
+            await queries.set_send_status(row.id, Send.UNCERTAIN)
+            await self._uncertain(enr, seq, row, "the daemon stopped during the data exchange")
             return 0
-        if earlier is not None:
-            # A previous run died between recording and confirming this send. It may have
-            # gone out: never send it again; carry on as if it had.
-            log.warning("email.uncertain", message_id=earlier.message_id)
-            await self._advance(enr, seq, earlier, "uncertain", earlier.created_at)
+        if row is not None and row.status in (Send.SENT, Send.SKIPPED):
+            await advance(self.etiquette, enr, seq, row, row.status, row.sent_at or now)
+            return 0
+        if await self._held(enr, seq, step_no, now):
             return 0
         box = self.settings.mailboxes[enr.mailbox]
         sender_vars = {"name": box.display_name, "address": box.address}
@@ -239,7 +411,8 @@ class Daemon:
             else:
                 subject = render.reply_subject(enr.thread_subject or "")
             body = render.render(step.body, contact, sender_vars)
-            message_id = render.new_message_id(box.domain)
+            # The Message-ID is assigned once per step; every retry reuses it.
+            message_id = row.message_id if row else render.new_message_id(box.domain)
             out = render.build_message(
                 from_address=box.address,
                 from_name=box.display_name,
@@ -252,75 +425,166 @@ class Daemon:
                 unsubscribe=box.address if box.list_unsubscribe == "mailto" else None,
             )
         except SequencerError as exc:
-            await queries.finish(enr.id, "failed", f"cannot render step {step_no}: {exc}", now)
+            await queries.finish(enr.id, State.FAILED, f"cannot render step {step_no}: {exc}", now)
             log.error("email.failed", error=str(exc))
             return 0
-        sent = await queries.record_pending(enr, step_no, message_id, subject, now)
+        if row is None:
+            row = await queries.record_pending(enr, step_no, message_id, subject, now)
+        sending = row
+
+        # Kept until the copy is in the Sent folder, so a crash cannot lose the copy.
+        keep = out.data if box.appends_copies else None
+
+        async def before_data() -> None:
+            await db.retrying(
+                lambda: queries.data_started(sending.id, self.clock.now(), keep),
+                what="recording a send",
+            )
+
         try:
-            await self.senders[enr.mailbox].send(enr.email, out.data)
-        except RecipientRefused as exc:
-            await queries.forget_pending(sent.id)
-            await queries.suppress(enr.email, "hard_bounce", str(exc), now)
-            await queries.finish_address(enr.email, "bounced", f"refused by server: {exc}", now)
-            log.warning("email.refused", error=str(exc), code=exc.code)
-            return 0
-        except DeliveryError as exc:
-            await queries.forget_pending(sent.id)
-            if exc.transient:
-                retry_at = self._backoff(enr)
-                await queries.retry_later(enr, str(exc), retry_at)
-                event = (
-                    "smtp.auth_failed" if isinstance(exc, AuthenticationError) else "email.retry"
-                )
-                log.warning(
-                    event,
-                    error=str(exc),
-                    code=exc.code,
-                    attempt=enr.attempts + 1,
-                    retry_at=retry_at.isoformat(),
-                )
-            else:
-                await queries.finish(enr.id, "failed", f"step {step_no} refused: {exc}", now)
-                log.error("email.failed", error=str(exc), code=exc.code)
-            return 0
+            await self.senders[enr.mailbox].send(enr.email, out.data, before_data)
+        except SendFailed as exc:
+            return await self._failed(enr, seq, row, exc)
         sent_at = self.clock.now()
-        await self._advance(enr, seq, sent, "sent", sent_at)
+        await db.retrying(
+            lambda: advance(self.etiquette, enr, seq, sending, Send.SENT, sent_at),
+            what="recording a send",
+        )
         log.info("email.sent", message_id=message_id, breakup=step.breakup)
+        if box.appends_copies:
+            await self._copy(enr.mailbox, sending.id, out.data, sent_at)
         return 1
 
-    def _backoff(self, enr: Enrollment) -> datetime:
-        """1 minute, doubling with each consecutive failure, at most an hour."""
-        doublings = min(int(enr.attempts), 6)  # 2**6 minutes is already past the cap
-        return self.clock.now() + min(timedelta(minutes=2**doublings), MAX_BACKOFF)
-
-    async def _advance(
-        self, enr: Enrollment, seq: Sequence, sent: SentMessage, status: str, at: datetime
-    ) -> None:
-        step = seq.steps[sent.step - 1]
-        following = sent.step + 1 if sent.step < len(seq.steps) else None
-        planned, promised = None, False
-        if following is not None:
-            planned, promised = self.etiquette.step_time(
-                seq,
-                following,
-                enr.variables,
-                after=at,
-                last_contact=at,
-                paused_until=enr.paused_until,
-                promises=promises_of(enr.promises),
-            )
-        still_active = await queries.record_sent(
-            enr,
-            sent,
-            status=status,
-            sent_at=at,
-            next_at=planned.at if planned else None,
-            breakup=step.breakup or following is None,
-            next_reasons=planned.reasons if planned else (),
-            promised=promised,
+    async def _failed(
+        self, enr: Enrollment, seq: Sequence, row: SentMessage, exc: SendFailed
+    ) -> int | None:
+        """Carry out what delivery.judge says an SMTP failure means."""
+        now = self.clock.now()
+        action = judge(exc.failure)
+        fields = {"error": str(exc), "code": exc.code, "stage": str(exc.failure.stage)}
+        if action is Action.UNCERTAIN:
+            await queries.set_send_status(row.id, Send.UNCERTAIN)
+            await self._uncertain(enr, seq, row, str(exc))
+            return 0
+        await queries.not_sent(row.id)  # nothing was delivered; a retry reuses the Message-ID
+        if action is Action.AUTH_FAILED:
+            await queries.release_claim(enr.id)
+            await self._smtp_refused(enr.mailbox, exc, now)
+            self._log_hold(enr.mailbox, Hold.SMTP_AUTH_FAILED, str(exc))
+            return None
+        if action is Action.PAUSE_MAILBOX:
+            await queries.release_claim(enr.id)
+            until = now + replies.REPUTATION_PAUSE
+            await queries.pause_mailbox(enr.mailbox, until, str(exc), now)
+            self._log_hold(enr.mailbox, Hold.REPUTATION_PAUSE, str(exc))
+            return None
+        if action is Action.BOUNCED:
+            await queries.suppress(enr.email, "hard_bounce", str(exc), now)
+            await queries.finish_address(enr.email, State.BOUNCED, f"refused by server: {exc}", now)
+            log.warning("email.refused", **fields)
+            return 0
+        if action is Action.FAIL:
+            await queries.finish(enr.id, State.FAILED, f"step {row.step} refused: {exc}", now)
+            log.error("email.failed", **fields)
+            return 0
+        retry_at = self._backoff(enr)
+        if action is Action.SOFT_BOUNCE:
+            retry_at = max(retry_at, now + replies.SOFT_PAUSE)
+        await queries.retry_later(enr, str(exc), retry_at)
+        log.warning(
+            "email.retry", attempt=enr.attempts + 1, retry_at=retry_at.isoformat(), **fields
         )
-        if still_active and (step.breakup or following is None):
-            log.info("sequence.completed", message_id=sent.message_id)
+        return 0
+
+    async def _uncertain(self, enr: Enrollment, seq: Sequence, row: SentMessage, why: str) -> None:
+        """A send that may or may not have reached them: never retried as if it had failed.
+        Where the server files submissions itself the Sent folder settles it (shortly);
+        elsewhere on_uncertain_send decides: hold for a person, skip, or resend."""
+        now = self.clock.now()
+        box = self.settings.mailboxes[enr.mailbox]
+        policy = self.settings.uncertain_policy(enr.mailbox)
+        fields = {"message_id": row.message_id, "error": why}
+        if not box.appends_copies:
+            await queries.hold(enr.id, Hold.UNCERTAIN_SEND, f"looking for it in Sent: {why}", now)
+            log.warning("email.uncertain", settle="sent_folder", **fields)
+            return
+        if policy == "skip":
+            await advance(self.etiquette, enr, seq, row, Send.SKIPPED, now)
+            log.warning("email.uncertain", settle="skipped", **fields)
+        elif policy == "resend":
+            await queries.set_send_status(row.id, Send.PENDING)
+            await queries.retry_later(enr, f"uncertain send, resending: {why}", self._backoff(enr))
+            log.warning("email.uncertain", settle="resend", **fields)
+        else:
+            detail = (
+                f"step {row.step} ({row.message_id}) may not have been delivered: {why}. Check "
+                f"the Sent folder, then run `sequencer resume {enr.email} --sent` or --resend"
+            )
+            await queries.hold(enr.id, Hold.UNCERTAIN_SEND, detail, now)
+            log.error("contact.held", hold=str(Hold.UNCERTAIN_SEND), **fields)
+
+    async def _settle_uncertain(self) -> None:
+        """Settle uncertain sends of self-filing mailboxes by looking for them in Sent."""
+        now = self.clock.now()
+        for enr in await queries.held(Hold.UNCERTAIN_SEND):
+            box = self.settings.mailboxes.get(enr.mailbox)
+            seq = self.sequences.get(enr.sequence)
+            if box is None or box.appends_copies or seq is None:
+                continue
+            if enr.hold_since is not None and now - enr.hold_since < SETTLE_AFTER:
+                continue
+            row = await queries.step_message(enr.id, enr.steps_sent + 1)
+            if row is None:
+                continue
+            try:
+                found = await self.sentboxes[enr.mailbox].contains(row.message_id)
+            except InboxError as exc:
+                log.warning("email.uncertain", settle="sent_folder_unavailable", error=str(exc))
+                continue
+            await settle(self.etiquette, enr, seq, row, sent=found, now=now)
+            log.info(
+                "email.settled",
+                email=enr.email,
+                message_id=row.message_id,
+                found_in_sent=found,
+                then="recorded as sent" if found else "resending with the same Message-ID",
+            )
+
+    async def _copy(self, mailbox: str, sent_id: int, data: bytes, at: datetime) -> None:
+        """A copy in the Sent folder, so the salesperson's client shows the whole thread.
+        Never blocks sending: a failure is logged and tried again later."""
+        try:
+            await self.sentboxes[mailbox].append(data, at)
+        except InboxError as exc:
+            log.warning("sentbox.append_failed", mailbox=mailbox, error=str(exc))
+            return
+        await db.retrying(lambda: queries.copied(sent_id, self.clock.now()), what="Sent copy")
+
+    async def copy_missing(self) -> int:
+        """Copies a crash or an IMAP fault left out; looked up first, so none is doubled."""
+        done = 0
+        for name, box in self.settings.mailboxes.items():
+            if not box.appends_copies:
+                continue
+            for row in await queries.uncopied(name):
+                try:
+                    if not await self.sentboxes[name].contains(row.message_id) and row.data:
+                        await self.sentboxes[name].append(
+                            bytes(row.data), row.sent_at or row.created_at
+                        )
+                except InboxError as exc:
+                    log.warning("sentbox.append_failed", mailbox=name, error=str(exc))
+                    break
+                await queries.copied(row.id, self.clock.now())
+                done += 1
+        return done
+
+    def _backoff(self, enr: Enrollment) -> datetime:
+        """1 minute, doubling with each consecutive failure, at most an hour, with jitter
+        (so contacts refused together do not come back together)."""
+        doublings = min(int(enr.attempts), 6)  # 2**6 minutes is already past the cap
+        wait = min(timedelta(minutes=2**doublings), MAX_BACKOFF)
+        return self.clock.now() + wait * self.rng.uniform(0.9, 1.1)
 
     # --- the loop --------------------------------------------------------------------------
     def stop(self) -> None:
@@ -340,13 +604,49 @@ class Daemon:
         log.info("sequences.reloaded", sequences=sorted(self.sequences))
         self._wake.set()
 
+    async def release_sequence_holds(self) -> int:
+        """Contacts held because their sequence was missing go on once it is back."""
+        back = [
+            enr.id
+            for enr in await queries.held(Hold.SEQUENCE_MISSING)
+            if (seq := self.sequences.get(enr.sequence)) is not None
+            and enr.steps_sent < len(seq.steps)
+        ]
+        released = await queries.release_hold(back, Hold.SEQUENCE_MISSING)
+        if released:
+            log.info("contacts.released", hold=str(Hold.SEQUENCE_MISSING), count=released)
+        return released
+
     async def start(self) -> None:
-        """Start-up checks: every inbox must log in (a wrong password stops us here), and
-        what arrived while we were down is read before anything is sent."""
-        for watcher in self.watchers.values():
-            await watcher.connect()
-            await watcher.catch_up()
+        """Start-up: release a dead process's claims (SQLite), log in to every inbox and
+        every SMTP server, read what arrived while we were down, and settle what was left
+        unsettled. A refused login holds that mailbox; it never stops the daemon (systemd
+        restarting us would turn it into a login storm)."""
+        if self.owns_database:
+            released = await db.retrying(queries.release_claims, what="releasing claims")
+            if released:
+                log.warning("claims.released", count=released)
+        await asyncio.gather(*(self._start_mailbox(name) for name in self.settings.mailboxes))
+        await self.retry_failed_inbound()
+        await self.release_sequence_holds()
         await self.refresh_promises()
+
+    async def _start_mailbox(self, name: str) -> None:
+        try:
+            await self.watchers[name].open()
+        except InboxError as exc:
+            log.error("inbox.unavailable", mailbox=name, error=str(exc))
+            await self.watchers[name].mark_down(exc)
+        try:
+            await self.senders[name].login()
+        except SendFailed as exc:
+            if judge(exc.failure) is Action.AUTH_FAILED:
+                await self._smtp_refused(name, exc, self.clock.now())
+                self._log_hold(name, Hold.SMTP_AUTH_FAILED, str(exc))
+            else:
+                log.warning("smtp.unavailable", mailbox=name, error=str(exc))
+        else:
+            await queries.smtp_login_ok(name)
 
     async def refresh_promises(self) -> None:
         """Work promised times out again: a tzdata update may have moved an instant, and a
@@ -357,8 +657,11 @@ class Daemon:
                 await queries.defer(enr.id, promise.at, ("promise",))
 
     async def run(self) -> None:
-        """Run until stop(): inbox watchers plus the scheduler loop."""
-        watchers = [asyncio.create_task(w.run(self.stopping)) for w in self.watchers.values()]
+        """Run until stop(): supervised inbox watchers, lease renewal, maintenance, and the
+        scheduler loop."""
+        helpers = [asyncio.create_task(self._supervise(w)) for w in self.watchers.values()]
+        helpers.append(asyncio.create_task(self._renew_leases()))
+        helpers.append(asyncio.create_task(self._maintain()))
         log.info("daemon.started", mailboxes=sorted(self.senders), sequences=sorted(self.sequences))
         try:
             while not self.stopping.is_set():
@@ -371,7 +674,51 @@ class Daemon:
                 if not task.result():  # something went: there may be more due right away
                     await self._sleep()
         finally:
-            await self._shutdown(watchers)
+            await self._shutdown(helpers)
+
+    async def _supervise(self, watcher: InboxWatcher) -> None:
+        """Keep a watcher running: one that ends or raises is logged and restarted with
+        backoff, and its mailbox is held (not watched) meanwhile."""
+        delay = 1.0
+        while not self.stopping.is_set():
+            try:
+                await watcher.run(self.stopping)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("inbox.watcher_died", mailbox=watcher.name)
+                with contextlib.suppress(Exception):
+                    await watcher.mark_down(exc)
+            if self.stopping.is_set():
+                return
+            log.error("inbox.watcher_restarting", mailbox=watcher.name, retry_in=delay)
+            await self._pause(delay)
+            delay = min(delay * 2, 60.0)
+
+    async def _renew_leases(self) -> None:
+        """Renew the leases of sends in progress, so only a dead daemon's claims expire."""
+        every = max(self.lease.total_seconds() / 3, 0.05)
+        while not self.stopping.is_set():
+            await self._pause(every)
+            if self._claimed:
+                with contextlib.suppress(Exception):
+                    await queries.renew_claims(self._claimed, self.clock.now() + self.lease)
+
+    async def _maintain(self) -> None:
+        """Every few minutes: failed inbound messages tried again, missing copies settled."""
+        while not self.stopping.is_set():
+            await self._pause(MAINTENANCE_EVERY)
+            if self.stopping.is_set():
+                return
+            try:
+                await self.retry_failed_inbound()
+                await self.copy_missing()
+            except Exception as exc:
+                log.warning("maintenance.failed", error=str(exc) or type(exc).__name__)
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
 
     async def run_once_guarded(self) -> int:
         try:
@@ -379,19 +726,30 @@ class Daemon:
         except SequencerError as exc:
             log.error("scheduler.failed", error=str(exc))
             return 0
+        except Exception as exc:
+            if not db.transient(exc):
+                raise
+            log.warning("database.unavailable", doing="scheduling", error=str(exc))
+            await self._pause(self.max_sleep)
+            return 0
 
     async def _sleep(self) -> None:
-        nxt = await queries.next_due_at()
+        try:
+            nxt = await queries.next_due_at()
+        except Exception as exc:
+            if not db.transient(exc):
+                raise
+            nxt = None
         seconds = self.max_sleep
         if nxt is not None and nxt <= self.clock.now():
-            nxt = None  # due but held back by pacing: look again after max_sleep
+            nxt = None  # due but held back by pacing or a hold: look again after max_sleep
         if nxt is not None:
             seconds = max(0.0, min(seconds, (nxt - self.clock.now()).total_seconds()))
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
 
-    async def _shutdown(self, watchers: list[asyncio.Task[None]]) -> None:
+    async def _shutdown(self, helpers: list[asyncio.Task[None]]) -> None:
         if self._inflight:
             _, pending = await asyncio.wait(self._inflight, timeout=self.shutdown_grace)
             for task in pending:
@@ -399,9 +757,77 @@ class Daemon:
             if pending:
                 log.warning("daemon.abandoned_send", tasks=len(pending))
         self.stopping.set()
-        await asyncio.wait(watchers, timeout=3)
-        for watcher in watchers:
-            watcher.cancel()
+        await asyncio.wait(helpers, timeout=3)
+        for helper in helpers:
+            helper.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
+        log.info("daemon.stopped")
+
+    async def close(self) -> None:
+        for watcher in self.watchers.values():
+            await watcher.close()
         for sender in self.senders.values():
             await sender.close()
-        log.info("daemon.stopped")
+        for box in self.sentboxes.values():
+            await box.close()
+
+
+async def _seen_before(raw: bytes) -> bool:
+    """A UIDVALIDITY re-read skips what was handled (by Message-ID)."""
+    message_id = replies.header_facts(raw).message_id
+    return message_id is not None and await queries.was_handled(message_id)
+
+
+async def advance(
+    etiquette: Etiquette,
+    enr: Enrollment,
+    seq: Sequence,
+    sent: SentMessage,
+    status: Send,
+    at: datetime,
+) -> None:
+    """Record a step's outcome (sent, or skipped as not delivered) and plan the next one."""
+    step = seq.steps[sent.step - 1]
+    following = sent.step + 1 if sent.step < len(seq.steps) else None
+    planned, promised = None, False
+    if following is not None:
+        planned, promised = etiquette.step_time(
+            seq,
+            following,
+            enr.variables,
+            after=at,
+            last_contact=at,
+            paused_until=enr.paused_until,
+            promises=promises_of(enr.promises),
+        )
+    still_active = await queries.record_sent(
+        enr,
+        sent,
+        status=status,
+        sent_at=at,
+        next_at=planned.at if planned else None,
+        breakup=step.breakup or following is None,
+        next_reasons=planned.reasons if planned else (),
+        promised=promised,
+    )
+    if still_active and (step.breakup or following is None):
+        log.info("sequence.completed", message_id=sent.message_id)
+
+
+async def settle(
+    etiquette: Etiquette,
+    enr: Enrollment,
+    seq: Sequence,
+    row: SentMessage,
+    *,
+    sent: bool,
+    now: datetime,
+) -> None:
+    """Settle an uncertain send: it went (record it and go on), or it did not (send it
+    again, with the same Message-ID, as soon as the etiquette allows)."""
+    if sent:
+        await advance(etiquette, enr, seq, row, Send.SENT, row.attempted_at or now)
+        await queries.release_hold([enr.id], Hold.UNCERTAIN_SEND)
+    else:
+        await queries.set_send_status(row.id, Send.PENDING)
+        await queries.release_hold([enr.id], Hold.UNCERTAIN_SEND, next_at=now)

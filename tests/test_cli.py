@@ -274,12 +274,38 @@ def test_daemon_sends_logs_json_and_exits_0_on_sigterm(
     assert len(smtp.received) == 1
 
 
-def test_wrong_imap_password_is_a_clear_error(cfg: Path) -> None:
+def test_wrong_imap_password_holds_the_mailbox_and_keeps_running(
+    cfg: Path, smtp: SmtpSink
+) -> None:
+    """A refused login holds that mailbox (nothing is sent while its inbox is not watched)
+    but does not stop the daemon: systemd restarting it would be a login storm."""
+    assert cli("enroll", "follow-up", JO, "--var", "first_name=Jo", cfg=cfg).returncode == 0
     proc = _start_daemon(cfg, env={"TEST_IMAP_PASSWORD": "wrong-Secret-99"})
-    out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 2
-    assert "login refused for user 'sales'" in err
-    assert "wrong-Secret-99" not in out + err
+    try:
+        lines = _read_until(proc, "daemon.started")
+        views = json.loads(cli("status", "--mailboxes", "--json", cfg=cfg).stdout)
+        row = json.loads(cli("status", JO, "--json", cfg=cfg).stdout)[0]
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    failed = next(line for line in lines if line["event"] == "inbox.unavailable")
+    assert "login refused for user 'sales'" in str(failed["error"])
+    assert "wrong-Secret-99" not in out + err + json.dumps(lines)
+    assert views == [
+        {
+            "mailbox": "sales",
+            "inbox": "auth_failed",
+            "held_reason": "imap_auth_failed",
+            "since": views[0]["since"],
+            "last_error": views[0]["last_error"],
+        }
+    ]
+    assert "login refused" in views[0]["last_error"]
+    assert smtp.received == []
+    assert (row["state"], row["hold"]) == ("active", "imap_auth_failed")
 
 
 def test_missing_password_variable_is_named(cfg: Path) -> None:

@@ -1,6 +1,6 @@
 """What the watcher reads out of IMAP responses."""
 
-from sequencer.inbox import _uids
+from sequencer.inbox import search_uids as _uids
 
 
 def test_search_result_is_read_and_untagged_counts_are_not() -> None:

@@ -173,10 +173,7 @@ async def world(
         try:
             yield w
         finally:
-            for watcher in w.daemon.watchers.values():
-                await watcher.close()
-            for sender in w.daemon.senders.values():
-                await sender.close()
+            await w.daemon.close()
 
 
 def reply(

@@ -1,19 +1,28 @@
-"""Opening and closing the database, and the one-daemon-per-SQLite-file lock."""
+"""Opening and closing the database, the one-daemon-per-SQLite-file lock, and surviving
+database faults: which errors are transient (locked, busy, a restart) and retrying them."""
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
-from collections.abc import AsyncIterator, Iterable, Iterator
+import random
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from types import ModuleType
+from typing import TypeVar
 
+import structlog
 from tortoise import Tortoise
 from tortoise.backends.base.executor import EXECUTOR_CACHE
-from tortoise.exceptions import DBConnectionError, OperationalError
+from tortoise.exceptions import DBConnectionError, OperationalError, TransactionManagementError
 
 from sequencer.errors import StoreError
+
+log = structlog.get_logger("sequencer.store")
+T = TypeVar("T")
 
 MODELS: dict[str, Iterable[str | ModuleType]] = {"models": ["sequencer.store.models"]}
 
@@ -84,3 +93,59 @@ def daemon_lock(url: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+_TRANSIENT_WORDS = ("locked", "busy", "connection", "closed", "shutdown", "terminat", "timeout")
+
+
+def transient(exc: BaseException) -> bool:
+    """A database fault that passes with time: SQLite busy or locked by another process, a
+    PostgreSQL server restarting or a connection it dropped. Retrying helps; anything else
+    (a constraint, a bug) it would not."""
+    if isinstance(exc, DBConnectionError | ConnectionError | TimeoutError | OSError):
+        return True
+    if isinstance(exc, OperationalError | TransactionManagementError | sqlite3.OperationalError):
+        text = str(exc).lower()
+        return any(word in text for word in _TRANSIENT_WORDS)
+    # asyncpg's connection faults (server restart, admin shutdown, "cannot connect now")
+    # pass through tortoise untranslated; match them by module without importing asyncpg.
+    kind = type(exc)
+    return kind.__module__.startswith("asyncpg") and any(
+        name in kind.__name__
+        for name in ("Connection", "CannotConnectNow", "AdminShutdown", "Interface", "Crash")
+    )
+
+
+async def retrying(
+    call: Callable[[], Awaitable[T]],
+    *,
+    what: str,
+    first: float = 0.2,
+    most: float = 10.0,
+) -> T:
+    """`call()` until it succeeds, waiting with backoff and jitter after each transient
+    database fault. Other errors are raised at once. It never gives up: the daemon must
+    neither exit nor drop what it was recording while the database is away."""
+    delay = first
+    failures = 0
+    while True:
+        try:
+            result = await call()
+        except Exception as exc:
+            if not transient(exc):
+                raise
+            failures += 1
+            if failures == 1 or failures % 10 == 0:
+                log.warning(
+                    "database.unavailable",
+                    doing=what,
+                    error=str(exc) or type(exc).__name__,
+                    attempts=failures,
+                    retry_in=round(delay, 2),
+                )
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, most)
+            continue
+        if failures:
+            log.info("database.recovered", doing=what, attempts=failures)
+        return result

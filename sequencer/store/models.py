@@ -5,9 +5,10 @@ from __future__ import annotations
 from tortoise import fields
 from tortoise.models import Model
 
-ACTIVE = "active"
-FINAL_STATES = ("completed", "replied", "bounced", "unsubscribed", "stopped", "failed")
-STATES = (ACTIVE, *FINAL_STATES)
+from sequencer.states import FINAL, Hold, Inbound, Inbox, Send, State
+
+ACTIVE = State.ACTIVE
+FINAL_STATES = FINAL
 
 
 class Enrollment(Model):
@@ -18,7 +19,7 @@ class Enrollment(Model):
     sequence = fields.CharField(max_length=200)
     mailbox = fields.CharField(max_length=100)
     variables: fields.Field[dict[str, str]] = fields.JSONField(default=dict)
-    state = fields.CharField(max_length=20, default=ACTIVE, db_index=True)
+    state = fields.CharEnumField(State, max_length=20, default=State.ACTIVE, db_index=True)
     reason = fields.TextField(null=True)
     steps_sent = fields.IntField(default=0)
     # Only set while active: the due query is one indexed range scan over next_at.
@@ -41,6 +42,11 @@ class Enrollment(Model):
     finished_at = fields.DatetimeField(null=True)
     # The inbound message that ended it (a plain id: a foreign key both ways is a cycle).
     ended_by_id = fields.BigIntField(null=True)
+    # A contact held until someone or something settles it (an uncertain send, an inbound
+    # message that failed, a missing sequence): the due query skips it.
+    hold = fields.CharEnumField(Hold, max_length=32, null=True)
+    hold_since = fields.DatetimeField(null=True)
+    hold_detail = fields.TextField(null=True)
 
     class Meta:
         table = "enrollment"
@@ -58,12 +64,18 @@ class SentMessage(Model):
     # counted from here (pending rows count: they may be on the wire).
     email = fields.CharField(max_length=320, db_index=True, default="")
     mailbox = fields.CharField(max_length=100, db_index=True, default="")
+    # Assigned once when the row is written; every retry of the step reuses it.
     message_id = fields.CharField(max_length=255, unique=True)
     subject = fields.TextField()
-    # pending: written, SMTP not yet confirmed; sent; uncertain: a crash hit mid-send.
-    status = fields.CharField(max_length=12, default="pending")
+    status = fields.CharEnumField(Send, max_length=12, default=Send.PENDING)
     created_at = fields.DatetimeField()
+    # When DATA last started: the gap and the pace count from here (see states.ON_THE_WIRE).
+    attempted_at = fields.DatetimeField(null=True, db_index=True)
     sent_at = fields.DatetimeField(null=True)
+    # A copy was appended to (or found in) the mailbox's Sent folder; until then the bytes
+    # sent are kept, so a crash between the send and the copy loses nothing.
+    copied_at = fields.DatetimeField(null=True)
+    data = fields.BinaryField(null=True)
 
     class Meta:
         table = "sent_message"
@@ -77,13 +89,20 @@ class InboundMessage(Model):
     mailbox = fields.CharField(max_length=100)
     uidvalidity = fields.BigIntField()
     uid = fields.BigIntField()
-    message_id = fields.CharField(max_length=998, null=True)
+    message_id = fields.CharField(max_length=998, null=True, db_index=True)
     from_address = fields.CharField(max_length=320, null=True)
     subject = fields.TextField(default="")
     verdict = fields.CharField(max_length=32)
     kind = fields.CharField(max_length=32, null=True)
     rules: fields.Field[list[str]] = fields.JSONField(default=list)
     action = fields.TextField(default="")
+    status = fields.CharEnumField(Inbound, max_length=12, default=Inbound.HANDLED)
+    # A message whose handling raised: the error, how often it was tried, its bytes (to try
+    # again without the server), and the enrollments it holds meanwhile.
+    error = fields.TextField(null=True)
+    attempts = fields.IntField(default=0)
+    content = fields.BinaryField(null=True)
+    held: fields.Field[list[int]] = fields.JSONField(default=list)
     enrollment: fields.ForeignKeyNullableRelation[Enrollment] = fields.ForeignKeyField(
         "models.Enrollment", null=True, related_name="inbound", on_delete=fields.SET_NULL
     )
@@ -118,8 +137,9 @@ class MailboxCursor(Model):
 
 
 class MailboxState(Model):
-    """Per-mailbox sending state shared by every daemon on the database: when its pacing
-    lets it send next, and whether a reputation problem has paused it."""
+    """Per-mailbox state shared by every daemon on the database and shown by `status
+    --mailboxes`: when its pacing lets it send next, a reputation pause, a refused SMTP
+    login, and its inbox watcher (a mailbox sends only while its inbox is watched)."""
 
     mailbox = fields.CharField(max_length=100, primary_key=True)
     next_free_at = fields.DatetimeField(null=True)
@@ -127,6 +147,17 @@ class MailboxState(Model):
     # from this mailbox before then, so we do not dig the hole deeper.
     paused_until = fields.DatetimeField(null=True)
     pause_reason = fields.TextField(null=True)
+    # SMTP login refused: one attempt per backoff interval for the whole mailbox.
+    smtp_failed_since = fields.DatetimeField(null=True)
+    smtp_retry_at = fields.DatetimeField(null=True)
+    smtp_error = fields.TextField(null=True)
+    # The inbox watcher: its state, since when, when it last caught up, the last error, and
+    # which daemon runs it (several daemons on one database share one watcher a mailbox).
+    inbox = fields.CharEnumField(Inbox, max_length=16, default=Inbox.DOWN)
+    inbox_since = fields.DatetimeField(null=True)
+    caught_up_at = fields.DatetimeField(null=True)
+    inbox_error = fields.TextField(null=True)
+    watcher = fields.CharField(max_length=100, null=True)
 
     class Meta:
         table = "mailbox_state"

@@ -15,6 +15,7 @@ from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from sequencer.pacing import Load
+from sequencer.states import ON_THE_WIRE, Hold, Inbound, Inbox, Send, State
 from sequencer.store.models import (
     ACTIVE,
     Enrollment,
@@ -111,12 +112,17 @@ class Due:
     promised: bool
 
 
-async def due(now: datetime, limit: int, closed: Iterable[str] = ()) -> list[Due]:
-    """Enrollments due now and not claimed by a live lease, oldest due first. Mailboxes in
-    `closed` (paced out) only yield promised steps, which no pacing rule moves."""
-    query = Enrollment.filter(next_at__lte=now, state=ACTIVE).filter(
+async def due(
+    now: datetime, limit: int, closed: Iterable[str] = (), held: Iterable[str] = ()
+) -> list[Due]:
+    """Enrollments due now, not held and not claimed by a live lease, oldest due first.
+    Mailboxes in `closed` (paced out) only yield promised steps, which no pacing rule moves;
+    mailboxes in `held` (inbox not watched, login refused, reputation) yield nothing."""
+    query = Enrollment.filter(next_at__lte=now, state=ACTIVE, hold__isnull=True).filter(
         Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
     )
+    if stopped := list(held):
+        query = query.filter(~Q(mailbox__in=stopped))
     shut = list(closed)
     if shut:
         query = query.filter(Q(promised=True) | ~Q(mailbox__in=shut))
@@ -126,10 +132,6 @@ async def due(now: datetime, limit: int, closed: Iterable[str] = ()) -> list[Due
         .values_list("id", "mailbox", "email", "promised")
     )
     return [Due(int(str(i)), str(m), str(e), bool(p)) for i, m, e, p in rows]
-
-
-async def due_ids(now: datetime, limit: int) -> list[int]:
-    return [d.id for d in await due(now, limit)]
 
 
 async def defer(enrollment_id: int, at: datetime, reasons: Sequence[str]) -> None:
@@ -142,10 +144,10 @@ async def defer(enrollment_id: int, at: datetime, reasons: Sequence[str]) -> Non
 async def last_contact(email: str) -> datetime | None:
     """When this address was last written to, by any sequence or mailbox (or is being)."""
     row = (
-        await SentMessage.filter(email=email)
-        .order_by("-created_at")
+        await SentMessage.filter(email=email, status__in=ON_THE_WIRE)
+        .order_by("-attempted_at")
         .first()
-        .values_list("created_at", flat=True)
+        .values_list("attempted_at", flat=True)
     )
     return row if isinstance(row, datetime) else None
 
@@ -155,9 +157,9 @@ async def last_contacts(emails: Iterable[str]) -> dict[str, datetime]:
     wanted = list(set(emails))
     found: dict[str, datetime] = {}
     for chunk in range(0, len(wanted), 500):
-        rows = await SentMessage.filter(email__in=wanted[chunk : chunk + 500]).values_list(
-            "email", "created_at"
-        )
+        rows = await SentMessage.filter(
+            email__in=wanted[chunk : chunk + 500], status__in=ON_THE_WIRE
+        ).values_list("email", "attempted_at")
         for address, at in rows:
             if isinstance(at, datetime) and (str(address) not in found or at > found[str(address)]):
                 found[str(address)] = at
@@ -165,7 +167,9 @@ async def last_contacts(emails: Iterable[str]) -> dict[str, datetime]:
 
 
 async def sent_since(mailbox: str, since: datetime) -> int:
-    return await SentMessage.filter(mailbox=mailbox, created_at__gte=since).count()
+    return await SentMessage.filter(
+        mailbox=mailbox, attempted_at__gte=since, status__in=ON_THE_WIRE
+    ).count()
 
 
 async def mailbox_load(mailbox: str, day_start: datetime) -> Load:
@@ -192,6 +196,44 @@ async def _upsert(model: Any, mailbox: str, **values: Any) -> None:
 
 async def set_next_free(mailbox: str, at: datetime | None) -> None:
     await _upsert(MailboxState, mailbox, next_free_at=at)
+
+
+async def mailbox_states() -> dict[str, MailboxState]:
+    return {row.mailbox: row for row in await MailboxState.all()}
+
+
+async def set_inbox(mailbox: str, state: Inbox, now: datetime, error: str | None) -> None:
+    """The inbox watcher's state, for `status --mailboxes` (written when it changes)."""
+    await _upsert(MailboxState, mailbox, inbox=state, inbox_since=now, inbox_error=error)
+
+
+async def caught_up(mailbox: str, at: datetime) -> None:
+    await _upsert(MailboxState, mailbox, caught_up_at=at)
+
+
+async def smtp_refused_login(mailbox: str, error: str, now: datetime, retry_at: datetime) -> bool:
+    """Hold the mailbox: its SMTP login was refused. True when it was not held already (the
+    caller logs the news once)."""
+    row = await MailboxState.get_or_none(mailbox=mailbox)
+    fresh = row is None or row.smtp_failed_since is None
+    since = now if fresh or row is None else row.smtp_failed_since
+    await _upsert(
+        MailboxState,
+        mailbox,
+        smtp_failed_since=since,
+        smtp_retry_at=retry_at,
+        smtp_error=error,
+    )
+    return fresh
+
+
+async def smtp_login_ok(mailbox: str) -> bool:
+    """The SMTP login works: release the hold. True when there was one."""
+    return bool(
+        await MailboxState.filter(mailbox=mailbox, smtp_failed_since__isnull=False).update(
+            smtp_failed_since=None, smtp_retry_at=None, smtp_error=None
+        )
+    )
 
 
 async def mailbox_pause(mailbox: str) -> tuple[datetime | None, str | None]:
@@ -250,18 +292,35 @@ async def claim(enrollment_id: int, now: datetime, lease: timedelta) -> Enrollme
     return await Enrollment.get(id=enrollment_id)
 
 
-async def release(enrollment_id: int) -> None:
+async def release_claim(enrollment_id: int) -> None:
+    """Let go of a claim without changing anything else (the mailbox, not the contact, is
+    why it cannot go now)."""
     await Enrollment.filter(id=enrollment_id).update(claimed_until=None)
 
 
-async def pending_send(enrollment_id: int, step: int) -> SentMessage | None:
+async def renew_claims(enrollment_ids: Iterable[int], until: datetime) -> None:
+    """Extend the leases of sends in progress (a crashed daemon's leases run out soon)."""
+    ids = list(enrollment_ids)
+    if ids:
+        await Enrollment.filter(id__in=ids, claimed_until__isnull=False).update(claimed_until=until)
+
+
+async def release_claims() -> int:
+    """Let go of every claim: the caller owns the whole database (SQLite's one daemon), so
+    any claim left is a dead process's, and holding it would stall its contacts."""
+    return await Enrollment.filter(claimed_until__isnull=False).update(claimed_until=None)
+
+
+async def step_message(enrollment_id: int, step: int) -> SentMessage | None:
+    """This step's message row, if one was written: its Message-ID is reused by any retry."""
     return await SentMessage.get_or_none(enrollment_id=enrollment_id, step=step)
 
 
 async def thread(enrollment_id: int) -> list[str]:
-    """Message-IDs already sent to this contact in this sequence, oldest first."""
+    """Message-IDs confirmed sent to this contact in this sequence, oldest first: later
+    steps reply to the last one the contact is known to have."""
     rows = (
-        await SentMessage.filter(enrollment_id=enrollment_id, status__in=("sent", "uncertain"))
+        await SentMessage.filter(enrollment_id=enrollment_id, status=Send.SENT)
         .order_by("step")
         .values_list("message_id", flat=True)
     )
@@ -271,6 +330,7 @@ async def thread(enrollment_id: int) -> list[str]:
 async def record_pending(
     enr: Enrollment, step: int, message_id: str, subject: str, now: datetime
 ) -> SentMessage:
+    """The step's message row, with its Message-ID, before anything is sent."""
     return await SentMessage.create(
         enrollment_id=enr.id,
         email=enr.email,
@@ -278,21 +338,81 @@ async def record_pending(
         step=step,
         message_id=message_id,
         subject=subject,
-        status="pending",
+        status=Send.PENDING,
         created_at=now,
     )
 
 
-async def forget_pending(sent_id: int) -> None:
-    """The server refused the message for sure: the step was not sent."""
-    await SentMessage.filter(id=sent_id, status="pending").delete()
+async def data_started(sent_id: int, now: datetime, data: bytes | None = None) -> None:
+    """DATA is about to start: from here, only a definite answer says what happened. `data`:
+    the bytes, kept until their copy is in the Sent folder."""
+    await SentMessage.filter(id=sent_id).update(status=Send.SENDING, attempted_at=now, data=data)
+
+
+async def not_sent(sent_id: int) -> None:
+    """The server refused the message for sure: nothing was delivered; a retry of the step
+    reuses the row and its Message-ID."""
+    await SentMessage.filter(id=sent_id).update(status=Send.PENDING, attempted_at=None)
+
+
+async def set_send_status(sent_id: int, status: Send) -> None:
+    await SentMessage.filter(id=sent_id).update(status=status)
+
+
+async def copied(sent_id: int, now: datetime) -> None:
+    await SentMessage.filter(id=sent_id).update(copied_at=now, data=None)
+
+
+async def uncopied(mailbox: str, limit: int = 100) -> list[SentMessage]:
+    """Sent messages whose copy has not reached the Sent folder yet, oldest first."""
+    return list(
+        await SentMessage.filter(mailbox=mailbox, status=Send.SENT, copied_at__isnull=True)
+        .order_by("id")
+        .limit(limit)
+    )
+
+
+async def hold(enrollment_id: int, reason: Hold, detail: str, now: datetime) -> bool:
+    """Hold one active contact; a hold already in place stays (it is released first)."""
+    return bool(
+        await Enrollment.filter(id=enrollment_id, state=ACTIVE, hold__isnull=True).update(
+            hold=reason, hold_since=now, hold_detail=detail, claimed_until=None
+        )
+    )
+
+
+async def release_hold(
+    enrollment_ids: Iterable[int], reason: Hold, next_at: datetime | None = None
+) -> int:
+    """Release holds of this reason; a failed inbound message that still concerns one of
+    them holds it again at once (one hold is stored at a time, and none is lost). A failed
+    message being settled must be marked handled or deleted first."""
+    ids = list(enrollment_ids)
+    if not ids:
+        return 0
+    values: dict[str, Any] = {"hold": None, "hold_since": None, "hold_detail": None}
+    if next_at is not None:
+        values["next_at"] = next_at
+    released = await Enrollment.filter(id__in=ids, hold=reason).update(**values)
+    for failed in await InboundMessage.filter(status=Inbound.FAILED):
+        for held_id in set(failed.held) & set(ids):
+            await hold(held_id, Hold.INBOUND_FAILED, _failed_detail(failed), failed.received_at)
+    return released
+
+
+def _failed_detail(row: InboundMessage) -> str:
+    return f"message {row.message_id or '(no Message-ID)'} could not be handled: {row.error}"
+
+
+async def held(reason: Hold) -> list[Enrollment]:
+    return list(await Enrollment.filter(state=ACTIVE, hold=reason).order_by("id"))
 
 
 async def record_sent(
     enr: Enrollment,
     sent: SentMessage,
     *,
-    status: str,
+    status: Send,
     sent_at: datetime,
     next_at: datetime | None,
     breakup: bool,
@@ -302,7 +422,9 @@ async def record_sent(
     """Confirm a send and move the enrollment on. Returns False if it had ended meanwhile
     (a reply that arrived during SMTP): the send is still recorded, the state is kept."""
     async with in_transaction():
-        await SentMessage.filter(id=sent.id).update(status=status, sent_at=sent_at)
+        await SentMessage.filter(id=sent.id).update(
+            status=status, sent_at=sent_at if status is Send.SENT else None
+        )
         common: dict[str, Any] = {
             "steps_sent": sent.step,
             "last_sent_at": sent_at,
@@ -315,7 +437,7 @@ async def record_sent(
         await Enrollment.filter(id=enr.id).update(**common)
         if breakup:
             changed = await Enrollment.filter(id=enr.id, state=ACTIVE).update(
-                state="completed", reason="break-up sent", next_at=None, finished_at=sent_at
+                state=State.COMPLETED, reason="break-up sent", next_at=None, finished_at=sent_at
             )
         else:
             changed = await Enrollment.filter(id=enr.id, state=ACTIVE).update(
@@ -331,7 +453,7 @@ async def retry_later(enr: Enrollment, error: str, at: datetime) -> None:
 
 
 async def finish(
-    enrollment_id: int, state: str, reason: str, now: datetime, inbound_id: int | None = None
+    enrollment_id: int, state: State, reason: str, now: datetime, inbound_id: int | None = None
 ) -> bool:
     changed = await Enrollment.filter(id=enrollment_id, state=ACTIVE).update(
         state=state,
@@ -340,13 +462,16 @@ async def finish(
         claimed_until=None,
         finished_at=now,
         ended_by_id=inbound_id,
+        hold=None,
+        hold_since=None,
+        hold_detail=None,
     )
     return bool(changed)
 
 
 async def finish_address(
     email: str,
-    state: str,
+    state: State,
     reason: str,
     now: datetime,
     inbound_id: int | None = None,
@@ -357,7 +482,7 @@ async def finish_address(
     if sequence is not None:
         query = query.filter(sequence=sequence)
     rows = await query
-    ended = []
+    ended: list[Enrollment] = []
     for row in rows:
         if await finish(row.id, state, reason, now, inbound_id):
             ended.append(row)
@@ -386,22 +511,91 @@ async def is_our_message(message_id: str | None) -> bool:
     return await SentMessage.exists(message_id=message_id)
 
 
+async def was_handled(message_id: str) -> bool:
+    """A message with this Message-ID was handled already (UIDVALIDITY re-reads skip it)."""
+    return await InboundMessage.exists(message_id=message_id, status=Inbound.HANDLED)
+
+
 async def enrollments_of(email: str) -> list[Enrollment]:
     """Active first, then the most recent: who a message from this address is about."""
     rows = await Enrollment.filter(email=email).order_by("-enrolled_at")
     return sorted(rows, key=lambda r: r.state != ACTIVE)
 
 
-async def inbound_seen(mailbox: str, uidvalidity: int, uid: int) -> bool:
-    return await InboundMessage.exists(mailbox=mailbox, uidvalidity=uidvalidity, uid=uid)
-
-
-async def record_inbound(**values: Any) -> InboundMessage | None:
-    """Insert the inbound log row; None when this (mailbox, uidvalidity, uid) was handled."""
+async def record_inbound(replaces: int | None = None, **values: Any) -> InboundMessage | None:
+    """Insert the inbound log row; None when this (mailbox, uidvalidity, uid) was handled.
+    `replaces`: the failed row of the same message, now handled (call in a transaction)."""
+    if replaces is not None:
+        await InboundMessage.filter(id=replaces, status=Inbound.FAILED).delete()
     try:
         return await InboundMessage.create(**values)
     except IntegrityError:
         return None
+
+
+async def record_failed_inbound(
+    *,
+    mailbox: str,
+    uidvalidity: int,
+    uid: int,
+    raw: bytes,
+    error: str,
+    message_id: str | None,
+    from_address: str | None,
+    subject: str,
+    held: Sequence[int],
+    now: datetime,
+) -> InboundMessage:
+    """Keep a message whose handling raised, and hold every enrollment it may concern."""
+    async with in_transaction():
+        row = await InboundMessage.get_or_none(mailbox=mailbox, uidvalidity=uidvalidity, uid=uid)
+        if row is None:
+            row = await InboundMessage.create(
+                mailbox=mailbox,
+                uidvalidity=uidvalidity,
+                uid=uid,
+                message_id=message_id,
+                from_address=from_address,
+                subject=subject,
+                verdict="",
+                status=Inbound.FAILED,
+                error=error,
+                attempts=1,
+                content=raw,
+                held=list(held),
+                received_at=now,
+            )
+        else:
+            row.error, row.attempts = error, row.attempts + 1
+            row.held = sorted(set(row.held) | set(held))
+            await row.save(update_fields=["error", "attempts", "held"])
+        for enrollment_id in held:
+            await hold(enrollment_id, Hold.INBOUND_FAILED, _failed_detail(row), now)
+    return row
+
+
+async def dismiss_inbound_hold(enrollment_id: int) -> None:
+    """A person read the message themselves: it holds this contact no more (the message
+    stays recorded as failed, and is still retried for the others it concerns)."""
+    async with in_transaction():
+        for row in await InboundMessage.filter(status=Inbound.FAILED):
+            if enrollment_id in row.held:
+                row.held = [i for i in row.held if i != enrollment_id]
+                await row.save(update_fields=["held"])
+        await release_hold([enrollment_id], Hold.INBOUND_FAILED)
+
+
+async def drop_failed_inbound(inbound_id: int) -> list[int]:
+    """Forget a failed message that concerns nobody after all; the ids it held."""
+    row = await InboundMessage.get_or_none(id=inbound_id, status=Inbound.FAILED)
+    if row is None:
+        return []
+    await row.delete()
+    return list(row.held)
+
+
+async def failed_inbound() -> list[InboundMessage]:
+    return list(await InboundMessage.filter(status=Inbound.FAILED).order_by("id"))
 
 
 async def set_inbound_action(inbound_id: int, action: str) -> None:
@@ -426,4 +620,4 @@ async def listing(email: str | None = None) -> list[tuple[Enrollment, InboundMes
 
 
 async def stop_by_hand(email: str, sequence: str | None, now: datetime) -> list[Enrollment]:
-    return await finish_address(email, "stopped", "manual", now, sequence=sequence)
+    return await finish_address(email, State.STOPPED, "manual", now, sequence=sequence)
