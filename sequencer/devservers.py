@@ -37,27 +37,59 @@ class Received:
 
 @dataclass
 class SinkHandler:
-    """Collects what it is sent. Set `refuse[rcpt]` or `data_reply` to inject failures."""
+    """Collects what it is sent, and injects faults as a real server would have them:
+
+    - `refuse[rcpt]`: the reply to RCPT for that address ("550 5.1.1 ...");
+    - `rcpt_reply` / `data_reply`: the reply to every RCPT / DATA ("451 ...", "552 ...");
+      a "421" reply also hangs up, as real servers do;
+    - `drop_after_data`: the message is stored, then the connection is closed with no reply
+      (accepted, but the client never hears so);
+    - `delay`: seconds to wait before answering DATA (the message is stored first);
+    - `stage_delay`: seconds to wait at RCPT, before the data exchange starts;
+    - `on_message`: called with each stored message's bytes (e.g. to file it in Sent, as
+      Gmail and Microsoft 365 do with what is submitted).
+    """
 
     received: list[Received] = field(default_factory=list)
     refuse: dict[str, str] = field(default_factory=dict)
+    rcpt_reply: str | None = None
     data_reply: str | None = None
+    drop_after_data: bool = False
+    delay: float = 0.0
+    stage_delay: float = 0.0
+    on_message: Any = None
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
     ) -> str:
-        if address.lower() in self.refuse:
-            return self.refuse[address.lower()]
+        if self.stage_delay:
+            await asyncio.sleep(self.stage_delay)
+        reply = self.refuse.get(address.lower(), self.rcpt_reply)
+        if reply is not None:
+            return self._hang_up_after(server, reply)
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         if self.data_reply is not None:
-            return self.data_reply
+            return self._hang_up_after(server, self.data_reply)
         self.received.append(
             Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.content)
         )
+        if self.on_message is not None:
+            await self.on_message(envelope.content)
+        if self.drop_after_data:
+            server.transport.close()
+            return "250 2.0.0 never heard"
+        if self.delay:
+            await asyncio.sleep(self.delay)
         return "250 2.0.0 Message accepted"
+
+    @staticmethod
+    def _hang_up_after(server: Any, reply: str) -> str:
+        if reply.startswith("421"):
+            asyncio.get_running_loop().call_soon(server.transport.close)
+        return reply
 
 
 class SmtpSink:
@@ -67,6 +99,7 @@ class SmtpSink:
         self.handler = SinkHandler()
         self.port = free_port()
         self.credentials = credentials
+        self.auth_attempts = 0
         kwargs: dict[str, Any] = {}
         if credentials is not None:
             kwargs = {
@@ -79,6 +112,7 @@ class SmtpSink:
         )
 
     def _auth(self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
+        self.auth_attempts += 1
         ok = (
             isinstance(data, LoginPassword)
             and self.credentials is not None
@@ -107,6 +141,14 @@ class Pymap:
         self.password = password
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: clients' sockets close at once; mail is lost (in memory)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc is not None and self.proc.stderr is not None:
+            self.proc.stderr.close()
 
     def start(self, timeout: float = 15.0) -> Pymap:
         code = "import sys; from pymap.main import main; sys.exit(main())"

@@ -315,7 +315,13 @@ class InboxWatcher:
         async with self._lock:
             if self.imap is None or self._lost.is_set():
                 await self.connect()
-            await self.catch_up()
+            try:
+                await self.catch_up()
+            except InboxError:
+                if not self._lost.is_set():
+                    raise
+                await self.connect()  # it was lost before we heard: once more, afresh
+                await self.catch_up()
 
     async def sync(self) -> None:
         """The last look before a batch: interrupt IDLE, handle everything new, and return

@@ -32,17 +32,22 @@ class SentFolder:
         self.mailbox = mailbox
         self.folder: str | None = mailbox.imap.sent_folder
         self._imap: aioimaplib.IMAP4 | None = None
+        self._lost = False
         self._lock = asyncio.Lock()
+
+    def _connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True  # reconnect before the next command, never wait out a timeout
 
     def _where(self) -> str:
         i = self.mailbox.imap
         return f"IMAP {i.host}:{i.port} (mailbox '{self.mailbox.name}', Sent folder)"
 
     async def _connect(self) -> aioimaplib.IMAP4:
-        if self._imap is not None and self._imap.get_state() in ("AUTH", "SELECTED"):
+        if self._imap is not None and not self._lost:
             return self._imap
-        self._imap = None
-        imap = await open_imap(self.mailbox, self._where())
+        await self._drop()
+        self._lost = False
+        imap = await open_imap(self.mailbox, self._where(), self._connection_lost)
         try:
             if self.folder is None:
                 self.folder = await self._find(imap)

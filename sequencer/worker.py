@@ -212,7 +212,9 @@ class Daemon:
         watcher = self.watchers[name]
         if watcher.state is Inbox.AUTH_FAILED:
             return Hold.IMAP_AUTH_FAILED, watcher.error
-        if not watcher.watched(now):
+        if watcher.state is not Inbox.WATCHING:
+            # Connected and logged in; whether it caught up lately is settled by the last
+            # look (`sync`) each batch takes before sending.
             return Hold.INBOX_UNAVAILABLE, watcher.error or f"inbox {watcher.state}"
         if state is not None and state.smtp_failed_since is not None:
             if state.smtp_retry_at is not None and state.smtp_retry_at > now:
@@ -288,10 +290,14 @@ class Daemon:
 
     async def _drain(self, mailbox: str, items: list[queries.Due], load: pacing.Load) -> int:
         # The last look: a reply the server already holds is handled before anything goes.
+        watcher = self.watchers[mailbox]
         try:
-            await self.watchers[mailbox].sync()
+            await watcher.sync()
         except InboxError as exc:
             self._log_hold(mailbox, Hold.INBOX_UNAVAILABLE, str(exc))
+            return 0
+        if not watcher.watched(self.clock.now()):  # belt and braces: caught up just now
+            self._log_hold(mailbox, Hold.INBOX_UNAVAILABLE, watcher.error)
             return 0
         pace = self.etiquette.pace(mailbox)
         sent = 0

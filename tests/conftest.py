@@ -8,10 +8,12 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,9 +29,90 @@ class ImapServer:
     port: int
     user: str = IMAP_USER
     password: str = IMAP_PASSWORD
+    server: Any = None  # Pymap or DovecotServer: what kill/restart act on
 
-    async def deliver(self, raw: bytes) -> None:
-        await imap_append(self.port, self.user, self.password, raw)
+    async def deliver(self, raw: bytes, folder: str = "INBOX") -> None:
+        await imap_append(self.port, self.user, self.password, raw, folder)
+
+    def kill(self) -> None:
+        """SIGKILL the server: every client connection closes at once."""
+        self.server.kill()
+
+    def restart(self) -> None:
+        """Kill it if it runs, and start it again on the same port (pymap comes back empty,
+        with a new UIDVALIDITY)."""
+        self.server.kill()
+        self.server.start()
+
+
+class DovecotServer:
+    """Dovecot from a config in a short temp folder; killed, restarted and delivered to by
+    hand (as an MTA's delivery agent writes into the Maildir, with or without IMAP up)."""
+
+    def __init__(self, binary: str) -> None:
+        self.binary = binary
+        self.dir = tempfile.mkdtemp(dir="/tmp", prefix="dc")  # sockets must be < 108 chars
+        self.port = free_port()
+        d = self.dir
+        for sub in ("run", "state", "mail"):
+            os.mkdir(f"{d}/{sub}")
+        Path(f"{d}/passwd").write_text(f"{IMAP_USER}:{{PLAIN}}{IMAP_PASSWORD}::::::\n")
+        Path(f"{d}/dovecot.conf").write_text(DOVECOT_CONF.format(d=d, port=self.port))
+        os.chmod(d, 0o755)  # noqa: S103 - Dovecot's unprivileged processes must reach it
+        shutil.chown(f"{d}/mail", "nobody")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def maildir(self) -> Path:
+        return Path(self.dir) / "mail" / IMAP_USER / "Maildir"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [self.binary, "-F", "-c", f"{self.dir}/dovecot.conf"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # its own process group: kill() takes every child too
+        )
+        wait_for_port(self.port, 10, self.proc)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self._close()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._close()
+
+    def _close(self) -> None:
+        if self.proc is not None and self.proc.stderr:
+            self.proc.stderr.close()
+
+    def deliver_file(self, raw: bytes) -> None:
+        """Write a message straight into the Maildir, as a delivery agent does."""
+        name = f"{time.time_ns()}.{uuid.uuid4().hex}.test"
+        for sub in ("tmp", "new", "cur"):
+            (self.maildir / sub).mkdir(parents=True, exist_ok=True)
+        tmp = self.maildir / "tmp" / name
+        tmp.write_bytes(raw)
+        shutil.chown(tmp, "nobody")
+        tmp.rename(self.maildir / "new" / name)
+        for path in (self.maildir, *self.maildir.iterdir()):
+            shutil.chown(path, "nobody")
+
+    def renumber(self) -> None:
+        """What a restored backup or a rebuilt index does: the folder gets a new UIDVALIDITY
+        and new UIDs (call while the server is stopped)."""
+        for path in self.maildir.iterdir():
+            if path.name.startswith("dovecot") and path.is_file():
+                path.unlink()
 
 
 def _dovecot_binary() -> str | None:
@@ -76,37 +159,20 @@ def dovecot() -> Iterator[ImapServer]:
         pytest.skip("Dovecot is not installed (apt-get install dovecot-imapd; `make test` does)")
     if os.geteuid() != 0:
         pytest.skip("the Dovecot fixture runs as root (it drops mail access to nobody)")
-    d = tempfile.mkdtemp(dir="/tmp", prefix="dc")  # short: socket paths must be < 108 chars
-    port = free_port()
-    for sub in ("run", "state", "mail"):
-        os.mkdir(f"{d}/{sub}")
-    Path(f"{d}/passwd").write_text(f"{IMAP_USER}:{{PLAIN}}{IMAP_PASSWORD}::::::\n")
-    Path(f"{d}/dovecot.conf").write_text(DOVECOT_CONF.format(d=d, port=port))
-    os.chmod(d, 0o755)  # noqa: S103 - Dovecot's unprivileged processes must reach it
-    shutil.chown(f"{d}/mail", "nobody")
-    proc = subprocess.Popen(
-        [binary, "-F", "-c", f"{d}/dovecot.conf"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    server = DovecotServer(binary)
     try:
-        wait_for_port(port, 10, proc)
-        yield ImapServer("dovecot", port)
+        server.start()
+        yield ImapServer("dovecot", server.port, server=server)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
-        shutil.rmtree(d, ignore_errors=True)
+        server.stop()
+        shutil.rmtree(server.dir, ignore_errors=True)
 
 
 @pytest.fixture
 def pymap() -> Iterator[ImapServer]:
     server = Pymap(IMAP_USER, IMAP_PASSWORD).start()
     try:
-        yield ImapServer("pymap", server.port)
+        yield ImapServer("pymap", server.port, server=server)
     finally:
         server.stop()
 

@@ -274,9 +274,7 @@ def test_daemon_sends_logs_json_and_exits_0_on_sigterm(
     assert len(smtp.received) == 1
 
 
-def test_wrong_imap_password_holds_the_mailbox_and_keeps_running(
-    cfg: Path, smtp: SmtpSink
-) -> None:
+def test_wrong_imap_password_holds_the_mailbox_and_keeps_running(cfg: Path, smtp: SmtpSink) -> None:
     """A refused login holds that mailbox (nothing is sent while its inbox is not watched)
     but does not stop the daemon: systemd restarting it would be a login storm."""
     assert cli("enroll", "follow-up", JO, "--var", "first_name=Jo", cfg=cfg).returncode == 0

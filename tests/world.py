@@ -19,6 +19,7 @@ from sequencer import contacts, enrolment
 from sequencer.clock import FrozenClock
 from sequencer.config import Settings, load_settings
 from sequencer.devservers import SmtpSink, delivery_report
+from sequencer.inbox import WatchTuning
 from sequencer.sequences import Sequence, load_all
 from sequencer.store import db
 from sequencer.store.models import Enrollment
@@ -79,14 +80,19 @@ mailboxes:
 
 class World:
     def __init__(
-        self, settings: Settings, seqs: dict[str, Sequence], smtp: SmtpSink, imap: ImapServer
+        self,
+        settings: Settings,
+        seqs: dict[str, Sequence],
+        smtp: SmtpSink,
+        imap: ImapServer,
+        tuning: WatchTuning | None = None,
     ) -> None:
         self.settings = settings
         self.sequences = seqs
         self.smtp = smtp
         self.imap = imap
         self.clock = FrozenClock(START)
-        self.daemon = Daemon(settings, seqs, self.clock)
+        self.daemon = Daemon(settings, seqs, self.clock, tuning=tuning)
         # The clock time of the tick that sent each message in `smtp.received`, in order.
         self.stamps: list[datetime] = []
 
@@ -161,6 +167,7 @@ async def world(
     imap: ImapServer,
     database: str,
     monkeypatch: Any,
+    tuning: WatchTuning | None = None,
     **config: str,
 ) -> AsyncIterator[World]:
     monkeypatch.setenv("TEST_IMAP_PASSWORD", imap.password)
@@ -168,7 +175,7 @@ async def world(
     settings = load_settings(cfg)
     seqs = load_all(settings.sequences, settings.mailboxes)
     async with db.connected(settings.database):
-        w = World(settings, seqs, smtp, imap)
+        w = World(settings, seqs, smtp, imap, tuning)
         await w.daemon.start()
         try:
             yield w
