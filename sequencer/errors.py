@@ -5,6 +5,7 @@
     ├── SequenceError               a sequence file: path:line: step N: what, how to fix
     ├── TemplateError               a template cannot render for this contact
     ├── EnrollError                 enrollment refused (bad address, suppressed, duplicate ...)
+    ├── SuppressionError            the suppression list: a bad entry or import row, not listed
     ├── StoreError                  database unreachable or locked by another daemon
     └── DeliveryError               SMTP edge; `transient` says whether a retry can help
         └── AuthenticationError     wrong username/password for a mailbox
@@ -48,6 +49,10 @@ class TemplateError(SequencerError):
 
 
 class EnrollError(Located):
+    pass
+
+
+class SuppressionError(Located):
     pass
 
 
