@@ -1,4 +1,5 @@
-"""The `sequencer` command: run | check | preview | enroll | status | stop | classify | demo.
+"""The `sequencer` command: run | check | preview | enroll | status | stop | suppress |
+classify | demo.
 
 Results go to stdout, diagnostics to stderr (so `--json` can be piped). A SequencerError is
 printed as it is and exits 2; anything else is a bug and shows a traceback.
@@ -17,6 +18,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Annotated, Any, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -26,10 +28,16 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from sequencer import contacts, enrolment, logs
+from sequencer import contacts, enrolment, logs, suppression
 from sequencer.clock import SystemClock
 from sequencer.config import Settings, find_config, load_settings
-from sequencer.errors import ConfigError, EnrollError, SequenceError, SequencerError
+from sequencer.errors import (
+    ConfigError,
+    EnrollError,
+    SequenceError,
+    SequencerError,
+    SuppressionError,
+)
 from sequencer.etiquette import Etiquette, parse_local
 from sequencer.holds import ADVICE, MailboxView, mailbox_view
 from sequencer.sequences import Sequence, load_all, load_sequence, weekend_only
@@ -202,6 +210,14 @@ def enroll(
     allow_overlap: Annotated[
         bool, typer.Option(help="Enroll even if the address is active in another sequence")
     ] = False,
+    again: Annotated[
+        bool,
+        typer.Option(
+            "--again",
+            help="Enroll even addresses a sequence already ended (replied, completed, bounced, "
+            "unsubscribed, stopped); never suppressed ones",
+        ),
+    ] = False,
     first_at: Annotated[
         str | None,
         typer.Option(
@@ -220,8 +236,10 @@ def enroll(
 ) -> None:
     """Enroll one contact, or every row of a CSV (all rows valid, or nothing is written).
 
-    A promise (--first-at, --promise) is kept exactly: no window, holiday, gap or pace rule
-    moves it; only a reply or a stop cancels it."""
+    Suppressed addresses are never enrolled; addresses a sequence already ended (replied,
+    completed, bounced, unsubscribed, stopped) only with --again. A promise (--first-at,
+    --promise) is kept exactly: no window, holiday, gap or pace rule moves it; only a reply or
+    a stop cancels it."""
 
     async def go() -> None:
         settings = _settings(config)
@@ -253,14 +271,18 @@ def enroll(
                 now,
                 allow_overlap=allow_overlap,
                 promised=promised,
+                again=again,
             )
-        blocked = result.blocked
+        blocked, before = result.blocked, result.skipped_before
         if blocked and csv_file is None:
-            row = blocked[people[0].email]
+            address = people[0].email
+            row = blocked[address]
+            through = f" through its domain {row.email}" if row.email != address else ""
             raise EnrollError(
                 [
-                    f"{people[0].email} is on the suppression list "
-                    f"({row.reason}: {row.detail}); it cannot be enrolled again"
+                    f"{address} is on the suppression list{through} ({_entry_why(row)}, since "
+                    f"{row.created_at:%Y-%m-%d}); it cannot be enrolled, even with --again "
+                    f"(if that entry is wrong: sequencer suppress remove {row.email} --reason ...)"
                 ]
             )
         if csv_file is None and result.skipped_active:
@@ -270,8 +292,26 @@ def enroll(
                     "(use --allow-overlap to enroll anyway, or `sequencer stop` it)"
                 ]
             )
+        if csv_file is None and before:
+            address = people[0].email
+            raise EnrollError(
+                [
+                    f"{address} was contacted before: {enrolment.describe(before[address])}; "
+                    "use --again to enroll anyway"
+                ]
+            )
         for address in sorted(blocked):
-            err.print(f"skipped {address}: suppressed ({blocked[address].reason})", highlight=False)
+            err.print(
+                f"skipped {address}: suppressed ({_entry_why(blocked[address])})",
+                highlight=False,
+                markup=False,
+            )
+        for address in sorted(before):
+            err.print(
+                f"skipped {address}: contacted before ({enrolment.describe(before[address])})",
+                highlight=False,
+                markup=False,
+            )
         for warning in dict.fromkeys(result.warnings):
             err.print(f"[yellow]warning:[/] {warning}", highlight=False)
         firsts = sorted(result.first.values(), key=lambda p: p.at)
@@ -292,6 +332,7 @@ def enroll(
                 else ""
             )
             + (f"; skipped {len(blocked)} suppressed" if blocked else "")
+            + (f"; skipped {len(before)} contacted before (use --again)" if before else "")
             + when,
             highlight=False,
         )
@@ -749,6 +790,247 @@ def stop(
 
     n = _run(go)
     out.print(f"stopped {n} enrollment(s) of {email}", highlight=False)
+
+
+suppress_app = typer.Typer(
+    help="The suppression list: addresses and @domains no sequence may enroll or send to.",
+    no_args_is_help=True,
+)
+app.add_typer(suppress_app, name="suppress")
+
+
+def _entry_why(row: Any) -> str:
+    """An entry's reason and detail on one bounded line."""
+    why, detail = suppression.one_line(str(row.reason)), suppression.one_line(str(row.detail))
+    text = f"{why}: {detail}" if detail else why
+    return text if len(text) <= 120 else text[:119] + "…"
+
+
+def _entry(raw: str) -> str:
+    try:
+        return suppression.normalize_entry(raw)
+    except ValueError as exc:
+        raise SuppressionError(
+            [f"{exc} (give an address, or @domain for every address at a domain)"]
+        ) from None
+
+
+def _reason(text: str) -> str:
+    try:
+        reason = suppression.check_reason(text)
+    except ValueError as exc:
+        raise SuppressionError([f"--reason: {exc}"]) from None
+    return reason
+
+
+def _entry_json(row: Any) -> dict[str, Any]:
+    return {
+        "email": row.email,
+        "domain": suppression.is_domain(row.email),
+        "reason": row.reason,
+        "detail": row.detail,
+        "source": row.source or suppression.source_for(row.reason),
+        "since": _iso(row.created_at),
+    }
+
+
+def _lift_json(row: Any) -> dict[str, Any]:
+    return {
+        "email": row.email,
+        "reason": row.reason,
+        "lifted_at": _iso(row.lifted_at),
+        "suppressed": {
+            "reason": row.suppressed_reason,
+            "detail": row.suppressed_detail,
+            "source": row.suppressed_source,
+            "since": _iso(row.suppressed_at),
+        },
+    }
+
+
+def _stopped_note(stopped: list[Any]) -> str:
+    shown = sorted({e.email for e in stopped})
+    more = f" and {len(shown) - 5} more" if len(shown) > 5 else ""
+    return f"stopped {len(stopped)} active enrollment(s): {', '.join(shown[:5])}{more}"
+
+
+@suppress_app.command("list")
+def suppress_list(
+    as_json: Annotated[bool, typer.Option("--json", help="A JSON array on stdout")] = False,
+    lifted: Annotated[
+        bool, typer.Option("--lifted", help="The log of entries taken off the list instead")
+    ] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Every entry: the address or @domain, where it came from, since when and why."""
+
+    async def go() -> list[dict[str, Any]]:
+        settings = _settings(config)
+        async with db.connected(settings.database):
+            if lifted:
+                return [_lift_json(r) for r in await queries.suppression_lifts()]
+            return [_entry_json(r) for r in await queries.suppression_list()]
+
+    rows = _run(go)
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    if not rows:
+        out.print("nothing was ever lifted" if lifted else "the suppression list is empty")
+        return
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    columns = (
+        ("entry", "lifted", "why lifted", "was") if lifted else ("entry", "source", "since", "why")
+    )
+    for col in columns:
+        wraps = col in {"entry", "why lifted", "was", "why"}
+        table.add_column(col, no_wrap=not wraps, overflow="fold", min_width=12 if wraps else None)
+    for r in rows:
+        if lifted:
+            was = r["suppressed"]
+            table.add_row(
+                r["email"],
+                r["lifted_at"][:10],
+                suppression.one_line(r["reason"]),
+                f"{was['source']} since {was['since'][:10]}: {_entry_why(SimpleNamespace(**was))}",
+            )
+        else:
+            table.add_row(
+                r["email"], r["source"], r["since"][:10], _entry_why(SimpleNamespace(**r))
+            )
+    out.print(table, highlight=False)
+
+
+@suppress_app.command("add")
+def suppress_add(
+    entry: Annotated[str, typer.Argument(help="An address, or @domain for every address there")],
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (shown in the list)")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Suppress an address or a whole @domain, and stop the active enrollments it covers."""
+
+    async def go() -> tuple[str, bool, Any, list[Any]]:
+        key = _entry(entry)
+        why = _reason(reason or "") or "added by hand"
+        settings = _settings(config)
+        now = SystemClock().now()
+        async with db.connected(settings.database):
+            new = await queries.suppress(key, why, "", now, source="manual")
+            row = await queries.suppression_entry(key)
+            # Stopped even when the entry was there: nothing it covers should still be active.
+            stopped = await queries.stop_suppressed([key], f"suppressed by hand ({why})", now)
+        return key, new, row, stopped
+
+    key, new, row, stopped = _run(go)
+    if new:
+        out.print(f"suppressed {key} ({_entry_why(row)})", highlight=False, markup=False)
+    else:
+        source = row.source or suppression.source_for(row.reason)
+        out.print(
+            f"{key} was already suppressed since {row.created_at:%Y-%m-%d} "
+            f"({source}: {_entry_why(row)}); kept as it was",
+            highlight=False,
+            markup=False,
+        )
+    if stopped:
+        out.print(_stopped_note(stopped), highlight=False, markup=False)
+
+
+@suppress_app.command("remove")
+def suppress_remove(
+    entry: Annotated[str, typer.Argument(help="The address or @domain to take off the list")],
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why it is lifted (kept in the log: list --lifted)")
+    ],
+    config: ConfigOpt = None,
+) -> None:
+    """Take an entry off the list; the reason is logged (see `list --lifted`)."""
+
+    async def go() -> tuple[str, Any, Any]:
+        key = _entry(entry)
+        why = _reason(reason)
+        if not why:
+            raise SuppressionError(["--reason is empty: say why this entry is lifted"])
+        settings = _settings(config)
+        async with db.connected(settings.database):
+            row = await queries.lift(key, why, SystemClock().now())
+            still = (
+                None if suppression.is_domain(key) else (await queries.suppressed([key])).get(key)
+            )
+        if row is None:
+            if still is not None:
+                raise SuppressionError(
+                    [
+                        f"{key} is not on the suppression list itself: its domain {still.email} "
+                        f"is (to lift the whole domain: sequencer suppress remove {still.email} "
+                        "--reason ...)"
+                    ]
+                )
+            raise SuppressionError(
+                [f"{key} is not on the suppression list (see `sequencer suppress list`)"]
+            )
+        return key, row, still
+
+    key, row, still = _run(go)
+    source = row.source or suppression.source_for(row.reason)
+    out.print(
+        f"lifted {key} (was {source} since {row.created_at:%Y-%m-%d}: {_entry_why(row)}); "
+        "logged with your reason",
+        highlight=False,
+        markup=False,
+    )
+    if source in {"reply", "complaint"}:
+        err.print(
+            f"warning: {key} had asked not to be written to ({source}): be sure they agreed",
+            highlight=False,
+            markup=False,
+        )
+    if still is not None:
+        err.print(
+            f"warning: {key} is still suppressed through its domain {still.email}",
+            highlight=False,
+            markup=False,
+        )
+
+
+@suppress_app.command("import")
+def suppress_import(
+    csv_file: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV with an 'email' column (addresses or @domains), optional 'reason'"
+        ),
+    ],
+    config: ConfigOpt = None,
+) -> None:
+    """Add every row of a CSV at once; one bad row (listed by line) and nothing is written."""
+
+    async def go() -> tuple[int, queries.Imported]:  # (repeated rows, outcome)
+        settings = _settings(config)
+        try:
+            text = csv_file.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SuppressionError([f"{csv_file}: cannot read it: {exc}"]) from None
+        entries = suppression.read_csv(text, str(csv_file))
+        rows = [
+            (e.email, e.reason or "imported", f"from {csv_file.name} line {e.line}")
+            for e in entries
+        ]
+        async with db.connected(settings.database):
+            result = await queries.import_suppressions(
+                rows, "import", SystemClock().now(), f"suppressed by import of {csv_file.name}"
+            )
+        return len(entries) - len({e.email for e in entries}), result
+
+    repeated, result = _run(go)
+    out.print(
+        f"imported {csv_file}: {result.added} new, {result.present} already on the list"
+        + (f" ({repeated} repeated row(s) counted once)" if repeated else ""),
+        highlight=False,
+        markup=False,
+    )
+    if result.stopped:
+        out.print(_stopped_note(result.stopped), highlight=False, markup=False)
 
 
 @app.command()

@@ -7,12 +7,11 @@ and every bad row is reported with its line.
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from sequencer import csvfile
 from sequencer.addresses import normalize_address
 from sequencer.errors import EnrollError
 from sequencer.schedule import check_country, check_zone
@@ -119,57 +118,25 @@ def sample(seq: Sequence, fields: dict[str, str]) -> tuple[Contact, list[str]]:
     return Contact(address, values), missing
 
 
-def _line_breaks(value: str) -> int:
-    return value.count("\n") + value.count("\r") - value.count("\r\n")
-
-
 def read_csv(seq: Sequence, text: str, name: str) -> list[Contact]:
     """Every row of a CSV with a header row, or EnrollError listing every bad row."""
-    # A BOM is normally removed by reading with utf-8-sig; never let it hide the email column.
-    reader = csv.DictReader(io.StringIO(text.removeprefix("\ufeff"), newline=""))
     try:
-        header = [h.strip().lower() for h in (reader.fieldnames or [])]
-    except csv.Error as exc:
-        raise EnrollError([f"{name}:1: not a readable CSV header row: {exc}"]) from None
-    if "email" not in header:
-        raise EnrollError(
-            [
-                f"{name}:1: the header row needs an 'email' column "
-                f"(found: {', '.join(header) or 'nothing'})"
-            ]
-        )
-    reader.fieldnames = header
-    contacts: list[Contact] = []
-    problems: list[str] = []
+        header, rows = csvfile.read(text, name)
+    except ValueError as exc:
+        raise EnrollError([str(exc)]) from None
     bad_header = _check_fields({h: "" for h in header if h})
     if bad_header:
         raise EnrollError([f"{name}:1: {p}" for p in bad_header])
-    end = 1  # the last line of the previous record
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:  # e.g. a cell over the csv module's size limit
-            problems.append(f"{name}:{reader.line_num}: not readable as CSV: {exc}")
-            break
-        # line_num is the record's last line; a quoted value may span lines: point at its first.
-        cells = [v for v in row.values() if isinstance(v, str)] + list(row.get(None) or [])
-        line = max(end + 1, reader.line_num - sum(_line_breaks(v) for v in cells))
-        end = reader.line_num
-        if None in row:
-            problems.append(
-                f"{name}:{line}: more cells than header columns "
-                '(put a value that contains a comma in "double quotes")'
-            )
+    contacts: list[Contact] = []
+    problems: list[str] = []
+    for row in rows:
+        if row.problem:
+            problems.append(f"{name}:{row.line}: {row.problem}")
             continue
-        fields = {k: (v or "") for k, v in row.items() if k}
-        if not any(v.strip() for v in fields.values()):
-            continue  # blank line
         try:
-            contacts.append(contact(seq, fields.get("email", ""), fields, line))
+            contacts.append(contact(seq, row.fields.get("email", ""), row.fields, row.line))
         except EnrollError as exc:
-            problems += [f"{name}:{line}: {p}" for p in exc.problems]
+            problems += [f"{name}:{row.line}: {p}" for p in exc.problems]
     if problems:
         raise EnrollError(
             [f"{len(problems)} problem(s) in {name}; nothing was enrolled:", *problems]

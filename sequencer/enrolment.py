@@ -1,16 +1,18 @@
 """Enrolling contacts: validated contacts in, enrollments with their first send time out.
 
 Owns the one path every caller takes (`sequencer enroll`, the demo, the tests): suppressed
-addresses are skipped, the first step is planned by the etiquette (window, holidays, the gap
-to the last email this address got, or a promise), promises are checked, and everything is
-written in one transaction.
+addresses are skipped (always), and so are addresses a sequence already ended for good
+(replied, completed, bounced, unsubscribed, stopped; unless `again`), so nobody is started at
+step 1 twice by accident; the first step is planned by the etiquette (window, holidays, the
+gap to the last email this address got, or a promise), promises are checked, and everything
+is written in one transaction.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sequencer.contacts import Contact
 from sequencer.errors import EnrollError
@@ -19,6 +21,8 @@ from sequencer.schedule import Planned
 from sequencer.sequences import Sequence as Seq
 from sequencer.store import queries
 from sequencer.store.models import Suppression
+from sequencer.store.queries import Previous
+from sequencer.suppression import one_line
 
 
 @dataclass
@@ -26,6 +30,7 @@ class Enrolled:
     created: list[int] = field(default_factory=list)
     skipped_active: list[str] = field(default_factory=list)
     blocked: dict[str, Suppression] = field(default_factory=dict)
+    skipped_before: dict[str, Previous] = field(default_factory=dict)  # by address
     first: dict[str, Planned] = field(default_factory=dict)  # by address
     warnings: list[str] = field(default_factory=list)
 
@@ -38,14 +43,22 @@ async def enroll(
     *,
     allow_overlap: bool = False,
     promised: Mapping[int, str] | None = None,
+    again: bool = False,
 ) -> Enrolled:
     """Plan and write. `promised` maps step numbers to local times ("2026-12-01 10:00") in
-    each contact's zone. Raises EnrollError (nothing written) when a promise cannot be kept."""
+    each contact's zone. `again` enrolls addresses a sequence already ended for good; it never
+    overrides suppression. Raises EnrollError (nothing written) when a promise cannot be kept."""
     result = Enrolled(blocked=await queries.suppressed(p.email for p in people))
+    # Looked at here so that nobody skipped is planned (or fails a promise check); decided
+    # again in the writing transaction.
+    before = {} if again else await queries.contacted_before(p.email for p in people)
     last = await queries.last_contacts(p.email for p in people)
     todo = []
     for person in people:
         if person.email in result.blocked:
+            continue
+        if person.email in before:
+            result.skipped_before[person.email] = before[person.email]
             continue
         promises = parse_promises(promised or {}, etiquette.zone_name(person.values))
         try:
@@ -80,10 +93,33 @@ async def enroll(
                 first.promised,
             )
         )
-    outcome = await queries.enroll(todo, allow_overlap=allow_overlap, now=now)
+    outcome = await queries.enroll(todo, allow_overlap=allow_overlap, now=now, again=again)
     result.created = outcome.created
     result.skipped_active = outcome.skipped_active
+    result.skipped_before.update(outcome.skipped_before)
     return result
+
+
+_ENDED = {
+    "replied": "replied in",
+    "completed": "completed",
+    "bounced": "bounced in",
+    "unsubscribed": "unsubscribed from",
+    "stopped": "was stopped in",
+}
+
+
+def describe(previous: Previous) -> str:
+    """`replied in 'follow-up' on 2026-12-03 ("Re: Notes")`: what ended it and when, with the
+    subject of the message that ended it when one did, else the recorded reason."""
+    verb = _ENDED.get(previous.state, f"{previous.state} in")
+    why = one_line(previous.reason or "")
+    if previous.subject is not None:
+        why = f'"{one_line(previous.subject)}"'
+    if len(why) > 100:
+        why = why[:99] + "…"
+    when = previous.at.astimezone(UTC).date().isoformat()
+    return f"{verb} '{previous.sequence}' on {when}" + (f" ({why})" if why else "")
 
 
 def parse_promises(promised: Mapping[int, str], zone: str) -> dict[int, Promise]:

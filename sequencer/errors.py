@@ -5,6 +5,7 @@
     ├── SequenceError               a sequence file: path:line: step N: what, how to fix
     ├── TemplateError               a template cannot render for this contact
     ├── EnrollError                 enrollment refused (bad address, suppressed, duplicate ...)
+    ├── SuppressionError            the suppression list: a bad entry or import row, not listed
     ├── StoreError                  database unreachable, locked by another daemon, or its
     │                               schema is not this version's (run `sequencer migrate`)
     ├── InboxError                  an inbox cannot be watched (inbox.py)
@@ -51,6 +52,10 @@ class TemplateError(SequencerError):
 
 
 class EnrollError(Located):
+    pass
+
+
+class SuppressionError(Located):
     pass
 
 

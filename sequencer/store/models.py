@@ -114,15 +114,43 @@ class InboundMessage(Model):
 
 
 class Suppression(Model):
-    """Addresses no sequence may ever enroll again (hard bounces, removal requests)."""
+    """What no sequence may enroll or send to: an address, or every address at a domain
+    (hard bounces, removal requests, complaints, entries added by hand or imported).
 
+    A row is the entry in force; lifting it deletes the row and logs a SuppressionLift, so
+    every check stays one lookup by key (see sequencer/suppression.py `keys`)."""
+
+    # An address, or "@domain" for every address at that domain.
     email = fields.CharField(max_length=320, primary_key=True)
-    reason = fields.CharField(max_length=64)
+    # The daemon's reason codes (hard_bounce, unsubscribe, complaint, soft_bounces), or the
+    # words of whoever added it by hand or in an import.
+    reason = fields.CharField(max_length=200)
     detail = fields.TextField(default="")
+    # bounce, reply, complaint, manual, import, daemon; "" on rows written before sources were
+    # recorded, which are read through suppression.source_for(reason).
+    source = fields.CharField(max_length=16, default="")
     created_at = fields.DatetimeField()
 
     class Meta:
         table = "suppression"
+
+
+class SuppressionLift(Model):
+    """The trace of an entry taken off the suppression list by hand: what it was, since when,
+    and why it was lifted."""
+
+    id = fields.BigIntField(primary_key=True)
+    email = fields.CharField(max_length=320, db_index=True)
+    reason = fields.TextField()  # why it was lifted
+    lifted_at = fields.DatetimeField()
+    # The entry as it was.
+    suppressed_reason = fields.CharField(max_length=200)
+    suppressed_detail = fields.TextField(default="")
+    suppressed_source = fields.CharField(max_length=16)
+    suppressed_at = fields.DatetimeField()
+
+    class Meta:
+        table = "suppression_lift"
 
 
 class MailboxCursor(Model):

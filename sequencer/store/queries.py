@@ -4,27 +4,35 @@ across a network call (tortoise serialises SQLite transactions within one proces
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
+from sequencer import suppression
 from sequencer.pacing import Load
 from sequencer.states import ON_THE_WIRE, Hold, Inbound, Inbox, Send, State
 from sequencer.store.models import (
     ACTIVE,
+    FINAL_STATES,
     Enrollment,
     InboundMessage,
     MailboxCursor,
     MailboxState,
     SentMessage,
     Suppression,
+    SuppressionLift,
 )
+
+#: Final states that mean "leave this address alone": all but `failed`, whose cause (a broken
+#: template, a sequence file gone) is ours and may be fixed.
+ENDED_FOR_GOOD = tuple(s for s in FINAL_STATES if s is not State.FAILED)
+T = TypeVar("T")
+_CHUNK = 500  # addresses per IN (...) list: far below SQLite's and PostgreSQL's limits
 
 
 @dataclass(frozen=True)
@@ -39,15 +47,80 @@ class NewEnrollment:
     promised: bool = False
 
 
+@dataclass(frozen=True)
+class Previous:
+    """How an address's last enrollment that ended for good ended."""
+
+    email: str
+    state: str
+    sequence: str
+    at: datetime  # when it ended
+    reason: str | None
+    subject: str | None  # of the inbound message that ended it, when one did
+
+
 @dataclass
 class EnrollOutcome:
     created: list[int] = field(default_factory=list)
     skipped_active: list[str] = field(default_factory=list)
+    skipped_before: dict[str, Previous] = field(default_factory=dict)
+
+
+def _chunks(items: Sequence[T]) -> Iterable[Sequence[T]]:
+    return (items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK))
 
 
 async def suppressed(emails: Iterable[str]) -> dict[str, Suppression]:
-    rows = await Suppression.filter(email__in=list(set(emails)))
-    return {row.email: row for row in rows}
+    """The entry that blocks each of these addresses: its own, else its domain's. Keyed by
+    the address asked about, whatever the entry's form."""
+    found: dict[str, Suppression] = {}
+    for chunk in _chunks(list(set(emails))):
+        wanted = {e: suppression.keys(e) for e in chunk}
+        rows = await Suppression.filter(email__in=list({k for ks in wanted.values() for k in ks}))
+        entries = {row.email: row for row in rows}
+        for address, candidates in wanted.items():
+            hit = next((entries[k] for k in candidates if k in entries), None)
+            if hit is not None:
+                found[address] = hit
+    return found
+
+
+async def contacted_before(emails: Iterable[str]) -> dict[str, Previous]:
+    """Addresses with no active enrollment that some sequence ended for good (replied,
+    completed, bounced, unsubscribed, stopped), each with its latest such ending: who
+    `enroll` leaves alone unless told `--again`."""
+    found: dict[str, Previous] = {}
+    for chunk in _chunks(list(set(emails))):
+        active = {
+            str(e)
+            for e in await Enrollment.filter(email__in=chunk, state=ACTIVE).values_list(
+                "email", flat=True
+            )
+        }
+        rows = await Enrollment.filter(email__in=chunk, state__in=ENDED_FOR_GOOD).order_by("id")
+        latest: dict[str, Enrollment] = {}
+        for row in rows:
+            if row.email in active:
+                continue
+            ended = row.finished_at or row.enrolled_at
+            kept = latest.get(row.email)
+            if kept is None or ended >= (kept.finished_at or kept.enrolled_at):
+                latest[row.email] = row
+        ids = [r.ended_by_id for r in latest.values() if r.ended_by_id is not None]
+        subjects = dict(
+            await InboundMessage.filter(id__in=ids).values_list("id", "subject") if ids else []
+        )
+        for address, row in latest.items():
+            subject = subjects.get(row.ended_by_id) if row.ended_by_id is not None else None
+            found[address] = Previous(
+                address,
+                row.state,
+                row.sequence,
+                row.finished_at or row.enrolled_at,
+                row.reason,
+                str(subject) if subject else None,
+            )
+    return found
 
 
 async def active_emails(emails: Iterable[str]) -> set[str]:
@@ -58,12 +131,15 @@ async def active_emails(emails: Iterable[str]) -> set[str]:
 
 
 async def enroll(
-    items: Sequence[NewEnrollment], *, allow_overlap: bool, now: datetime
+    items: Sequence[NewEnrollment], *, allow_overlap: bool, now: datetime, again: bool = False
 ) -> EnrollOutcome:
-    """Create enrollments in one transaction: all of them or none."""
+    """Create enrollments in one transaction: all of them or none. An address active now is
+    skipped (unless `allow_overlap`); one that a sequence ended for good is skipped unless
+    `again`. Both are decided inside the transaction, so a reply recorded meanwhile counts."""
     outcome = EnrollOutcome()
     async with in_transaction():
         busy = set() if allow_overlap else await active_emails(i.email for i in items)
+        before = {} if again else await contacted_before(i.email for i in items)
         if allow_overlap:
             # Even with overlap allowed, never the same sequence twice at once.
             rows = await Enrollment.filter(
@@ -77,6 +153,9 @@ async def enroll(
                 continue
             if allow_overlap and (item.email, item.sequence) in same:
                 outcome.skipped_active.append(item.email)
+                continue
+            if item.email in before:
+                outcome.skipped_before[item.email] = before[item.email]
                 continue
             seen.add(item.email)
             row = await Enrollment.create(
@@ -489,10 +568,111 @@ async def finish_address(
     return ended
 
 
-async def suppress(email: str, reason: str, detail: str, now: datetime) -> None:
-    # Already suppressed: the first reason stands.
-    with contextlib.suppress(IntegrityError):
-        await Suppression.create(email=email, reason=reason, detail=detail, created_at=now)
+async def suppress(
+    email: str, reason: str, detail: str, now: datetime, *, source: str | None = None
+) -> bool:
+    """Put an address (or an @domain) on the suppression list. True when it is new; when it
+    was already there the first reason stands. `source` defaults from the daemon's reason
+    codes (hard_bounce -> bounce, unsubscribe -> reply, complaint -> complaint)."""
+    try:
+        await Suppression.create(
+            email=email.strip().lower(),
+            reason=reason[: suppression.REASON_MAX],
+            detail=detail,
+            source=source or suppression.source_for(reason),
+            created_at=now,
+        )
+    except IntegrityError:
+        return False
+    return True
+
+
+async def suppression_entry(entry: str) -> Suppression | None:
+    return await Suppression.get_or_none(email=entry)
+
+
+async def suppression_list() -> list[Suppression]:
+    return list(await Suppression.all().order_by("email"))
+
+
+async def suppression_lifts() -> list[SuppressionLift]:
+    return list(await SuppressionLift.all().order_by("lifted_at", "id"))
+
+
+async def stop_suppressed(entries: Iterable[str], reason: str, now: datetime) -> list[Enrollment]:
+    """Stop every active enrollment these entries (addresses or @domains) cover."""
+    wanted = set(entries)
+    addresses = sorted(e for e in wanted if not suppression.is_domain(e))
+    ids: set[int] = set()
+    for chunk in _chunks(addresses):
+        found = await Enrollment.filter(email__in=chunk, state=ACTIVE).values_list("id", flat=True)
+        ids |= {int(str(i)) for i in found}
+    if any(suppression.is_domain(e) for e in wanted):
+        # Matched here rather than with LIKE: the active set is small and indexed by state.
+        for enrollment_id, address in await Enrollment.filter(state=ACTIVE).values_list(
+            "id", "email"
+        ):
+            if suppression.keys(str(address))[1] in wanted:
+                ids.add(int(str(enrollment_id)))
+    ended = []
+    for chunk_ids in _chunks(sorted(ids)):
+        for row in await Enrollment.filter(id__in=chunk_ids).order_by("id"):
+            if await finish(row.id, State.STOPPED, reason, now):
+                ended.append(row)
+    return ended
+
+
+@dataclass
+class Imported:
+    added: int = 0  # distinct entries
+    present: int = 0  # distinct entries already on the list
+    stopped: list[Enrollment] = field(default_factory=list)
+
+
+async def import_suppressions(
+    entries: Sequence[tuple[str, str, str]], source: str, now: datetime, stop_reason: str
+) -> Imported:
+    """Add (entry, reason, detail) rows in one transaction, entries already there left as
+    they are, and stop the active enrollments the new ones cover."""
+    result = Imported()
+    async with in_transaction():
+        present: set[str] = set()
+        for chunk in _chunks(sorted({e for e, _, _ in entries})):
+            present |= {
+                str(e)
+                for e in await Suppression.filter(email__in=chunk).values_list("email", flat=True)
+            }
+        new: dict[str, Suppression] = {}
+        for entry, reason, detail in entries:
+            if entry not in present and entry not in new:
+                new[entry] = Suppression(
+                    email=entry, reason=reason, detail=detail, source=source, created_at=now
+                )
+        result.present = len(present)
+        # A daemon suppressing one of them at this very moment is not an error.
+        await Suppression.bulk_create(list(new.values()), batch_size=_CHUNK, ignore_conflicts=True)
+        result.added = len(new)
+        result.stopped = await stop_suppressed(new, stop_reason, now)
+    return result
+
+
+async def lift(entry: str, reason: str, now: datetime) -> Suppression | None:
+    """Take an entry off the suppression list, logging what it was and why it went; None
+    when it was not there."""
+    async with in_transaction():
+        row = await Suppression.get_or_none(email=entry)
+        if row is None or not await Suppression.filter(email=entry).delete():
+            return None
+        await SuppressionLift.create(
+            email=entry,
+            reason=reason,
+            lifted_at=now,
+            suppressed_reason=row.reason,
+            suppressed_detail=row.detail,
+            suppressed_source=row.source or suppression.source_for(row.reason),
+            suppressed_at=row.created_at,
+        )
+    return row
 
 
 async def enrollment_for_message_ids(message_ids: Iterable[str]) -> Enrollment | None:
