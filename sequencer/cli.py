@@ -40,7 +40,7 @@ from sequencer.errors import (
 )
 from sequencer.etiquette import Etiquette, parse_local
 from sequencer.holds import ADVICE, MailboxView, mailbox_view
-from sequencer.sequences import Sequence, load_all, load_sequence, weekend_only
+from sequencer.sequences import Sequence, load_all, load_each, load_sequence, weekend_only
 from sequencer.states import Hold
 from sequencer.store import db, queries
 
@@ -1040,7 +1040,8 @@ def run(config: ConfigOpt = None) -> None:
 
     try:
         settings = _settings(config)
-        seqs = _sequences(settings)
+        # A broken sequence file holds its own contacts, it does not stop the daemon.
+        seqs, broken = load_each(settings.sequences, settings.mailboxes)
         for name, box in settings.mailboxes.items():  # fail now, not at the first send
             box.smtp.password(f"{settings.source}: mailboxes.{name}.smtp")
             box.imap.password(f"{settings.source}: mailboxes.{name}.imap")
@@ -1060,9 +1061,10 @@ def run(config: ConfigOpt = None) -> None:
                 settings,
                 seqs,
                 SystemClock(),
-                reload=lambda: _sequences(settings),
+                reload=lambda: load_each(settings.sequences, settings.mailboxes),
                 owns_database=db.sqlite_path(settings.database) is not None,
             )
+            daemon.report_broken(broken)
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGTERM, daemon.stop)
             loop.add_signal_handler(signal.SIGINT, daemon.stop)

@@ -95,14 +95,18 @@ class SinkHandler:
 class SmtpSink:
     """aiosmtpd in a thread on a free loopback port."""
 
-    def __init__(self, credentials: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self, credentials: tuple[str, str] | None = None, size_limit: int | None = None
+    ) -> None:
         self.handler = SinkHandler()
         self.port = free_port()
         self.credentials = credentials
         self.auth_attempts = 0
         kwargs: dict[str, Any] = {}
+        if size_limit is not None:
+            kwargs["data_size_limit"] = size_limit  # advertised as SIZE in EHLO
         if credentials is not None:
-            kwargs = {
+            kwargs |= {
                 "authenticator": self._auth,
                 "auth_required": True,
                 "auth_require_tls": False,

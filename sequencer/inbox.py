@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import aioimaplib
 import structlog
 
-from sequencer.clock import Clock
+from sequencer.clock import Clock, SystemClock
 from sequencer.config import Mailbox
 from sequencer.errors import InboxError
 from sequencer.states import Inbox
@@ -77,7 +77,7 @@ class InboxWatcher:
         self,
         mailbox: Mailbox,
         handle: Handler,
-        clock: Clock,
+        clock: Clock | None = None,
         *,
         on_failure: FailureHandler | None = None,
         seen: SeenCheck | None = None,
@@ -87,7 +87,7 @@ class InboxWatcher:
         self.handle = handle
         self.on_failure = on_failure
         self.seen = seen
-        self.clock = clock
+        self.clock = clock or SystemClock()  # liveness is wall-clock time
         self.tuning = tuning or WatchTuning()
         self.imap: aioimaplib.IMAP4 | None = None
         self.uidvalidity = 0
@@ -108,14 +108,15 @@ class InboxWatcher:
     def keepalive(self) -> float:
         return self.mailbox.imap.keepalive_seconds
 
-    def watched(self, now: datetime) -> bool:
+    def watched(self) -> bool:
         """Connected, logged in, and caught up within twice the keepalive: only then may the
-        mailbox send (a reply could otherwise sit unseen)."""
+        mailbox send (a reply could otherwise sit unseen). Measured on the watcher's own
+        clock, the wall clock: this is about a live connection, not about the schedule."""
         fresh = timedelta(seconds=2 * self.keepalive)
         return (
             self.state is Inbox.WATCHING
             and self.caught_up_at is not None
-            and now - self.caught_up_at <= fresh
+            and self.clock.now() - self.caught_up_at <= fresh
         )
 
     def _where(self) -> str:

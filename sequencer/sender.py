@@ -55,11 +55,13 @@ class Sender:
             use_tls=s.security == "tls",
             start_tls=s.security == "starttls",
             timeout=s.timeout,
-            username=s.username if password is not None else None,
-            password=password,
         )
         try:
             await smtp.connect()
+            if not smtp.esmtp_extensions:
+                await smtp.ehlo()  # now: SIZE and AUTH are read from its answer
+            if password is not None and s.username:
+                await _log_in(smtp, s.username, password)
         except aiosmtplib.SMTPAuthenticationError as exc:
             smtp.close()
             raise self._fail(
@@ -139,6 +141,22 @@ class Sender:
                     await asyncio.wait_for(smtp.quit(), timeout=2)
                 except (aiosmtplib.SMTPException, OSError, TimeoutError):
                     smtp.close()
+
+
+async def _log_in(smtp: aiosmtplib.SMTP, username: str, password: str) -> None:
+    """One AUTH attempt with one mechanism. aiosmtplib's `login` tries every mechanism the
+    server offers in turn, so a wrong password would count as two or three failures against
+    the account (Microsoft 365 and fail2ban lock accounts on such counts)."""
+    for mechanism in ("plain", "login", "cram-md5"):
+        if mechanism in smtp.server_auth_methods:
+            method = {"plain": smtp.auth_plain, "login": smtp.auth_login}.get(
+                mechanism, smtp.auth_crammd5
+            )
+            await method(username, password)
+            return
+    raise aiosmtplib.SMTPException(
+        f"the server offers no login method we speak ({', '.join(smtp.server_auth_methods)})"
+    )
 
 
 def _size_limit(smtp: aiosmtplib.SMTP) -> int | None:

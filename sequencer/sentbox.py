@@ -105,7 +105,9 @@ class SentFolder:
             imap = await self._connect()
             assert self.folder is not None
             try:
-                resp = await imap.examine(aioimaplib.quoted(self.folder))
+                # SELECT, not EXAMINE: aioimaplib allows SEARCH only after SELECT. We only
+                # search and append; nothing is flagged, moved or deleted.
+                resp = await imap.select(aioimaplib.quoted(self.folder))
                 if resp.result != "OK":
                     raise InboxError(f"{self._where()}: cannot open: {response_text(resp.lines)}")
                 resp = await imap.uid_search("HEADER", "Message-ID", aioimaplib.quoted(message_id))

@@ -250,6 +250,18 @@ def _body_line(doc: YamlDoc, loc: tuple[str | int, ...]) -> int | None:
 
 def load_all(folder: Path, mailboxes: Iterable[str] | None = None) -> dict[str, Sequence]:
     """Every `*.yaml` in `folder`, validated together; all problems are raised at once."""
+    found, broken = load_each(folder, mailboxes)
+    if broken:
+        raise SequenceError([p for problems in broken.values() for p in problems])
+    return found
+
+
+def load_each(
+    folder: Path, mailboxes: Iterable[str] | None = None
+) -> tuple[dict[str, Sequence], dict[str, list[str]]]:
+    """Every `*.yaml` in `folder`: the ones that load, and the problems of the others by
+    sequence id. The daemon runs on what loads: a broken file holds only its own contacts.
+    Raises SequenceError only when the folder itself is missing."""
     if not folder.is_dir():
         raise SequenceError(
             [
@@ -258,18 +270,18 @@ def load_all(folder: Path, mailboxes: Iterable[str] | None = None) -> dict[str, 
             ]
         )
     found: dict[str, Sequence] = {}
-    problems: list[str] = []
+    broken: dict[str, list[str]] = {}
     boxes = list(mailboxes) if mailboxes is not None else None
     for path in sorted(folder.glob("*.y*ml")):
         if path.suffix == ".yml":
-            problems.append(f"{path}: rename it to {path.stem}.yaml (sequence files end in .yaml)")
+            broken[path.stem] = [
+                f"{path}: rename it to {path.stem}.yaml (sequence files end in .yaml)"
+            ]
             continue
         try:
             seq = load_sequence(path, boxes)
         except SequenceError as exc:
-            problems.extend(exc.problems)
+            broken[path.stem] = exc.problems
             continue
         found[seq.id] = seq
-    if problems:
-        raise SequenceError(problems)
-    return found
+    return found, broken

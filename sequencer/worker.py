@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import random
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
@@ -61,7 +61,7 @@ class Daemon:
         sequences: dict[str, Sequence],
         clock: Clock,
         *,
-        reload: Callable[[], dict[str, Sequence]] | None = None,
+        reload: Callable[[], tuple[dict[str, Sequence], dict[str, list[str]]]] | None = None,
         lease: timedelta = timedelta(seconds=45),
         max_sleep: float = 5.0,
         batch: int = 100,
@@ -89,6 +89,7 @@ class Daemon:
         self._wake = asyncio.Event()
         self._inflight: set[asyncio.Task[int]] = set()
         self._holds: dict[str, Hold | None] = {}  # last logged hold per mailbox
+        self._holds_to_check = False  # a reload may bring back held contacts' sequences
         self.senders = {name: Sender(box) for name, box in settings.mailboxes.items()}
         self.sentboxes = {name: SentFolder(box) for name, box in settings.mailboxes.items()}
         self.own_addresses = {box.address for box in settings.mailboxes.values()}
@@ -96,7 +97,6 @@ class Daemon:
             name: InboxWatcher(
                 box,
                 self._inbound_handler(name),
-                clock,
                 on_failure=self._inbound_failure(name),
                 seen=_seen_before,
                 tuning=tuning,
@@ -262,6 +262,9 @@ class Daemon:
         went. Mailboxes drain in parallel, each in order (oldest due first) so its pacing
         holds, each after one last look at its inbox; one address is never written to twice
         at once."""
+        if self._holds_to_check:
+            self._holds_to_check = False
+            await self.release_sequence_holds()
         await self._settle_uncertain()
         now = self.clock.now()
         holds = await self.holds()
@@ -296,7 +299,7 @@ class Daemon:
         except InboxError as exc:
             self._log_hold(mailbox, Hold.INBOX_UNAVAILABLE, str(exc))
             return 0
-        if not watcher.watched(self.clock.now()):  # belt and braces: caught up just now
+        if not watcher.watched():  # belt and braces: caught up just now
             self._log_hold(mailbox, Hold.INBOX_UNAVAILABLE, watcher.error)
             return 0
         pace = self.etiquette.pace(mailbox)
@@ -600,15 +603,34 @@ class Daemon:
         self._wake.set()
 
     def reload_sequences(self) -> None:
+        """SIGHUP: take every file that loads; a broken edit keeps that sequence's last good
+        version; a file that is gone leaves its contacts held until it is back."""
         if self._reload is None:
             return
         try:
-            self.sequences = self._reload()
+            fresh, broken = self._reload()
         except SequencerError as exc:
             log.error("sequences.reload_failed", error=str(exc), kept=sorted(self.sequences))
             return
+        kept = {name: self.sequences[name] for name in broken if name in self.sequences}
+        self.sequences = {**fresh, **kept}
+        self.report_broken(broken, kept=kept)
         log.info("sequences.reloaded", sequences=sorted(self.sequences))
+        self._holds_to_check = True
         self._wake.set()
+
+    def report_broken(
+        self, broken: Mapping[str, list[str]], kept: Mapping[str, Sequence] | None = None
+    ) -> None:
+        for name, problems in sorted(broken.items()):
+            log.error(
+                "sequence.broken",
+                sequence=name,
+                problems=problems,
+                using="the last good version"
+                if kept and name in kept
+                else "none: its contacts are held (sequence_missing) until it loads",
+            )
 
     async def release_sequence_holds(self) -> int:
         """Contacts held because their sequence was missing go on once it is back."""

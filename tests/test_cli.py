@@ -355,7 +355,9 @@ def test_classify_prints_json(tmp_path: Path) -> None:
     assert set(row) >= {"kind", "hard", "recipients", "return_date", "rules"}
 
 
-def test_sighup_reloads_sequences_and_keeps_them_on_a_broken_edit(cfg: Path) -> None:
+def test_sighup_reloads_sequences_and_keeps_the_last_good_version_of_a_broken_one(
+    cfg: Path,
+) -> None:
     proc = _start_daemon(cfg)
     try:
         _read_until(proc, "daemon.started")
@@ -365,10 +367,14 @@ def test_sighup_reloads_sequences_and_keeps_them_on_a_broken_edit(cfg: Path) -> 
         reloaded = _read_until(proc, "sequences.reloaded")[-1]
         assert reloaded["sequences"] == ["follow-up", "second"]
         (seq_dir / "third.yaml").write_text("mailbox: sales\nsteps: [\n")
+        (seq_dir / "second.yaml").write_text("mailbox: sales\nsteps: oops\n")
         proc.send_signal(signal.SIGHUP)
-        failed = _read_until(proc, "sequences.reload_failed")[-1]
-        assert "third.yaml:" in str(failed["error"])
-        assert failed["kept"] == ["follow-up", "second"]
+        lines = _read_until(proc, "sequences.reloaded")
+        broken = {line["sequence"]: line for line in lines if line["event"] == "sequence.broken"}
+        assert "third.yaml:" in str(broken["third"]["problems"])
+        assert str(broken["third"]["using"]).startswith("none")
+        assert broken["second"]["using"] == "the last good version"
+        assert lines[-1]["sequences"] == ["follow-up", "second"]
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=15)
         assert proc.returncode == 0

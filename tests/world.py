@@ -19,7 +19,7 @@ from sequencer import contacts, enrolment
 from sequencer.clock import FrozenClock
 from sequencer.config import Settings, load_settings
 from sequencer.devservers import SmtpSink, delivery_report
-from sequencer.inbox import WatchTuning
+from sequencer.inbox import WatchTuning, search_uids
 from sequencer.sequences import Sequence, load_all
 from sequencer.store import db
 from sequencer.store.models import Enrollment
@@ -223,3 +223,21 @@ def dsn(
         diagnostic=diagnostic,
         date=format_datetime(START),
     )
+
+
+async def imap_folder(imap: ImapServer, folder: str, message_id: str | None = None) -> int:
+    """Create `folder` if it is missing; the number of messages in it (with that Message-ID)."""
+    import aioimaplib
+
+    client = aioimaplib.IMAP4(host="127.0.0.1", port=imap.port, timeout=10)
+    await client.wait_hello_from_server()
+    await client.login(imap.user, imap.password)
+    try:
+        await client.create(folder)  # NO [ALREADYEXISTS] when it is there: fine
+        await client.select(folder)
+        criteria = ("HEADER", "Message-ID", f'"{message_id}"') if message_id else ("ALL",)
+        await client.noop()  # pymap refreshes a folder's view on a command
+        resp = await client.uid_search(*criteria)
+        return len(search_uids(resp.lines))
+    finally:
+        await client.logout()
