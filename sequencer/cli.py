@@ -77,6 +77,25 @@ def _sequences(settings: Settings) -> dict[str, Sequence]:
     return load_all(settings.sequences, settings.mailboxes)
 
 
+def _sample_renders(settings: Settings, seqs: dict[str, Sequence]) -> list[str]:
+    """Every step rendered with sample values, in the render process and within the budget
+    the daemon uses: a template that fails, runs away or needs too much is refused here."""
+    if not seqs:
+        return []
+    from sequencer.renderer import Renderer, sample_problems
+
+    senders = {
+        name: {"name": box.display_name, "address": box.address}
+        for name, box in settings.mailboxes.items()
+    }
+
+    async def go() -> list[str]:
+        async with Renderer() as renderer:
+            return await sample_problems(renderer, seqs.values(), senders)
+
+    return asyncio.run(go())
+
+
 def _one_sequence(settings: Settings, name: str) -> Sequence:
     path = settings.sequences / f"{name}.yaml"
     if not path.exists():
@@ -143,6 +162,7 @@ def check(
                     for st in seq.steps
                     if st.wait.business_days
                 ]
+        problems += _sample_renders(settings, seqs)
         findings: list[Finding] = []
         if csv_file is not None and sequence is None:
             raise EnrollError(
@@ -619,6 +639,8 @@ def run(config: ConfigOpt = None) -> None:
     try:
         settings = _settings(config)
         seqs = _sequences(settings)
+        if rendering := _sample_renders(settings, seqs):
+            raise SequenceError(rendering)
         for name, box in settings.mailboxes.items():  # fail now, not at the first send
             box.smtp.password(f"{settings.source}: mailboxes.{name}.smtp")
             box.imap.password(f"{settings.source}: mailboxes.{name}.imap")
