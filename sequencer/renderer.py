@@ -48,7 +48,8 @@ _HEAD = struct.Struct(">I")
 #: The folder holding the `sequencer` package, put first on the child's path so that it runs
 #: this very code, however the parent found it.
 _ROOT = str(Path(__file__).resolve().parent.parent)
-_READY = b"ready"
+_ENV_KEPT = frozenset({"PATH", "HOME", "LANG", "TZ", "TMPDIR"})
+_ENV_PREFIXES = ("PYTHON", "LC_")
 
 
 class Renderer:
@@ -63,6 +64,7 @@ class Renderer:
         self._lock = asyncio.Lock()
         self.restarts = 0  # children killed or lost so far (for tests and logs)
         self.unbounded = False  # the child could not cap its memory (see `_child`)
+        self._reapers: set[asyncio.Future[None]] = set()
 
     @property
     def pid(self) -> int | None:
@@ -141,9 +143,13 @@ class Renderer:
                         "need more memory than the cap?)"
                     ) from None
                 except BaseException:  # cancelled mid-render: the reply would come out of step
-                    proc.kill()
                     self._proc = None
                     self.restarts += 1
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+                    reaper = asyncio.ensure_future(_kill(proc))  # not awaited: we are cancelled
+                    self._reapers.add(reaper)
+                    reaper.add_done_callback(self._reapers.discard)
                     raise
                 if "error" in reply:
                     raise TemplateError(str(reply["error"]))
@@ -156,8 +162,11 @@ class Renderer:
             return self._proc
         if self._proc is not None:
             await self._lose(self._proc)
+        # Only what Python needs: the daemon's environment may hold mailbox passwords
+        # (password_env), and the child runs other people's templates.
+        env = {k: v for k, v in os.environ.items() if k in _ENV_KEPT or k.startswith(_ENV_PREFIXES)}
         path = os.environ.get("PYTHONPATH")
-        env = {**os.environ, "PYTHONPATH": _ROOT + (os.pathsep + path if path else "")}
+        env["PYTHONPATH"] = _ROOT + (os.pathsep + path if path else "")
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -277,7 +286,7 @@ def _child() -> None:
         out.write(_HEAD.pack(len(data)) + data)
         out.flush()
 
-    send({"hello": _READY.decode(), "memory_capped": capped})
+    send({"hello": "ready", "memory_capped": capped})
     while True:
         head = inp.read(_HEAD.size)
         if len(head) < _HEAD.size:
@@ -287,7 +296,7 @@ def _child() -> None:
         # Backstop for an orphan: the parent kills us at `seconds`; if it is gone, the kernel
         # does a little later (RLIMIT_CPU counts the whole process, so it is moved along).
         used = resource.getrusage(resource.RUSAGE_SELF)
-        soft = int(used.ru_utime + used.ru_stime + seconds) + 3
+        soft = int(used.ru_utime + used.ru_stime + seconds) + 2
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_CPU, (soft, cpu_hard))
         try:

@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
+import textwrap
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -193,3 +196,52 @@ async def test_sample_problems_name_file_line_step_and_part(tmp_path: Path) -> N
         f"{path}:8: step 3: body: template failed while rendering: ZeroDivisionError: "
         "division by zero (rendered with sample values; `sequencer preview` shows the step)",
     ]
+
+
+def test_an_orphaned_runaway_render_stops_by_itself() -> None:
+    """If the daemon is SIGKILLed mid-render, nobody kills the child: its own CPU limit,
+    moved along before each render, ends it a moment past the budget."""
+    script = textwrap.dedent(
+        f"""\
+        import asyncio
+        from sequencer.render import Budget
+        from sequencer.renderer import Renderer
+
+        async def main():
+            renderer = await Renderer().__aenter__()
+            print(renderer.pid, flush=True)
+            await renderer.render_step(None, {NESTED!r}, {{}}, {{}}, budget=Budget(seconds=0.5))
+
+        asyncio.run(main())
+        """
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True
+    ) as parent:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        time.sleep(0.1)
+        parent.kill()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        if Path(f"/proc/{child}/stat").read_text().split()[2] == "Z":
+            break  # dead, waiting for init to reap it
+        time.sleep(0.1)
+    else:
+        os.kill(child, signal.SIGKILL)
+        raise AssertionError("the orphaned render process was still running after 10 s")
+
+
+async def test_the_process_does_not_inherit_mailbox_passwords(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """password_env secrets live in the daemon's environment; the child runs templates."""
+    monkeypatch.setenv("SMTP_PASSWORD", "smtp-Secret-1")
+    async with Renderer() as r:
+        environ = Path(f"/proc/{r.pid}/environ").read_bytes()
+        assert await r.render_step(None, "ok", CONTACT, SENDER) == ("", "ok")
+    assert b"smtp-Secret-1" not in environ and b"PYTHONPATH=" in environ
