@@ -114,17 +114,15 @@ class _BoundedComposer(Composer):
     def _count(self, size: int, event: NodeEvent) -> None:
         self.expanded += size
         if self.expanded > MAX_NODES:
+            what = f"the document expands to more than {MAX_NODES} values"
+            if isinstance(event, AliasEvent):
+                what += f" through its aliases (here *{event.anchor}); remove the aliases"
+            else:
+                what += "; split it into smaller files"
             raise _Refused(
                 None,
                 None,
-                f"the document expands to more than {MAX_NODES} values"
-                + (
-                    f" through its aliases (here *{event.anchor})"
-                    if isinstance(event, AliasEvent)
-                    else ""
-                )
-                + "; a settings or sequence file needs far fewer: remove the aliases or "
-                "split the file",
+                what + " (a settings or sequence file holds a few hundred)",
                 event.start_mark,
             )
 
@@ -197,16 +195,15 @@ def load(path: Path, error: Callable[[list[str]], Exception]) -> YamlDoc:
     """Read and parse `path`; raise `error([...])` with file:line on any problem."""
     try:
         with path.open("rb") as f:
-            raw = f.read(MAX_BYTES + 1)
+            raw = f.read(MAX_BYTES + 1)  # never more: the file may be endless (/dev/zero)
+        if len(raw) > MAX_BYTES:
+            size = f"{MAX_BYTES >> 20} MiB"
+            raise error([f"{path}: larger than {size}; a settings or sequence file is a few KB"])
         text = raw.decode("utf-8")
     except FileNotFoundError:
         raise error([f"{path}: file not found"]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise error([f"{path}: cannot read it: {exc}"]) from None
-    if len(raw) > MAX_BYTES:
-        raise error(
-            [f"{path}: larger than {MAX_BYTES >> 20} MiB; a settings or sequence file is a few KB"]
-        )
     yaml = YAML(typ="rt")
     yaml.version = (1, 2)
     yaml.Composer = _BoundedComposer

@@ -242,6 +242,6 @@ async def test_the_process_does_not_inherit_mailbox_passwords(
     """password_env secrets live in the daemon's environment; the child runs templates."""
     monkeypatch.setenv("SMTP_PASSWORD", "smtp-Secret-1")
     async with Renderer() as r:
-        environ = Path(f"/proc/{r.pid}/environ").read_bytes()
+        environ = await asyncio.to_thread(Path(f"/proc/{r.pid}/environ").read_bytes)
         assert await r.render_step(None, "ok", CONTACT, SENDER) == ("", "ok")
     assert b"smtp-Secret-1" not in environ and b"PYTHONPATH=" in environ

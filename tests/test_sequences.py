@@ -782,8 +782,7 @@ def test_a_billion_laughs_file_is_refused_fast_in_little_memory(tmp_path: Path) 
     )
     assert out["result"] == [
         f"{path}:6: the document expands to more than 10000 values through its aliases "
-        "(here *lol3); a settings or sequence file needs far fewer: remove the aliases or split "
-        "the file"
+        "(here *lol3); remove the aliases (a settings or sequence file holds a few hundred)"
     ]
     assert out["seconds"] < 0.5, out
     assert out["peak_mb"] < 200, out
@@ -863,7 +862,10 @@ def test_a_file_over_one_mib_is_refused_unread(tmp_path: Path) -> None:
 
 def test_many_values_without_aliases_are_bounded_too(tmp_path: Path) -> None:
     path = write(tmp_path, "wide.yaml", "mailbox: sales\nx: [" + "a, " * 20_000 + "a]\n" + STEPS)
-    assert "the document expands to more than 10000 values;" in one_problem(path)
+    assert one_problem(path) == (
+        f"{path}:2: the document expands to more than 10000 values; split it into smaller "
+        "files (a settings or sequence file holds a few hundred)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -898,7 +900,8 @@ def test_a_raw_control_character_is_refused_with_its_line(tmp_path: Path) -> Non
     [
         ("subject", "Hi\\nBcc: x@evil.test", "contains a line break (U+000A, line feed)"),
         ("subject", "Hi \\ud83d", "contains U+D83D, a lone surrogate"),
-        ("body", "Hi \\x00 there", "contains a line break (U+0000, NUL)"),
+        ("body", "Hi \\x00 there", "contains the control character U+0000, NUL"),
+        ("body", "Hi\\r\\nthere", "contains the control character U+000D, carriage return"),
         ("body", "Hi \\e[2J there", "contains the control character U+001B, escape"),
         ("body", "Hi \\udcff", "contains U+DCFF, a lone surrogate"),
         ("company", "Acme\\rBcc: x", "contains a line break (U+000D, carriage return)"),
