@@ -153,7 +153,7 @@ class _StrictConstructor(RoundTripConstructor):
             return super().construct_non_recursive_object(node, tag)
         try:
             return super().construct_non_recursive_object(node, tag)
-        except (ValueError, KeyError, TypeError, OverflowError) as exc:
+        except (ValueError, KeyError, IndexError, TypeError, OverflowError) as exc:
             kind = str(tag or node.tag).removeprefix(_CORE)
             text = ascii(str(node.value))[1:-1]
             text = text if len(text) <= 40 else text[:37] + "..."

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 import textwrap
 from datetime import timedelta
 from pathlib import Path
@@ -11,7 +13,8 @@ from hostile import laughs, load_capped, nested
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sequencer.errors import EnrollError, SequenceError
+from sequencer.config import load_settings
+from sequencer.errors import ConfigError, EnrollError, SequenceError
 from sequencer.sequences import Sequence, load_all, load_sequence
 
 REPO = Path(__file__).resolve().parents[1]
@@ -934,3 +937,25 @@ def test_tabs_line_breaks_and_letters_are_fine_where_they_belong(tmp_path: Path)
     seq = load_sequence(write(tmp_path, "fine.yaml", text))
     assert seq.steps[0].body == "Liebe Zoë,\n\n\tdie Preise\u2028folgen.\n"
     assert seq.variables["company"] == "Zoë Müller\tGmbH"
+
+
+_YAML_BITS = [
+    *["a", "b: ", ": ", "- ", "\n", "  ", "&x ", "*x", "<<: ", "? ", "[", "]", "{", "}", ","],
+    *["!!str ", "!!int ", "!!float ", "!!map ", "!!seq ", "!!null ", "!!bool ", "! ", "!e!str "],
+    *["'", '"', "|", ">", "#", "1", "0x1F", "1e5", ".inf", "2020-01-01", "12:30", "~", "null"],
+    *["---\n", "...\n", "%YAML 1.2\n", "%TAG !e! tag:yaml.org,2002:\n", "\\ud800", "\t", "é"],
+    *["steps", "mailbox", "body", "subject", "wait: 1d", "{{", "}}", "{%", "%}"],
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(bits=st.lists(st.sampled_from(_YAML_BITS), max_size=30))
+def test_any_yaml_loads_or_is_refused_never_a_traceback(bits: list[str]) -> None:
+    """Found this way: `? !!float` (an empty float key) raised a bare IndexError in ruamel."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "fuzz.yaml"
+        path.write_text("".join(bits), encoding="utf-8")
+        with contextlib.suppress(SequenceError):
+            load_sequence(path, ["sales"])
+        with contextlib.suppress(ConfigError):
+            load_settings(path)
