@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from sequencer import safetext
+
 _LOCAL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+$")
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 
@@ -16,6 +18,8 @@ def normalize_address(raw: str) -> str:
     """
     if any(c in raw for c in "\r\n\0"):
         raise ValueError("contains a line break or NUL (possible header injection)")
+    if bad := safetext.problem(raw.strip()):
+        raise ValueError(bad)
     addr = raw.strip()
     if not addr:
         raise ValueError("is empty")

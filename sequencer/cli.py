@@ -88,6 +88,34 @@ def _sequences(settings: Settings) -> dict[str, Sequence]:
     return load_all(settings.sequences, settings.mailboxes)
 
 
+def _sample_renders(settings: Settings, seqs: dict[str, Sequence]) -> list[str]:
+    """Every step rendered with sample values, in the render process and within the budget
+    the daemon uses: a template that fails, runs away or needs too much is refused here."""
+    return [p for problems in _sample_renders_each(settings, seqs).values() for p in problems]
+
+
+def _sample_renders_each(settings: Settings, seqs: dict[str, Sequence]) -> dict[str, list[str]]:
+    """`_sample_renders`, by sequence id (only those with problems)."""
+    if not seqs:
+        return {}
+    from sequencer.renderer import Renderer, sample_problems
+
+    senders = {
+        name: {"name": box.display_name, "address": box.address}
+        for name, box in settings.mailboxes.items()
+    }
+
+    async def go() -> dict[str, list[str]]:
+        found = {}
+        async with Renderer() as renderer:
+            for name, seq in sorted(seqs.items()):
+                if problems := await sample_problems(renderer, [seq], senders):
+                    found[name] = problems
+        return found
+
+    return asyncio.run(go())
+
+
 def _one_sequence(settings: Settings, name: str) -> Sequence:
     path = settings.sequences / f"{name}.yaml"
     if not path.exists():
@@ -154,6 +182,7 @@ def check(
                     for st in seq.steps
                     if st.wait.business_days
                 ]
+        problems += _sample_renders(settings, seqs)
         findings: list[Finding] = []
         if csv_file is not None and sequence is None:
             raise EnrollError(
@@ -1042,6 +1071,9 @@ def run(config: ConfigOpt = None) -> None:
         settings = _settings(config)
         # A broken sequence file holds its own contacts, it does not stop the daemon.
         seqs, broken = load_each(settings.sequences, settings.mailboxes)
+        for name, rendering in _sample_renders_each(settings, seqs).items():
+            broken[name] = rendering
+            del seqs[name]
         for name, box in settings.mailboxes.items():  # fail now, not at the first send
             box.smtp.password(f"{settings.source}: mailboxes.{name}.smtp")
             box.imap.password(f"{settings.source}: mailboxes.{name}.imap")

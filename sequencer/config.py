@@ -22,11 +22,12 @@ from pydantic import (
     model_validator,
 )
 
+from sequencer import safetext
 from sequencer.addresses import normalize_address
 from sequencer.errors import ConfigError
 from sequencer.pacing import Pace
 from sequencer.schedule import WindowModel, check_country, check_zone, parse_duration
-from sequencer.yamlfile import YamlDoc, load, pydantic_problems
+from sequencer.yamlfile import YamlDoc, load, pydantic_problems, unsafe_text
 
 DEFAULT_CONFIG = "sequencer.yaml"
 DEFAULT_DATABASE = "sqlite://sequencer.db"
@@ -184,8 +185,10 @@ class Mailbox(_Frozen):
     @field_validator("display_name")
     @classmethod
     def _display(cls, v: str) -> str:
-        if "\r" in v or "\n" in v:
-            raise ValueError("display_name must be one line (no line breaks)")
+        # The file's text is checked as it is read (unsafe_text); this guards a Settings
+        # built in code. It goes into the From header: one line, characters UTF-8 encodes.
+        if bad := safetext.problem(v):
+            raise ValueError(f"display_name {bad}")
         return v
 
     @property
@@ -301,6 +304,11 @@ def settings_from(doc: YamlDoc) -> Settings:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError([f"{doc.at(())}: the settings file must be a mapping of keys"])
+    # No setting is more than one line of text; a display name, an address, a folder or a
+    # host with a control character would break a header or a protocol line at send time.
+    unsafe = unsafe_text(doc)
+    if unsafe:
+        raise ConfigError(unsafe)
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:

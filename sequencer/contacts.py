@@ -1,8 +1,13 @@
 """Pure contact intake: `--var` pairs and CSV rows -> validated contact records.
 
 Owns what a valid contact is before anything is written: a good address, variable names and
-values that cannot inject headers, and every field the sequence needs. A CSV is checked whole,
-and every bad row is reported with its line.
+values that cannot inject headers or fail to send, and every field the sequence needs. A CSV
+is checked whole, and every bad row is reported with its line.
+
+A value may hold any letter (Zoë Müller) and a tab, which is harmless in a body and legal
+folding white space in a header (the email package encodes it); line breaks, other control
+characters and lone surrogates (what undecodable bytes in a command-line argument become) are
+refused, since any of them can end up in the subject.
 """
 
 from __future__ import annotations
@@ -11,15 +16,13 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sequencer import csvfile
+from sequencer import csvfile, safetext
 from sequencer.addresses import normalize_address
 from sequencer.errors import EnrollError
 from sequencer.schedule import check_country, check_zone
 from sequencer.sequences import Sequence
 
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
-#: CR, LF, NUL and what Python's email package also treats as line breaks in a header.
-_BREAKS = "\r\n\0\v\f\x1c\x1d\x1e\x85\u2028\u2029"
 
 
 @dataclass(frozen=True)
@@ -46,12 +49,16 @@ def parse_vars(pairs: Iterable[str]) -> dict[str, str]:
 def _check_fields(fields: dict[str, str]) -> list[str]:
     problems = []
     for key, value in fields.items():
+        name = key if safetext.problem(key) is None else ascii(key)[1:-1]
         if not _NAME.match(key):
-            problems.append(f"'{key}' is not a usable field name (lower-case letters, digits, _)")
-        if any(c in value for c in _BREAKS):
-            problems.append(f"{key}: contains a line break (header injection is refused)")
+            problems.append(f"'{name}' is not a usable field name (lower-case letters, digits, _)")
+        bad = safetext.problem(value, allow="\t")
+        if bad is not None and bad.startswith("contains a line break"):
+            problems.append(f"{name}: contains a line break (header injection is refused)")
+        elif bad is not None:
+            problems.append(f"{name}: {bad}")
         if len(value) > 1000:
-            problems.append(f"{key}: longer than 1000 characters")
+            problems.append(f"{name}: longer than 1000 characters")
     return problems
 
 

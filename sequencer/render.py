@@ -1,13 +1,18 @@
 """Pure template rendering and message building.
 
-Owns: the sandboxed, strict Jinja2 environment; which contact fields a template uses (so
-`check` can reject undeclared ones and `enroll` can demand required ones); turning a step into
-the exact bytes sent, with Message-ID, In-Reply-To and References so clients show one thread.
-Must not import asyncio, tortoise or any network library.
+Owns: the sandboxed, strict Jinja2 environment and the render budget; which contact fields a
+template uses (so `check` can reject undeclared ones and `enroll` can demand required ones);
+turning a step into the exact bytes sent, with Message-ID, In-Reply-To and References so
+clients show one thread. Must not import asyncio, tortoise or any network library.
+
+The output budget is enforced here, as chunks come out. The time budget and the memory cap
+cannot be enforced in-process (a loop that outputs nothing never yields to a check, and
+`"x" * 10**9` is one C call): `renderer.py` runs these functions in a process it can kill.
 """
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,10 +23,12 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, nodes
+from jinja2 import StrictUndefined, Template, TemplateSyntaxError, UndefinedError, nodes
 from jinja2.exceptions import SecurityError
+from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 
+from sequencer import safetext
 from sequencer.errors import TemplateError
 
 #: Names a template may use at the top level.
@@ -31,11 +38,59 @@ SENDER_FIELDS = frozenset({"name", "address"})
 BUILTIN_FIELDS = frozenset({"email", "first_name"})
 #: RFC 5322 2.1.1: a line is at most 998 characters; longer body lines go quoted-printable.
 MAX_LINE = 998
-#: What str.splitlines() and the email package treat as a line break, plus NUL.
-_BREAKS = "\r\n\0\v\f\x1c\x1d\x1e\x85\u2028\u2029"
 _FOLD_AT = 78  # RFC 5322's recommended header line length
+#: What a body may hold besides printable text: tabs and line breaks (a pasted paragraph
+#: may carry U+2028/U+2029). Control characters and lone surrogates are refused.
+BODY_ALLOWED = "\t\n\u2028\u2029"
 
-_ENV = SandboxedEnvironment(
+
+@dataclass(frozen=True)
+class Budget:
+    """What one message's render may cost.
+
+    A follow-up renders in well under a millisecond and is a few KB; Gmail clips anything over
+    102 KB. Two seconds is a thousand times a normal render, so a loaded machine never trips
+    it, yet a runaway template holds its mailbox up for no longer than that. 256,000
+    characters (subject and body together) is fifty long emails, far under any server's
+    SIZE limit (10 MB and more), so only a template bug reaches it.
+    """
+
+    seconds: float = 2.0
+    max_chars: int = 256_000
+
+
+DEFAULT_BUDGET = Budget()
+
+
+class _Sandbox(SandboxedEnvironment):
+    """Jinja's sandbox, which caps one `range()`, plus refusals of the arithmetic that
+    builds a huge value in one C call: `"x" * 10**9`, `[0] * 10**9`, `9 ** 10**9`."""
+
+    intercepted_binops = frozenset({"*", "**"})
+    max_chars = DEFAULT_BUDGET.max_chars
+
+    def call_binop(self, context: Context, operator: str, left: object, right: object) -> object:
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if (
+                    isinstance(seq, (str, list, tuple))
+                    and isinstance(times, int)
+                    and len(seq) * times > self.max_chars
+                ):
+                    raise SecurityError(
+                        f"repeating a value {times} times would exceed {self.max_chars} characters"
+                    )
+        elif (
+            isinstance(left, int)
+            and isinstance(right, int)
+            and right > 0
+            and left.bit_length() * right > 4096
+        ):
+            raise SecurityError(f"{left} ** {right} is too large a number")
+        return super().call_binop(context, operator, left, right)
+
+
+_ENV = _Sandbox(
     undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True, trim_blocks=True
 )
 
@@ -127,20 +182,78 @@ def _guarded_reads(tree: nodes.Template) -> set[int]:
     return guarded
 
 
-def render(source: str, contact: Mapping[str, str], sender: Mapping[str, str]) -> str:
-    """Render strictly: a missing field is an error, never a blank in a sent email."""
+@functools.lru_cache(maxsize=256)
+def _compiled(source: str) -> Template:
+    """Each template is compiled once (a few ms) and rendered many times (microseconds)."""
+    return _ENV.from_string(source)
+
+
+def render(
+    source: str,
+    contact: Mapping[str, str],
+    sender: Mapping[str, str],
+    *,
+    max_chars: int = DEFAULT_BUDGET.max_chars,
+) -> str:
+    """Render strictly: a missing field is an error, never a blank in a sent email.
+
+    Output past `max_chars` stops the render (checked as each chunk comes out)."""
     try:
-        return _ENV.from_string(source).render(contact=dict(contact), sender=dict(sender))
+        chunks = _compiled(source).generate(contact=dict(contact), sender=dict(sender))
+        out: list[str] = []
+        size = 0
+        for chunk in chunks:
+            size += len(chunk)
+            if size > max_chars:
+                raise TemplateError(
+                    f"template renders more than {max_chars} characters (a loop that "
+                    "never ends, or too much text?); an email should be a few KB"
+                )
+            out.append(chunk)
+        return "".join(out)
+    except TemplateError:
+        raise
     except UndefinedError as exc:
         raise TemplateError(f"template uses a value the contact does not have: {exc}") from None
     except SecurityError as exc:
         raise TemplateError(f"template tried something the sandbox forbids: {exc}") from None
     except TemplateSyntaxError as exc:
         raise TemplateError(f"line {exc.lineno} of the template: {exc.message}") from None
+    except MemoryError:
+        raise TemplateError(
+            "template needs too much memory (a huge repeated string or list?)"
+        ) from None
+    except RecursionError:
+        raise TemplateError("template recurses too deeply (a macro that calls itself?)") from None
     except Exception as exc:  # 1/0, "a" + 1, range(10**9): the template's fault, not ours
         raise TemplateError(
-            f"template failed while rendering: {type(exc).__name__}: {exc}"
+            f"template failed while rendering: {type(exc).__name__}: {str(exc)[:200]}"
         ) from None
+
+
+def render_step(
+    subject_source: str | None,
+    body_source: str,
+    contact: Mapping[str, str],
+    sender: Mapping[str, str],
+    *,
+    max_chars: int = DEFAULT_BUDGET.max_chars,
+) -> tuple[str, str]:
+    """A step's subject ("" when it has none) and body, within one output budget.
+
+    An error names the part that failed: "subject: ..." or "body: ...".
+    """
+    subject = ""
+    if subject_source is not None:
+        try:
+            subject = render(subject_source, contact, sender, max_chars=max_chars)
+        except TemplateError as exc:
+            raise TemplateError(f"subject: {exc}") from None
+    try:
+        body = render(body_source, contact, sender, max_chars=max_chars - len(subject))
+    except TemplateError as exc:
+        raise TemplateError(f"body: {exc}") from None
+    return subject, body
 
 
 def new_message_id(domain: str) -> str:
@@ -157,13 +270,24 @@ def reply_subject(first_subject: str) -> str:
 
 
 def check_header_value(what: str, value: str) -> None:
-    """Header injection guard: a header value is one line."""
+    """Header injection guard: a header value is one line of characters UTF-8 can encode."""
     # Not only CR and LF: the email package also treats \v, \f, \x1c-\x1e, \x85, \u2028 and
-    # \u2029 as line breaks and would refuse them with a bare ValueError.
-    if any(c in value for c in _BREAKS):
+    # \u2029 as line breaks and would refuse them with a bare ValueError. A tab is folding
+    # white space, legal in a header (it is encoded where the value needs encoded words).
+    bad = safetext.problem(value, allow="\t")
+    if bad is None:
+        return
+    if bad.startswith("contains a line break"):
         raise TemplateError(f"{what} contains a line break; header values must be one line")
-    if any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in value):
-        raise TemplateError(f"{what} contains a control character; remove it")
+    raise TemplateError(f"{what} {bad}")
+
+
+def check_body(body: str) -> None:
+    """A body holds text, tabs and line breaks: a lone surrogate would fail to encode on every
+    retry, and control characters have no place in a plain-text email."""
+    bad = safetext.problem(body, allow=BODY_ALLOWED)
+    if bad is not None:
+        raise TemplateError(f"body {bad}")
 
 
 def _encoded_words(name: str, value: str) -> str:
@@ -206,6 +330,7 @@ def build_message(
         raise TemplateError("subject renders empty")
     if not body.strip():
         raise TemplateError("body renders empty")
+    check_body(body)
     msg = EmailMessage(policy=SMTP)
     local, domain = from_address.rsplit("@", 1)
     if from_name.isascii():

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sequencer import render
 from sequencer.errors import EnrollError, SequenceError, TemplateError
 from sequencer.schedule import Wait, Window, WindowModel, parse_wait
-from sequencer.yamlfile import YamlDoc, load, pydantic_problems
+from sequencer.yamlfile import Loc, YamlDoc, load, pydantic_problems, unsafe_text
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _VAR = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -131,6 +131,9 @@ def sequence_from(doc: YamlDoc, mailboxes: Iterable[str] | None = None) -> Seque
         raise SequenceError(
             [f"{doc.at(())}: a sequence file must be a mapping with 'mailbox' and 'steps'"]
         )
+    unsafe = unsafe_text(doc, _allowed)
+    if unsafe:
+        raise SequenceError(problems + unsafe)
     try:
         model = SequenceModel.model_validate(doc.data)
     except ValidationError as exc:
@@ -235,6 +238,16 @@ def sequence_from(doc: YamlDoc, mailboxes: Iterable[str] | None = None) -> Seque
         window,
         frozenset(used - bare),
     )
+
+
+def _allowed(loc: Loc) -> str:
+    """Besides printable text, a body may hold tabs and line breaks, and a subject or a
+    variable's default (which may end up in the subject) a tab; nothing else may."""
+    if len(loc) == 3 and loc[0] == "steps" and loc[2] == "body":
+        return render.BODY_ALLOWED
+    if (len(loc) == 3 and loc[0] == "steps" and loc[2] == "subject") or loc[:1] == ("variables",):
+        return "\t"
+    return ""
 
 
 def _body_line(doc: YamlDoc, loc: tuple[str | int, ...]) -> int | None:

@@ -34,6 +34,7 @@ from sequencer.delivery import Action, judge
 from sequencer.errors import InboxError, SequencerError
 from sequencer.etiquette import Etiquette, promises_of
 from sequencer.inbox import InboxWatcher, WatchTuning
+from sequencer.renderer import Renderer, sample_problems
 from sequencer.sender import Sender, SendFailed
 from sequencer.sentbox import SentFolder
 from sequencer.sequences import Sequence
@@ -90,8 +91,10 @@ class Daemon:
         self._inflight: set[asyncio.Task[int]] = set()
         self._holds: dict[str, Hold | None] = {}  # last logged hold per mailbox
         self._holds_to_check = False  # a reload may bring back held contacts' sequences
+        self._background: set[asyncio.Future[None]] = set()
         self.senders = {name: Sender(box) for name, box in settings.mailboxes.items()}
         self.sentboxes = {name: SentFolder(box) for name, box in settings.mailboxes.items()}
+        self.renderer = Renderer()  # started at the first render; stopped in close()
         self.own_addresses = {box.address for box in settings.mailboxes.values()}
         self.watchers = {
             name: InboxWatcher(
@@ -415,11 +418,13 @@ class Daemon:
         sender_vars = {"name": box.display_name, "address": box.address}
         try:
             contact = seq.contact_values(enr.email, enr.variables)
-            if step_no == 1:
-                subject = render.render(step.subject or "", contact, sender_vars).strip()
-            else:
-                subject = render.reply_subject(enr.thread_subject or "")
-            body = render.render(step.body, contact, sender_vars)
+            first = step_no == 1
+            # In the render process, within its time and size budget: a runaway template
+            # is stopped there and the daemon stays responsive meanwhile.
+            subject, body = await self.renderer.render_step(
+                (step.subject or "") if first else None, step.body, contact, sender_vars
+            )
+            subject = subject.strip() if first else render.reply_subject(enr.thread_subject or "")
             # The Message-ID is assigned once per step; every retry reuses it.
             message_id = row.message_id if row else render.new_message_id(box.domain)
             out = render.build_message(
@@ -603,15 +608,32 @@ class Daemon:
         self._wake.set()
 
     def reload_sequences(self) -> None:
-        """SIGHUP: take every file that loads; a broken edit keeps that sequence's last good
-        version; a file that is gone leaves its contacts held until it is back."""
+        """SIGHUP: reload in the background (the signal handler must not block)."""
+        if self._reload is None:
+            return
+        task = asyncio.ensure_future(self.reload())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def reload(self) -> None:
+        """Take every file that loads and renders with sample values; a broken edit keeps
+        that sequence's last good version; a file that is gone leaves its contacts held
+        until it is back."""
         if self._reload is None:
             return
         try:
-            fresh, broken = self._reload()
+            fresh, broken = await asyncio.to_thread(self._reload)
         except SequencerError as exc:
             log.error("sequences.reload_failed", error=str(exc), kept=sorted(self.sequences))
             return
+        senders = {
+            name: {"name": box.display_name, "address": box.address}
+            for name, box in self.settings.mailboxes.items()
+        }
+        for name, seq in sorted(fresh.items()):
+            if problems := await sample_problems(self.renderer, [seq], senders):
+                broken[name] = problems
+                del fresh[name]
         kept = {name: self.sequences[name] for name in broken if name in self.sequences}
         self.sequences = {**fresh, **kept}
         self.report_broken(broken, kept=kept)
@@ -798,6 +820,7 @@ class Daemon:
             await sender.close()
         for box in self.sentboxes.values():
             await box.close()
+        await self.renderer.close()
 
 
 async def _seen_before(raw: bytes) -> bool:

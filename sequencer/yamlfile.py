@@ -2,6 +2,11 @@
 
 ruamel.yaml keeps each key's position; we flatten the document to plain Python and keep a map
 from each key path to its 1-based line, so pydantic's error locations become `file:line`.
+
+Hostile input is bounded while it is composed, before anything is expanded: the file's size,
+the nesting depth, and the number of values the document would hold once every alias is
+expanded (a "billion laughs" file is a few hundred bytes that expand to 10**9 values), are
+capped, and only the plain core tags are accepted (no `!!python/...`, `!!binary`, `!custom`).
 """
 
 from __future__ import annotations
@@ -14,12 +19,158 @@ from typing import Any
 
 from pydantic import ValidationError
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
+from ruamel.yaml.composer import Composer
+from ruamel.yaml.constructor import RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import (
+    AliasEvent,
+    CollectionStartEvent,
+    MappingStartEvent,
+    NodeEvent,
+    ScalarEvent,
+)
+from ruamel.yaml.nodes import Node, ScalarNode
+from ruamel.yaml.reader import ReaderError
 
+from sequencer import safetext
 from sequencer.errors import where
 
 Loc = tuple[str | int, ...]
+
+#: A settings or sequence file is a few KB (twenty steps of long emails are ~100 KB); 1 MiB
+#: is ten times that and still scans in a fraction of a second.
+MAX_BYTES = 1 << 20
+#: Values in the document once every alias is expanded. A settings file with many mailboxes
+#: or a long sequence holds a few hundred; this bounds the work of everything downstream.
+MAX_NODES = 10_000
+#: Nesting of mappings and sequences. Real files nest at most five deep (mailboxes, smtp,
+#: ...); the bound keeps the composer's recursion and ours far from Python's limit.
+MAX_DEPTH = 50
+
+_CORE = "tag:yaml.org,2002:"
+#: The explicit tags allowed, per kind of node: the plain core types and `!` (non-specific).
+_TAGS: dict[type, frozenset[str]] = {
+    ScalarEvent: frozenset({"!", *(_CORE + t for t in ("str", "int", "float", "bool", "null"))}),
+    MappingStartEvent: frozenset({"!", _CORE + "map"}),
+}
+_SEQ_TAGS = frozenset({"!", _CORE + "seq"})
+
+
+class _Refused(MarkedYAMLError):
+    """A document refused for its shape (size, depth, aliases, tags), with its position."""
+
+
+class _BoundedComposer(Composer):
+    """ruamel's composer, counting as it goes.
+
+    Aliases are not copied while composing (an alias is the anchored node itself), so the
+    count is the size the document would have if expanded: every new node adds one, every
+    alias adds the expanded size of its anchor, recorded when that node was finished. A bomb
+    is refused at the first alias that crosses the bound, after reading only a few lines.
+    """
+
+    def __init__(self, loader: Any = None) -> None:
+        super().__init__(loader)
+        self.expanded = 0
+        self.nesting = 0
+        self.sizes: dict[int, int] = {}  # id(node) -> expanded size, once it is finished
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.parser.peek_event()
+        if isinstance(event, AliasEvent):
+            anchored = super().compose_node(parent, index)
+            size = self.sizes.get(id(anchored))
+            if size is None:
+                raise _Refused(
+                    None,
+                    None,
+                    f"alias *{event.anchor} is used inside its own anchor (a loop); "
+                    "write the value out instead",
+                    event.start_mark,
+                )
+            self._count(size, event)
+            return anchored
+        assert isinstance(event, NodeEvent)
+        self._check_tag(event)
+        collection = isinstance(event, CollectionStartEvent)
+        if collection:
+            self.nesting += 1
+            if self.nesting > MAX_DEPTH:
+                raise _Refused(
+                    None,
+                    None,
+                    f"nested more than {MAX_DEPTH} levels deep; flatten the structure",
+                    event.start_mark,
+                )
+        start = self.expanded
+        self._count(1, event)
+        node: Node = super().compose_node(parent, index)
+        self.sizes[id(node)] = self.expanded - start
+        if collection:
+            self.nesting -= 1
+        return node
+
+    def _count(self, size: int, event: NodeEvent) -> None:
+        self.expanded += size
+        if self.expanded > MAX_NODES:
+            what = f"the document expands to more than {MAX_NODES} values"
+            if isinstance(event, AliasEvent):
+                what += f" through its aliases (here *{event.anchor}); remove the aliases"
+            else:
+                what += "; split it into smaller files"
+            raise _Refused(
+                None,
+                None,
+                what + " (a settings or sequence file holds a few hundred)",
+                event.start_mark,
+            )
+
+    def _check_tag(self, event: NodeEvent) -> None:
+        tag = getattr(event, "ctag", None)
+        if tag is None:
+            return
+        allowed = _TAGS.get(type(event), _SEQ_TAGS)
+        if str(tag) not in allowed:
+            raise _Refused(
+                None,
+                None,
+                f"the tag {_show_tag(tag)} is not allowed (only plain values, lists and "
+                "mappings; remove the tag, or put the value in quotes to keep it as text)",
+                event.start_mark,
+            )
+
+
+class _StrictConstructor(RoundTripConstructor):
+    """ruamel's round-trip constructor, with a scalar it cannot convert reported at its line.
+
+    `1` followed by 5000 digits, `2024-13-45` or `!!int abc` raise a bare ValueError (or
+    KeyError) inside ruamel, with no position.
+    """
+
+    def construct_non_recursive_object(self, node: Any, tag: str | None = None) -> Any:
+        if not isinstance(node, ScalarNode):
+            return super().construct_non_recursive_object(node, tag)
+        try:
+            return super().construct_non_recursive_object(node, tag)
+        except (ValueError, KeyError, IndexError, TypeError, OverflowError) as exc:
+            kind = str(tag or node.tag).removeprefix(_CORE)
+            text = ascii(str(node.value))[1:-1]
+            text = text if len(text) <= 40 else text[:37] + "..."
+            raise _Refused(
+                None,
+                None,
+                f"cannot read '{text}' as {kind} ({type(exc).__name__}: {str(exc)[:80]}); "
+                "put it in quotes to keep it as text",
+                node.start_mark,
+            ) from None
+
+
+def _show_tag(tag: Any) -> str:
+    """The tag as written (`!!python/object/apply:os.system`), not its expanded URI."""
+    handle, suffix = getattr(tag, "handle", None), getattr(tag, "suffix", None)
+    text = f"{handle or ''}{suffix or ''}" if suffix else str(tag)
+    return ascii(text)[1:-1][:80]
 
 
 @dataclass(frozen=True)
@@ -43,15 +194,25 @@ class YamlDoc:
 def load(path: Path, error: Callable[[list[str]], Exception]) -> YamlDoc:
     """Read and parse `path`; raise `error([...])` with file:line on any problem."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            raw = f.read(MAX_BYTES + 1)  # never more: the file may be endless (/dev/zero)
+        if len(raw) > MAX_BYTES:
+            size = f"{MAX_BYTES >> 20} MiB"
+            raise error([f"{path}: larger than {size}; a settings or sequence file is a few KB"])
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise error([f"{path}: file not found"]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise error([f"{path}: cannot read it: {exc}"]) from None
     yaml = YAML(typ="rt")
     yaml.version = (1, 2)
+    yaml.Composer = _BoundedComposer
+    yaml.Constructor = _StrictConstructor
     try:
         root = yaml.load(text)
+    except _Refused as exc:
+        mark = exc.problem_mark
+        raise error([f"{where(path, mark.line + 1 if mark else None)}: {exc.problem}"]) from None
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -62,6 +223,12 @@ def load(path: Path, error: Callable[[list[str]], Exception]) -> YamlDoc:
             what += f" ({exc.context} that starts on line {start.line + 1})"
         raise error(
             [f"{where(path, line)}: not valid YAML: {what} (check indentation and quoting)"]
+        ) from None
+    except ReaderError as exc:  # a character YAML forbids anywhere in a file
+        line = text.count("\n", 0, exc.position) + 1 if isinstance(exc.position, int) else None
+        what = f"U+{exc.character:04X}" if isinstance(exc.character, int) else "a character"
+        raise error(
+            [f"{where(path, line)}: not valid YAML: {what} ({exc.reason}); remove it"]
         ) from None
     except YAMLError as exc:
         raise error([f"{path}: not valid YAML: {exc}"]) from None
@@ -85,6 +252,8 @@ def _plain(node: Any, loc: Loc, lines: dict[Loc, int]) -> Any:
         return items
     if isinstance(node, bool) or node is None:
         return node
+    if isinstance(node, TaggedScalar):  # `!!str 5`: the only tag that arrives as one
+        return str(node.value)
     if isinstance(node, str):
         return str(node)
     if isinstance(node, int):
@@ -100,6 +269,39 @@ def _key_line(node: CommentedMap, key: Any) -> int:
         return int(node.lc.key(key)[0]) + 1
     except KeyError:
         return int(node.lc.line) + 1
+
+
+def unsafe_text(doc: YamlDoc, allow: Callable[[Loc], str] = lambda loc: "") -> list[str]:
+    """`file:line: where: what` for every key and text value holding a character that cannot
+    go into an email (line breaks, control characters, lone surrogates: see safetext).
+
+    `allow(loc)` names the characters the value at `loc` may hold (a body keeps its line
+    breaks). YAML's escapes ("\\x07", "\\ud800") make any of them easy to write.
+    """
+    problems: list[str] = []
+
+    def walk(node: Any, loc: Loc) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if isinstance(key, str) and (bad := safetext.problem(key)):
+                    problems.append(f"{doc.at((*loc, key))}: {_dotted((*loc, key))}: key {bad}")
+                    continue
+                walk(value, (*loc, key))
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, (*loc, i))
+        elif isinstance(node, str) and (bad := safetext.problem(node, allow=allow(loc))):
+            problems.append(f"{doc.at(loc)}: {_dotted(loc)}: {bad}")
+
+    walk(doc.data, ())
+    return problems
+
+
+def _dotted(loc: Loc) -> str:
+    """`mailboxes.sales.smtp`, with a key that holds a control character escaped."""
+    return ".".join(
+        ascii(p)[1:-1] if isinstance(p, str) and safetext.problem(p) else str(p) for p in loc
+    )
 
 
 def pydantic_problems(doc: YamlDoc, exc: ValidationError, prefix: Loc = ()) -> list[str]:

@@ -423,3 +423,131 @@ def test_demo_plays_the_whole_story(tmp_path: Path) -> None:
     }
     assert "the temporary folder is removed" in res.stdout
     assert list(tmp_path.iterdir()) == []
+
+
+# --- hostile input: refused at the door, bounded, never a traceback -------------------------
+
+NESTED = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+
+
+def _break_step_2(cfg: Path, extra: str) -> Path:
+    seq = cfg.parent / "sequences" / "follow-up.yaml"
+    seq.write_text(
+        seq.read_text().replace(
+            "      Hi {{ contact.first_name }}, the pricing page I promised.\n",
+            f"      Hi {{{{ contact.first_name }}}}, the pricing page I promised.{extra}\n",
+        )
+    )
+    return seq
+
+
+def test_check_refuses_a_runaway_template_within_the_budget(cfg: Path) -> None:
+    """Nested loops pass the sandbox's one-range cap; rendered with sample values in the
+    render process, the step is stopped at the 2 s budget and named."""
+    seq = _break_step_2(cfg, NESTED)
+    started = time.monotonic()
+    res = cli("check", cfg=cfg, timeout=30)
+    assert res.returncode == 2, res.stderr
+    assert time.monotonic() - started < 5  # 2 s of budget plus interpreter start-ups
+    assert f"{seq}:9: step 2: body: template took longer than 2 s to render" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_run_sets_aside_a_template_that_fails_with_sample_values(cfg: Path) -> None:
+    """The daemon runs on; that sequence is not loaded, so its contacts are held (not
+    failed, not sent to) until it is fixed and reloaded."""
+    seq = _break_step_2(cfg, "{{ 1 / 0 }}")
+    proc = _start_daemon(cfg)
+    try:
+        lines = _read_until(proc, "daemon.started")
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    broken = next(line for line in lines if line["event"] == "sequence.broken")
+    assert broken["sequence"] == "follow-up"
+    want = f"{seq}:9: step 2: body: template failed while rendering: ZeroDivisionError"
+    assert any(want in str(p) for p in broken["problems"])  # type: ignore[attr-defined]
+    assert lines[-1]["sequences"] == []
+    assert proc.returncode == 0
+
+
+def test_check_refuses_a_display_name_that_cannot_go_in_a_header(cfg: Path) -> None:
+    for escaped, what in [
+        ("Sam\\x07Seller", "contains the control character U+0007; remove it"),
+        ("Sam\\udcffSeller", "contains U+DCFF, a lone surrogate"),
+    ]:
+        cfg.write_text(
+            cfg.read_text().replace("display_name: Sam Seller", f'display_name: "{escaped}"')
+        )
+        res = cli("check", cfg=cfg)
+        assert res.returncode == 2
+        assert f"{cfg}:7: mailboxes.sales.display_name: {what}" in res.stderr
+        cfg.write_text(
+            cfg.read_text().replace(f'display_name: "{escaped}"', "display_name: Sam Seller")
+        )
+    cfg.write_text(cfg.read_text().replace("Sam Seller", "Zoë Müller"))
+    assert cli("check", cfg=cfg).returncode == 0
+
+
+def test_enroll_refuses_control_characters_and_surrogates_single_and_csv(
+    cfg: Path, tmp_path: Path
+) -> None:
+    # A Latin-1 "ë" typed into a UTF-8 terminal arrives as a lone surrogate (surrogateescape).
+    latin1 = b"first_name=Zo\xeb".decode("utf-8", "surrogateescape")
+    for value, what in [
+        (latin1, "first_name: contains U+DCEB, a lone surrogate"),
+        ("first_name=Jo\x1b[2J", "first_name: contains the control character U+001B, escape"),
+    ]:
+        res = cli("enroll", "follow-up", JO, "--var", value, cfg=cfg)
+        assert res.returncode == 2
+        assert what in res.stderr and "Traceback" not in res.stderr
+        assert "\x1b" not in res.stderr
+    people = tmp_path / "people.csv"
+    people.write_text(
+        "email,first_name\nann@a.test,Ann\nbo@b.test,Bo\x07\nzoe@z.test,Zoë Müller\n"
+        "cy\x01@c.test,Cy\n",
+        encoding="utf-8",
+    )
+    res = cli("enroll", "follow-up", "--csv", str(people), cfg=cfg)
+    assert res.returncode == 2
+    assert f"{people}:3: first_name: contains the control character U+0007" in res.stderr
+    assert f"{people}:5: email contains the control character U+0001" in res.stderr
+    people.write_text("email,first_name\nzoe@z.test,Zoë Müller\n", encoding="utf-8")
+    res = cli("enroll", "follow-up", "--csv", str(people), cfg=cfg)
+    assert res.returncode == 0 and "enrolled 1" in res.stdout
+
+
+def test_sighup_reload_of_a_yaml_bomb_keeps_the_daemon_and_its_sequences(cfg: Path) -> None:
+    from hostile import laughs
+
+    proc = _start_daemon(cfg)
+    try:
+        _read_until(proc, "daemon.started")
+        bomb = cfg.parent / "sequences" / "bomb.yaml"
+        bomb.write_text("mailbox: sales\n" + laughs() + "steps: []\n")
+        started = time.monotonic()
+        proc.send_signal(signal.SIGHUP)
+        lines = _read_until(proc, "sequences.reloaded")
+        assert time.monotonic() - started < 2
+        failed = next(line for line in lines if line["event"] == "sequence.broken")
+        assert failed["sequence"] == "bomb"
+        assert f"{bomb}:6: the document expands to more than 10000 values" in str(
+            failed["problems"]
+        )
+        assert lines[-1]["sequences"] == ["follow-up"]
+        bomb.write_text("mailbox: !!python/object/apply:os.system [true]\nsteps: []\n")
+        proc.send_signal(signal.SIGHUP)
+        lines = _read_until(proc, "sequences.reloaded")
+        failed = next(line for line in lines if line["event"] == "sequence.broken")
+        assert f"{bomb}:1: the tag !!python/object/apply:os.system" in str(failed["problems"])
+        bomb.unlink()
+        proc.send_signal(signal.SIGHUP)
+        assert _read_until(proc, "sequences.reloaded")[-1]["sequences"] == ["follow-up"]
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=15)
+        assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from hostile import laughs, load_capped
 
 from sequencer.config import (
     DEFAULT_CONFIG,
@@ -274,10 +275,83 @@ def test_a_missing_config_file_is_reported(tmp_path: Path) -> None:
     assert one_problem(tmp_path / "nope.yaml") == f"{tmp_path / 'nope.yaml'}: file not found"
 
 
-def test_a_display_name_with_a_line_break_is_refused(tmp_path: Path) -> None:
-    path = write(tmp_path, FULL.replace("display_name: Sam Seller", 'display_name: "Sam\\nBcc: x"'))
-    msg = one_problem(path)
-    assert msg.startswith(f"{path}:7: mailboxes.sales.display_name: display_name must be one line")
+@pytest.mark.parametrize(
+    ("escaped", "what"),
+    [
+        ("Sam\\nBcc: x", "contains a line break (U+000A, line feed); keep it on one line"),
+        ("Sam\\u2028Seller", "contains a line break (U+2028); keep it on one line"),
+        ("Sam\\x07Seller", "contains the control character U+0007; remove it"),
+        ("Sam\\tSeller", "contains the control character U+0009, tab; remove it"),
+        ("Sam\\e[31mSeller", "contains the control character U+001B, escape; remove it"),
+        ("Sam\\x85Seller", "contains a line break (U+0085); keep it on one line"),
+        ("Sam\\ud800Seller", "contains U+D800, a lone surrogate: not a character"),
+    ],
+)
+def test_a_display_name_that_cannot_go_in_a_header_is_refused_with_its_line(
+    tmp_path: Path, escaped: str, what: str
+) -> None:
+    """It goes into every From header: a send with it would fail, for ever for a surrogate."""
+    path = write(tmp_path, FULL.replace("display_name: Sam Seller", f'display_name: "{escaped}"'))
+    assert one_problem(path).startswith(f"{path}:7: mailboxes.sales.display_name: {what}")
+
+
+@pytest.mark.parametrize(
+    ("line", "setting"),
+    [
+        ('    address: "sales\\x00@vendor.test"', "mailboxes.sales.address"),
+        ('    address: "sales@vendor.test\\udcff"', "mailboxes.sales.address"),
+        ('timezone: "Europe/London\\x1b"', "timezone"),
+        ('sequences: "./seq\\nuences"', "sequences"),
+    ],
+)
+def test_any_setting_with_a_control_character_or_surrogate_is_refused(
+    tmp_path: Path, line: str, setting: str
+) -> None:
+    key = line.strip().split(":")[0]
+    text = "\n".join(line if x.strip().startswith(f"{key}:") else x for x in FULL.splitlines())
+    path = write(tmp_path, text + "\n")
+    found = one_problem(path)
+    assert found.startswith(f"{path}:") and f": {setting}: contains " in found
+    assert "\x00" not in found and "\x1b" not in found  # never echoed to the terminal
+
+
+def test_an_imap_folder_with_a_line_break_is_refused(tmp_path: Path) -> None:
+    """A folder name goes into an IMAP command line: a break would inject a command."""
+    imap = IMAP.replace("username: sales", 'username: sales, folder: "INBOX\\r\\nA1 LOGOUT"')
+    path = write(tmp_path, FULL.replace(IMAP, imap))
+    assert one_problem(path).startswith(
+        f"{path}:9: mailboxes.sales.imap.folder: contains a line break (U+000D, carriage return)"
+    )
+
+
+def test_a_key_with_a_control_character_is_refused_and_shown_escaped(tmp_path: Path) -> None:
+    path = write(tmp_path, FULL.replace("  sales:", '  "sa\\x1bles":'))
+    assert one_problem(path) == (
+        f"{path}:5: mailboxes.sa\\x1bles: key contains the control character U+001B, escape; "
+        "remove it"
+    )
+
+
+def test_non_ascii_display_names_are_fine(tmp_path: Path) -> None:
+    path = write(tmp_path, FULL.replace("Sam Seller", "Zoë Müller — Ventes"))
+    assert load_settings(path).mailboxes["sales"].display_name == "Zoë Müller — Ventes"
+
+
+def test_a_display_name_set_in_code_is_checked_too() -> None:
+    from pydantic import ValidationError
+
+    from sequencer.config import Mailbox
+
+    server = {"host": "h", "port": 1, "security": "none"}
+    with pytest.raises(ValidationError, match="lone surrogate"):
+        Mailbox.model_validate(
+            {
+                "address": "a@b.test",
+                "display_name": "x\udcff",
+                "smtp": server,
+                "imap": {**server, "username": "u"},
+            }
+        )
 
 
 def test_yaml_1_2_off_no_stay_strings(tmp_path: Path) -> None:
@@ -484,3 +558,43 @@ mailboxes:
     assert s.mailboxes["support"].imap.username == "help"
     assert s.mailboxes["support"].imap.host == "mail.vendor.test"
     assert s.mailboxes["support"].smtp.password("x") == "smtp-Secret-1"
+
+
+# --- hostile files -------------------------------------------------------------------------
+
+
+def test_a_billion_laughs_settings_file_is_refused_fast_in_little_memory(tmp_path: Path) -> None:
+    path = write(tmp_path, FULL + laughs())
+    out = load_capped(
+        "from pathlib import Path\nfrom sequencer.config import load_settings\n"
+        "from sequencer.errors import ConfigError\n",
+        f"""
+        try:
+            load_settings(Path({str(path)!r}))
+        except ConfigError as exc:
+            result = exc.problems
+        """,
+    )
+    assert out["result"] == [
+        f"{path}:14: the document expands to more than 10000 values through its aliases "
+        "(here *lol3); remove the aliases (a settings or sequence file holds a few hundred)"
+    ]
+    assert out["seconds"] < 0.5, out
+    assert out["peak_mb"] < 200, out
+
+
+def test_a_python_object_tag_is_refused_with_its_line(tmp_path: Path) -> None:
+    text = FULL.replace(
+        "timezone: Europe/London", 'timezone: !!python/object/apply:os.system ["touch pwned"]'
+    )
+    path = write(tmp_path, text)
+    assert one_problem(path) == (
+        f"{path}:3: the tag !!python/object/apply:os.system is not allowed (only plain values, "
+        "lists and mappings; remove the tag, or put the value in quotes to keep it as text)"
+    )
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_deeply_nested_settings_are_refused_with_their_line(tmp_path: Path) -> None:
+    path = write(tmp_path, FULL + "extra:\n" + "".join(f"  {'  ' * i}k{i}:\n" for i in range(200)))
+    assert one_problem(path) == f"{path}:60: nested more than 50 levels deep; flatten the structure"

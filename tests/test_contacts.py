@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -166,12 +167,20 @@ def test_contact_missing_required_values_names_them() -> None:
     assert "--var first_name=..." in msg
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(value=st.text(max_size=50))
-def test_any_value_without_line_breaks_is_kept_stripped(value: str) -> None:
+def test_any_value_without_line_breaks_or_control_characters_is_kept_stripped(value: str) -> None:
+    """The rule, stated independently: control characters (Unicode Cc) other than a tab,
+    lone surrogates (Cs) and the two Unicode line separators are refused; all else is kept."""
     fields = {"first_name": "Jo", "next_step": "x", "note": value}
-    if any(c in value.strip() for c in "\r\n\0\v\f\x1c\x1d\x1e\x85\u2028\u2029"):
+    kept = value.strip()
+    breaks = any(c in kept for c in "\r\n\0\v\f\x1c\x1d\x1e\x85\u2028\u2029")
+    bad = any(unicodedata.category(c) in ("Cc", "Cs") and c != "\t" for c in kept)
+    if breaks:
         with pytest.raises(EnrollError, match="header injection"):
+            contact(SEQ, "jo@acme.test", fields)
+    elif bad:
+        with pytest.raises(EnrollError, match="remove it"):
             contact(SEQ, "jo@acme.test", fields)
     else:
         values = contact(SEQ, "jo@acme.test", fields).values
@@ -346,3 +355,82 @@ def test_every_row_of_a_large_csv_is_checked() -> None:
     assert found[0] == "2 problem(s) in big.csv; nothing was enrolled:"
     assert found[1].startswith("big.csv:102: ")
     assert found[2].startswith("big.csv:402: ")
+
+
+# --- characters that cannot be sent --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "what"),
+    [
+        ("Jo\x07", "contains the control character U+0007; remove it"),
+        ("Jo\x1b[31m", "contains the control character U+001B, escape; remove it"),
+        ("Jo\x7f", "contains the control character U+007F; remove it"),
+        ("Jo\x9bx", "contains the control character U+009B; remove it"),
+        ("Jo\udcff", "contains U+DCFF, a lone surrogate: not a character, and it cannot be sent"),
+        ("\ud800Jo", "contains U+D800, a lone surrogate"),
+    ],
+)
+def test_contact_refuses_control_characters_and_lone_surrogates(value: str, what: str) -> None:
+    """Any value may end up in the subject; a surrogate cannot be encoded and used to make the
+    daemon retry the send for ever."""
+    with pytest.raises(EnrollError) as info:
+        contact(SEQ, "jo@acme.test", {"first_name": value, "next_step": "x"})
+    [found] = problems(info)
+    assert found.startswith(f"first_name: {what}")
+    assert "\x1b" not in found and "\udcff" not in found  # never echoed to the terminal
+
+
+def test_an_argument_that_was_not_utf8_is_refused() -> None:
+    """Python turns undecodable bytes in argv into lone surrogates (surrogateescape)."""
+    raw = b"first_name=Zo\xeb".decode("utf-8", "surrogateescape")  # Latin-1 from a terminal
+    with pytest.raises(EnrollError) as info:
+        contact(SEQ, "jo@acme.test", {**parse_vars([raw]), "next_step": "x"})
+    assert problems(info)[0].startswith("first_name: contains U+DCEB, a lone surrogate")
+
+
+@pytest.mark.parametrize(
+    "email", ["jo\x07@acme.test", "jo@acme.test\udcff", "jo\t@acme.test", "jo@acme\x1b.test"]
+)
+def test_contact_refuses_control_characters_and_surrogates_in_the_address(email: str) -> None:
+    with pytest.raises(EnrollError) as info:
+        contact(SEQ, email, {"first_name": "Jo", "next_step": "x"})
+    [found] = problems(info)
+    assert found.startswith("email contains ") and "remove it" in found
+    assert email not in found
+
+
+def test_tabs_and_letters_are_fine_in_values() -> None:
+    """A tab is harmless in a body and is encoded in a header; letters are letters."""
+    c = contact(SEQ, "zoe@acme.test", {"first_name": "Zoë Müller", "next_step": "a\tb — ok"})
+    assert c.values["first_name"] == "Zoë Müller" and c.values["next_step"] == "a\tb — ok"
+
+
+def test_a_csv_with_control_characters_is_refused_with_each_line() -> None:
+    text = (
+        "email,first_name,next_step\n"
+        "ann@acme.test,Ann,a call\n"
+        "jo@acme.test,Jo\x07,demo\n"
+        'zoe@acme.test,Zoë Müller,"a\tdemo"\n'
+        'sam@acme.test,Sam,"x\x00y"\n'
+        "bo\x1b@acme.test,Bo,x\n"
+        "cy@acme.test,\udcffCy,x\n"
+    )
+    with pytest.raises(EnrollError) as info:
+        read_csv(SEQ, text, "p.csv")
+    assert problems(info) == [
+        "4 problem(s) in p.csv; nothing was enrolled:",
+        "p.csv:3: first_name: contains the control character U+0007; remove it",
+        "p.csv:5: next_step: contains a line break (header injection is refused)",
+        "p.csv:6: email contains the control character U+001B, escape; remove it",
+        "p.csv:7: first_name: contains U+DCFF, a lone surrogate: not a character, and it "
+        "cannot be sent (left by a broken encoding or a \\u escape); remove it",
+    ]
+
+
+def test_a_field_name_with_a_control_character_is_shown_escaped() -> None:
+    with pytest.raises(EnrollError) as info:
+        read_csv(SEQ, "email,first\x1bname\njo@acme.test,Jo\n", "p.csv")
+    assert problems(info) == [
+        "p.csv:1: 'first\\x1bname' is not a usable field name (lower-case letters, digits, _)"
+    ]

@@ -460,3 +460,65 @@ def test_a_fallback_on_one_field_does_not_cover_another() -> None:
     use = analyse("{{ contact.role | default(contact.company) }} at {{ contact.company }}")
     assert use.contact_fields == {"role", "company"}
     assert use.defaulted_fields == {"role"}
+
+
+# --- budgets: what one render may cost ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("{{ 'x' * 10**9 }}", "repeating a value 1000000000 times would exceed 256000"),
+        ("{{ 10**9 * 'ab' }}", "repeating a value 1000000000 times"),
+        ("{{ [0] * 10**9 }}", "repeating a value 1000000000 times"),
+        ("{{ 9 ** 100000000 }}", "9 ** 100000000 is too large a number"),
+    ],
+)
+def test_arithmetic_that_builds_a_huge_value_is_refused_before_it_runs(
+    source: str, message: str
+) -> None:
+    with pytest.raises(TemplateError, match=re.escape(message)):
+        render.render(source, {}, SENDER)
+
+
+def test_ordinary_arithmetic_still_works() -> None:
+    source = "{{ 'ab' * 3 }} {{ 3 * [1] | length }} {{ 2 ** 10 }} {{ 1.5 * 2 }} {{ 2 ** 0.5 }}"
+    assert render.render(source, {}, SENDER) == "ababab 3 1024 3.0 1.4142135623730951"
+
+
+def test_output_past_the_budget_stops_the_render() -> None:
+    source = "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}"
+    with pytest.raises(TemplateError, match="template renders more than 1000 characters"):
+        render.render(source, {}, SENDER, max_chars=1000)
+    assert render.render("{{ 'x' * 1000 }}", {}, SENDER, max_chars=1000) == "x" * 1000
+
+
+def test_a_macro_that_calls_itself_is_a_template_error() -> None:
+    with pytest.raises(TemplateError, match="template recurses too deeply"):
+        render.render("{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}", {}, SENDER)
+
+
+def test_render_step_shares_one_budget_and_names_the_part_that_failed() -> None:
+    contact = {"first_name": "Zoë"}
+    assert render.render_step("Hi {{ contact.first_name }}", "Body", contact, SENDER) == (
+        "Hi Zoë",
+        "Body",
+    )
+    assert render.render_step(None, "Body", contact, SENDER) == ("", "Body")
+    with pytest.raises(TemplateError, match=r"^body: template renders more than"):
+        render.render_step("x" * 600, "y" * 600, contact, SENDER, max_chars=1000)
+    with pytest.raises(TemplateError, match=r"^subject: template uses a value"):
+        render.render_step("{{ contact.nope }}", "y", contact, SENDER)
+
+
+@pytest.mark.parametrize("body", ["Hi \udcff", "Hi \x07", "Hi \x1b[2J"])
+def test_a_body_that_cannot_be_sent_is_a_template_error(body: str) -> None:
+    """A lone surrogate used to fail to encode on every retry (a bare UnicodeEncodeError)."""
+    with pytest.raises(TemplateError, match=r"^body contains"):
+        build(body=body)
+
+
+def test_a_subject_with_a_lone_surrogate_is_a_template_error() -> None:
+    with pytest.raises(TemplateError, match=r"^subject contains U\+D800, a lone surrogate"):
+        build(subject="Hi \ud800")
+    assert parse(build(subject="Hi\tZoë"))["Subject"] == "Hi\tZoë"  # a tab is encoded

@@ -3,6 +3,7 @@ is back (on real servers: aiosmtpd, pymap, SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -36,11 +37,12 @@ async def test_a_renamed_sequence_holds_its_contacts_until_it_is_back(
         source = w.settings.sequences / "follow-up.yaml"
         renamed = source.with_name("follow-up-old.yaml")
         source.rename(renamed)
-        w.daemon.reload_sequences()
+        await w.daemon.reload()
         assert await w.tick(timedelta(days=2)) == 0
         enr = await w.enrollment(JO)
         assert (enr.state, enr.hold) == ("active", Hold.SEQUENCE_MISSING)
-        res = subprocess.run(
+        res = await asyncio.to_thread(
+            subprocess.run,
             [
                 sys.executable,
                 "-m",
@@ -60,7 +62,7 @@ async def test_a_renamed_sequence_holds_its_contacts_until_it_is_back(
         assert (row["state"], row["hold"]) == ("active", "sequence_missing")
         assert await w.tick(timedelta(days=3)) == 0  # still nothing, still not failed
         renamed.rename(source)
-        w.daemon.reload_sequences()
+        await w.daemon.reload()
         assert await w.tick(timedelta(minutes=1)) == 1
         enr = await w.enrollment(JO)
         assert (enr.state, enr.hold, enr.steps_sent) == ("active", None, 2)

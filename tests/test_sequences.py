@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 import textwrap
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from hostile import laughs, load_capped, nested
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sequencer.errors import EnrollError, SequenceError
+from sequencer.config import load_settings
+from sequencer.errors import ConfigError, EnrollError, SequenceError
 from sequencer.sequences import Sequence, load_all, load_sequence
 
 REPO = Path(__file__).resolve().parents[1]
@@ -752,3 +756,206 @@ def test_business_day_wait_in_a_weekend_only_window_is_refused(tmp_path: Path) -
     (problem,) = problems_of(path)
     assert problem.startswith(f"{path}:7: step 2: a wait in business days can never land")
     assert "add a weekday to the window or give the wait in days" in problem
+
+
+# --- hostile files: bounded, refused with file:line, never a traceback ---------------------
+
+STEPS = """\
+steps:
+  - wait: 0s
+    subject: Hi
+    body: Hello
+    breakup: true
+"""
+
+
+def test_a_billion_laughs_file_is_refused_fast_in_little_memory(tmp_path: Path) -> None:
+    """Nine levels of nine aliases stand for 9**9 strings: refused at the alias that crosses
+    the bound, without expanding anything (it used to take 1.8 GB, 44 s and a traceback)."""
+    path = write(tmp_path, "bomb.yaml", "mailbox: sales\n" + laughs() + STEPS)
+    out = load_capped(
+        "from pathlib import Path\nfrom sequencer.errors import SequenceError\n"
+        "from sequencer.sequences import load_sequence\n",
+        f"""
+        try:
+            load_sequence(Path({str(path)!r}))
+        except SequenceError as exc:
+            result = exc.problems
+        """,
+    )
+    assert out["result"] == [
+        f"{path}:6: the document expands to more than 10000 values through its aliases "
+        "(here *lol3); remove the aliases (a settings or sequence file holds a few hundred)"
+    ]
+    assert out["seconds"] < 0.5, out
+    assert out["peak_mb"] < 200, out
+
+
+def test_a_few_aliases_are_still_fine(tmp_path: Path) -> None:
+    path = write(tmp_path, "ok.yaml", "mailbox: sales\nx-shared: " + laughs(2, 9)[6:] + STEPS)
+    with pytest.raises(SequenceError, match="unknown key 'x-shared'"):
+        load_sequence(path)  # composed and validated: 9 * 9 values are no bomb
+
+
+def test_an_alias_inside_its_own_anchor_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "loop.yaml", "mailbox: sales\nx: &a [1, *a]\n" + STEPS)
+    assert one_problem(path) == (
+        f"{path}:2: alias *a is used inside its own anchor (a loop); write the value out instead"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "tag"),
+    [
+        ('!!python/object/apply:os.system ["echo pwned"]', "!!python/object/apply:os.system"),
+        ("!!python/name:os.system", "!!python/name:os.system"),
+        ("!custom x", "!custom"),
+        ("!!binary aGk=", "!!binary"),
+        ("!!set {a}", "!!set"),
+        ("!!timestamp 2026-01-01", "!!timestamp"),
+        ("!!str [a]", "!!str"),  # a core tag on the wrong kind of node
+    ],
+)
+def test_tags_beyond_the_plain_core_types_are_refused_with_their_line(
+    tmp_path: Path, value: str, tag: str
+) -> None:
+    path = write(
+        tmp_path, "tagged.yaml", f"mailbox: sales\nvariables:\n  company: {value}\n" + STEPS
+    )
+    assert one_problem(path) == (
+        f"{path}:3: the tag {tag} is not allowed (only plain values, lists and mappings; "
+        "remove the tag, or put the value in quotes to keep it as text)"
+    )
+
+
+def test_a_tag_handle_declared_with_percent_tag_is_refused_too(tmp_path: Path) -> None:
+    text = "%TAG !p! tag:yaml.org,2002:python/\n---\nmailbox: !p!object:os.system x\n" + STEPS
+    path = write(tmp_path, "directive.yaml", text)
+    assert one_problem(path).startswith(f"{path}:3: the tag !p!object:os.system is not allowed")
+
+
+def test_plain_core_tags_are_accepted(tmp_path: Path) -> None:
+    text = "mailbox: !!str sales\nvariables: !!map\n  company: !!str 2025\n" + STEPS
+    seq = load_sequence(write(tmp_path, "core.yaml", text))
+    assert seq.mailbox == "sales" and seq.variables == {"company": "2025"}
+
+
+@pytest.mark.parametrize("style", ["block", "flow"])
+def test_deep_nesting_is_refused_with_its_line(tmp_path: Path, style: str) -> None:
+    body = nested(200) if style == "block" else "x: " + "[" * 200 + "]" * 200 + "\n"
+    path = write(tmp_path, "deep.yaml", "mailbox: sales\n" + body + STEPS)
+    line = 52 if style == "block" else 2
+    assert (
+        one_problem(path)
+        == f"{path}:{line}: nested more than 50 levels deep; flatten the structure"
+    )
+
+
+def test_very_deep_flow_nesting_is_refused_without_recursion(tmp_path: Path) -> None:
+    path = write(tmp_path, "deeper.yaml", "mailbox: sales\nx: " + "[" * 200_000 + "\n")
+    assert "nested more than 50 levels deep" in one_problem(path)
+
+
+def test_a_file_over_one_mib_is_refused_unread(tmp_path: Path) -> None:
+    path = write(tmp_path, "huge.yaml", "mailbox: sales\n" + "# padding\n" * 110_000 + STEPS)
+    assert one_problem(path) == (
+        f"{path}: larger than 1 MiB; a settings or sequence file is a few KB"
+    )
+
+
+def test_many_values_without_aliases_are_bounded_too(tmp_path: Path) -> None:
+    path = write(tmp_path, "wide.yaml", "mailbox: sales\nx: [" + "a, " * 20_000 + "a]\n" + STEPS)
+    assert one_problem(path) == (
+        f"{path}:2: the document expands to more than 10000 values; split it into smaller "
+        "files (a settings or sequence file holds a few hundred)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("1" * 5000, "cannot read '1111111111111111111111111111111111111...' as int"),
+        ("2026-13-45", "cannot read '2026-13-45' as timestamp (ValueError: month must be in"),
+        ("!!int abc", "cannot read 'abc' as int"),
+        ("!!bool maybe", "cannot read 'maybe' as bool"),
+    ],
+)
+def test_a_value_yaml_cannot_convert_is_refused_with_its_line(
+    tmp_path: Path, value: str, message: str
+) -> None:
+    path = write(
+        tmp_path, "scalar.yaml", f"mailbox: sales\nvariables:\n  company: {value}\n" + STEPS
+    )
+    found = one_problem(path)
+    assert found.startswith(f"{path}:3: {message}"), found
+    assert found.endswith("; put it in quotes to keep it as text")
+
+
+def test_a_raw_control_character_is_refused_with_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "bell.yaml", "mailbox: sales\n\n# ring \x07\n" + STEPS)
+    assert one_problem(path) == (
+        f"{path}:3: not valid YAML: U+0007 (special characters are not allowed); remove it"
+    )
+
+
+@pytest.mark.parametrize(
+    ("where", "escaped", "what"),
+    [
+        ("subject", "Hi\\nBcc: x@evil.test", "contains a line break (U+000A, line feed)"),
+        ("subject", "Hi \\ud83d", "contains U+D83D, a lone surrogate"),
+        ("body", "Hi \\x00 there", "contains the control character U+0000, NUL"),
+        ("body", "Hi\\r\\nthere", "contains the control character U+000D, carriage return"),
+        ("body", "Hi \\e[2J there", "contains the control character U+001B, escape"),
+        ("body", "Hi \\udcff", "contains U+DCFF, a lone surrogate"),
+        ("company", "Acme\\rBcc: x", "contains a line break (U+000D, carriage return)"),
+        ("wait", "1d\\x7f", "contains the control character U+007F"),
+    ],
+)
+def test_control_characters_and_surrogates_are_refused_with_their_line(
+    tmp_path: Path, where: str, escaped: str, what: str
+) -> None:
+    """YAML escapes make them easy to write; each would fail or be mangled at send time."""
+    text = (
+        'mailbox: sales\nvariables:\n  company: "Acme"\nsteps:\n  - wait: "0s"\n'
+        '    subject: "Hi"\n    body: "Hello"\n    breakup: true\n'
+    )
+    line = {"company": 3, "wait": 5, "subject": 6, "body": 7}[where]
+    old = {"company": '"Acme"', "wait": '"0s"', "subject": '"Hi"', "body": '"Hello"'}[where]
+    lines = text.splitlines()
+    lines[line - 1] = lines[line - 1].replace(old, f'"{escaped}"')
+    path = write(tmp_path, "chars.yaml", "\n".join(lines) + "\n")
+    dotted = {"company": "variables.company"}.get(where, f"steps.0.{where}")
+    assert one_problem(path).startswith(f"{path}:{line}: {dotted}: {what}")
+
+
+def test_tabs_line_breaks_and_letters_are_fine_where_they_belong(tmp_path: Path) -> None:
+    text = (
+        'mailbox: sales\nvariables:\n  company: "Zoë Müller\\tGmbH"\nsteps:\n  - wait: 0s\n'
+        '    subject: "Grüße,\\t{{ contact.company }}"\n'
+        '    body: "Liebe Zoë,\\n\\n\\tdie Preise\\u2028folgen.\\n"\n    breakup: true\n'
+    )
+    seq = load_sequence(write(tmp_path, "fine.yaml", text))
+    assert seq.steps[0].body == "Liebe Zoë,\n\n\tdie Preise\u2028folgen.\n"
+    assert seq.variables["company"] == "Zoë Müller\tGmbH"
+
+
+_YAML_BITS = [
+    *["a", "b: ", ": ", "- ", "\n", "  ", "&x ", "*x", "<<: ", "? ", "[", "]", "{", "}", ","],
+    *["!!str ", "!!int ", "!!float ", "!!map ", "!!seq ", "!!null ", "!!bool ", "! ", "!e!str "],
+    *["'", '"', "|", ">", "#", "1", "0x1F", "1e5", ".inf", "2020-01-01", "12:30", "~", "null"],
+    *["---\n", "...\n", "%YAML 1.2\n", "%TAG !e! tag:yaml.org,2002:\n", "\\ud800", "\t", "é"],
+    *["steps", "mailbox", "body", "subject", "wait: 1d", "{{", "}}", "{%", "%}"],
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(bits=st.lists(st.sampled_from(_YAML_BITS), max_size=30))
+def test_any_yaml_loads_or_is_refused_never_a_traceback(bits: list[str]) -> None:
+    """Found this way: `? !!float` (an empty float key) raised a bare IndexError in ruamel."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "fuzz.yaml"
+        path.write_text("".join(bits), encoding="utf-8")
+        with contextlib.suppress(SequenceError):
+            load_sequence(path, ["sales"])
+        with contextlib.suppress(ConfigError):
+            load_settings(path)
