@@ -24,6 +24,9 @@ say() { printf '==> %s\n' "$*"; }
 die() { printf 'install.sh: %s\n' "$*" >&2; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || die "run as root (sudo $0 ${1:-})"
+# An existing config means this is an upgrade: its database is migrated below.
+upgrading=no
+[ -e "$ETC/sequencer.yaml" ] && upgrading=yes
 [ -e "$SOURCE" ] || die "$SOURCE does not exist (give a project folder, wheel or sdist)"
 for f in "$HERE/sequencer.service" "$HERE/sequencer.yaml"; do
     [ -f "$f" ] || die "$f is missing; run this script from a checkout of the project"
@@ -109,7 +112,21 @@ done
 #    creating it now (same owner, same mode) also lets a manual run as the user use it.
 install -d -m 0700 -o "$SERVICE_USER" -g "$SERVICE_USER" "$STATE"
 
-# 6. The unit. Local changes belong in `systemctl edit sequencer` (a drop-in), which this
+# 6. The database, on an upgrade: brought to this version's schema, keeping every contact
+#    (a no-op when it is current). As the service user, from its state directory, with its
+#    umask, so what it writes (a SQLite backup beside the database) is the service's alone.
+#    The running daemon keeps the previous version until it is restarted (next steps).
+if [ "$upgrading" = yes ]; then
+    say "migrating the database (sequencer migrate)"
+    if ! (cd "$STATE" && umask 077 && runuser -u "$SERVICE_USER" -- \
+            "$VENV/bin/sequencer" migrate --config "$ETC/sequencer.yaml"); then
+        die "the database migration failed (see above); the database is as it was before the
+failed step. Fix the cause, then run:
+  (cd $STATE && runuser -u $SERVICE_USER -- $VENV/bin/sequencer migrate --config $ETC/sequencer.yaml)"
+    fi
+fi
+
+# 7. The unit. Local changes belong in `systemctl edit sequencer` (a drop-in), which this
 #    leaves alone.
 say "installing $UNIT"
 install -m 0644 "$HERE/sequencer.service" "$UNIT"

@@ -1,5 +1,5 @@
-"""The `sequencer` command: run | check | preview | enroll | status | stop | suppress |
-classify | demo.
+"""The `sequencer` command: run | check | preview | enroll | status | resume | stop | suppress |
+migrate | classify | demo.
 
 Results go to stdout, diagnostics to stderr (so `--json` can be piped). A SequencerError is
 printed as it is and exits 2; anything else is a bug and shows a traceback.
@@ -42,7 +42,7 @@ from sequencer.etiquette import Etiquette, parse_local
 from sequencer.holds import ADVICE, MailboxView, mailbox_view
 from sequencer.sequences import Sequence, load_all, load_each, load_sequence, weekend_only
 from sequencer.states import Hold
-from sequencer.store import db, queries
+from sequencer.store import db, queries, schema
 
 app = typer.Typer(
     help="A polite email follow-up daemon: sequences as YAML, stopped the moment they reply.",
@@ -1060,6 +1060,31 @@ def suppress_import(
     )
     if result.stopped:
         out.print(_stopped_note(result.stopped), highlight=False, markup=False)
+
+
+@app.command()
+def migrate(config: ConfigOpt = None) -> None:
+    """Upgrade the database to this version's schema, keeping every contact. A SQLite database
+    is backed up beside itself first; on PostgreSQL, one migration runs at a time."""
+
+    async def go() -> schema.Migrated:
+        return await db.migrate(_settings(config).database, datetime.now(UTC))
+
+    done = _run(go)
+    if done.backup:
+        out.print(f"backed up the database to {done.backup}", highlight=False)
+    if done.created:
+        out.print(f"created the schema at {done.version}", highlight=False)
+    if done.adopted:
+        out.print(
+            f"recognised a database made before migrations as {done.adopted}", highlight=False
+        )
+    if done.dropped:
+        out.print(f"dropped empty table(s) made early: {', '.join(done.dropped)}", highlight=False)
+    for name in done.applied:
+        out.print(f"applied {name}", highlight=False)
+    if not (done.created or done.adopted or done.applied):
+        out.print(f"already up to date ({done.version})", highlight=False)
 
 
 @app.command()

@@ -10,16 +10,19 @@ import random
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from datetime import datetime
 from pathlib import Path
 from types import ModuleType
 from typing import TypeVar
 
 import structlog
-from tortoise import Tortoise
+from tortoise import Tortoise, connections
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.backends.base.executor import EXECUTOR_CACHE
 from tortoise.exceptions import DBConnectionError, OperationalError, TransactionManagementError
 
 from sequencer.errors import StoreError
+from sequencer.store import schema
 
 log = structlog.get_logger("sequencer.store")
 T = TypeVar("T")
@@ -44,9 +47,14 @@ def redact(url: str) -> str:
     return url
 
 
+def lock_path(url: str) -> Path | None:
+    """The SQLite file's lock file: the daemon holds it (flock) while it runs."""
+    path = sqlite_path(url)
+    return None if path is None else path.with_name(path.name + ".lock")
+
+
 @asynccontextmanager
-async def connected(url: str) -> AsyncIterator[None]:
-    """Connect, create the schema if it is missing, and close on the way out."""
+async def _opened(url: str) -> AsyncIterator[BaseDBAsyncClient]:
     path = sqlite_path(url)
     if path is not None and not path.parent.is_dir():
         raise StoreError(f"database folder {path.parent} does not exist (create it first)")
@@ -56,14 +64,30 @@ async def connected(url: str) -> AsyncIterator[None]:
     EXECUTOR_CACHE.clear()
     try:
         await Tortoise.init(db_url=url, modules=MODELS)
-        await Tortoise.generate_schemas(safe=True)
-    except (DBConnectionError, OperationalError, OSError) as exc:
-        await Tortoise.close_connections()
-        raise StoreError(f"cannot open database {redact(url)}: {exc}") from None
-    try:
-        yield
+        yield connections.get("default")
     finally:
         await Tortoise.close_connections()
+
+
+@asynccontextmanager
+async def connected(url: str) -> AsyncIterator[None]:
+    """Connect, create the schema if the database is empty, refuse one whose schema is not
+    this code's (`sequencer migrate` upgrades it), and close on the way out."""
+    async with _opened(url) as client:
+        try:
+            await schema.ensure_current(client, redact(url), lock_path(url))
+        except (DBConnectionError, OperationalError, OSError) as exc:
+            raise StoreError(f"cannot open database {redact(url)}: {exc}") from None
+        yield
+
+
+async def migrate(url: str, now: datetime) -> schema.Migrated:
+    """`sequencer migrate`: apply the pending migrations (see schema.migrate)."""
+    async with _opened(url) as client:
+        try:
+            return await schema.migrate(client, redact(url), sqlite_path(url), lock_path(url), now)
+        except (DBConnectionError, OperationalError, OSError) as exc:
+            raise StoreError(f"cannot open database {redact(url)}: {exc}") from None
 
 
 @contextmanager
@@ -76,8 +100,7 @@ def daemon_lock(url: str) -> Iterator[None]:
     if path is None:
         yield
         return
-    lock_path = path.with_name(path.name + ".lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
