@@ -46,6 +46,18 @@ class Verdict(enum.StrEnum):
     OTHER = "other"
 
 
+class BounceKind(enum.StrEnum):
+    """Why a message was refused, read from the server's words (a bounce report, or an SMTP
+    reply at RCPT or DATA): the same rules either way."""
+
+    USER_UNKNOWN = "user_unknown"  # the address is bad: suppress it
+    MAILBOX_FULL = "mailbox_full"  # may pass with time
+    REPUTATION = "reputation"  # our reputation or authentication: pause the mailbox
+    POLICY = "policy"  # the recipient's policy, or the message (too big, content)
+    DELAY = "delay"  # a delivery delay warning: nothing failed yet
+    OTHER = "other"
+
+
 @dataclass(frozen=True)
 class Classification:
     verdict: Verdict
@@ -1349,17 +1361,6 @@ def _reason(diagnostic: str, explanation: str, status: str) -> tuple[str, bool]:
     if hard_words or hard_code:
         return "user_unknown", True
     return "other", False
-
-
-class BounceKind(enum.StrEnum):
-    """Why a message was refused, read from the server's words (a bounce report, or an SMTP
-    reply at RCPT or DATA): the same rules either way."""
-
-    USER_UNKNOWN = "user_unknown"  # the address is bad: suppress it
-    MAILBOX_FULL = "mailbox_full"  # may pass with time
-    REPUTATION = "reputation"  # our reputation or authentication: pause the mailbox
-    POLICY = "policy"  # the recipient's policy, or the message (too big, content)
-    OTHER = "other"
 
 
 _STATUS_CODE = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")

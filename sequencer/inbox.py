@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import re
 import socket
@@ -38,6 +39,10 @@ from sequencer.states import Inbox
 from sequencer.store import db, queries
 
 log = structlog.get_logger("sequencer.inbox")
+
+#: Who watches: recorded with the inbox state, so that several daemons on one database can
+#: later share one watcher per mailbox (and `status` can say which host runs it).
+WATCHER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 #: Handles one message: (uidvalidity, uid, raw bytes).
 Handler = Callable[[int, int, bytes], Awaitable[None]]
@@ -128,7 +133,7 @@ class InboxWatcher:
         self.state, self.error = state, error
         if changed:
             await db.retrying(
-                lambda: queries.set_inbox(self.name, state, self.clock.now(), error),
+                lambda: queries.set_inbox(self.name, state, self.clock.now(), error, WATCHER_ID),
                 what="inbox state",
             )
 

@@ -7,7 +7,7 @@ short transaction, so a message is handled exactly once even if the daemon resta
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from email.parser import BytesHeaderParser
@@ -16,7 +16,7 @@ from email.policy import compat32
 import structlog
 from tortoise.transactions import in_transaction
 
-from sequencer.classify import Classification, Verdict, classify
+from sequencer.classify import BounceKind, Classification, Verdict, classify
 from sequencer.etiquette import Etiquette
 from sequencer.sequences import Sequence
 from sequencer.states import Hold, State
@@ -174,6 +174,159 @@ async def _match(c: Classification) -> tuple[Enrollment | None, bool]:
     return None, False
 
 
+@dataclass(frozen=True)
+class _Message:
+    """One matched inbound message, as the actions below see it."""
+
+    c: Classification
+    enrollment: Enrollment
+    inbound_id: int
+    now: datetime
+    etiquette: Etiquette | None
+    sequences: Mapping[str, Sequence]
+
+    @property
+    def subject(self) -> str:
+        return self.c.subject or "(no subject)"
+
+    @property
+    def reported(self) -> list[str]:
+        """The addresses a report is about (a bounce's recipients), else the contact's."""
+        return sorted(set(self.c.recipients) or {self.enrollment.email})
+
+
+Done = tuple[str, list[Enrollment]]
+
+
+async def _replied(m: _Message) -> Done:
+    ended = await _end(
+        m.enrollment, m.c, State.REPLIED, f"replied: {m.subject}", m.inbound_id, m.now
+    )
+    return (f"stopped {len(ended)} enrollment(s)" if ended else "recorded"), ended
+
+
+async def _removal(m: _Message) -> Done:
+    targets = _addresses(m.enrollment, m.c)
+    for address in targets:
+        await queries.suppress(address, "unsubscribe", m.subject, m.now)
+    why = f"asked to be removed: {m.subject}"
+    ended = await _end(m.enrollment, m.c, State.UNSUBSCRIBED, why, m.inbound_id, m.now)
+    return f"suppressed {', '.join(sorted(targets))}; stopped {len(ended)}", ended
+
+
+async def _hard_bounce(m: _Message) -> Done:
+    ended: list[Enrollment] = []
+    for address in m.reported:
+        await queries.suppress(address, "hard_bounce", f"{m.c.kind}: {m.subject}", m.now)
+        why = f"address bad ({m.c.kind or 'bounce'}): {m.subject}"
+        ended += await queries.finish_address(address, State.BOUNCED, why, m.now, m.inbound_id)
+    return f"suppressed {', '.join(m.reported)}; stopped {len(ended)}", ended
+
+
+async def _complained(m: _Message) -> Done:
+    ended: list[Enrollment] = []
+    for address in m.reported:
+        await queries.suppress(address, "complaint", m.subject, m.now)
+        why = f"abuse complaint: {m.subject}"
+        ended += await queries.finish_address(address, State.UNSUBSCRIBED, why, m.now, m.inbound_id)
+    return f"complaint: suppressed {', '.join(m.reported)}; stopped {len(ended)}", ended
+
+
+async def _delayed(m: _Message) -> Done:
+    return "delivery delayed: nothing changes", []
+
+
+async def _our_reputation(m: _Message) -> Done:
+    until = m.now + REPUTATION_PAUSE
+    if await queries.pause_mailbox(m.enrollment.mailbox, until, m.subject, m.now):
+        log.error(
+            "mailbox.paused",
+            mailbox=m.enrollment.mailbox,
+            until=until.isoformat(),
+            why="a server refused our mail for the sender's reputation (blocklist, "
+            "SPF/DKIM/DMARC): check the mailbox's domain and IP before sending more",
+            subject=m.subject,
+            rules=list(m.c.rules),
+        )
+    return f"refused for our reputation: mailbox paused until {until.isoformat()}", []
+
+
+async def _their_policy(m: _Message) -> Done:
+    ended: list[Enrollment] = []
+    for address in m.reported:
+        why = f"policy: {m.subject}"
+        ended += await queries.finish_address(address, State.FAILED, why, m.now, m.inbound_id)
+    return f"refused by the recipient's policy: failed {len(ended)}", ended
+
+
+async def _soft(m: _Message) -> Done:
+    return await _soft_bounce(m.c, m.enrollment, m.inbound_id, m.now, m.etiquette, m.sequences)
+
+
+async def _left_company(m: _Message) -> Done:
+    others = m.c.alternatives  # logged with the event, for the salesperson to decide
+    ended = await queries.finish_address(
+        m.enrollment.email, State.STOPPED, "left_company", m.now, m.inbound_id
+    )
+    named = f"; they name {', '.join(others)}" if others else ""
+    return f"left the company: stopped {len(ended)}{named}", ended
+
+
+async def _away(m: _Message) -> Done:
+    etiquette, back_on = m.etiquette, m.c.return_date
+    if etiquette is None or back_on is None:
+        return await _auto_reply(m)
+    paused = await _pause(
+        m.enrollment.email,
+        lambda values: etiquette.back_from_leave(values, back_on),
+        "out_of_office",
+        etiquette,
+        m.sequences,
+    )
+    return f"out of office until {back_on.isoformat()}: paused {paused}", []
+
+
+async def _auto_reply(m: _Message) -> Done:
+    return f"auto-reply ({m.c.kind}): sequence continues", []
+
+
+async def _recorded(m: _Message) -> Done:
+    return "recorded", []
+
+
+def _bounce(kind: BounceKind | None = None) -> Callable[[Classification], bool]:
+    return lambda c: c.verdict == Verdict.BOUNCE and (kind is None or c.kind == kind)
+
+
+#: What an inbound message does, by its verdict: the first row whose test holds decides.
+#: Exact evidence about the address (a reply, a removal request, a hard bounce, a complaint)
+#: comes before anything that only pauses or notes.
+ACTIONS: tuple[
+    tuple[str, Callable[[Classification], bool], Callable[[_Message], Awaitable[Done]]], ...
+] = (
+    ("human_reply", lambda c: c.verdict == Verdict.HUMAN_REPLY, _replied),
+    ("removal_request", lambda c: c.verdict == Verdict.UNSUBSCRIBE_REQUEST, _removal),
+    ("hard_bounce", lambda c: _bounce()(c) and bool(c.hard), _hard_bounce),
+    ("complaint", lambda c: _complaint(c), _complained),
+    ("delay", _bounce(BounceKind.DELAY), _delayed),
+    ("our_reputation", lambda c: _bounce()(c) and c.reputation, _our_reputation),
+    ("their_policy", _bounce(BounceKind.POLICY), _their_policy),
+    ("soft_bounce", _bounce(), _soft),
+    (
+        "left_company",
+        lambda c: c.verdict == Verdict.AUTO_REPLY and c.kind == "left_company",
+        _left_company,
+    ),
+    (
+        "out_of_office",
+        lambda c: c.verdict == Verdict.AUTO_REPLY and c.return_date is not None,
+        _away,
+    ),
+    ("auto_reply", lambda c: c.verdict == Verdict.AUTO_REPLY, _auto_reply),
+    ("other", lambda c: True, _recorded),
+)
+
+
 async def _act(
     c: Classification,
     enrollment: Enrollment,
@@ -181,85 +334,12 @@ async def _act(
     now: datetime,
     etiquette: Etiquette | None,
     sequences: Mapping[str, Sequence],
-) -> tuple[str, list[Enrollment]]:
-    subject = c.subject or "(no subject)"
-    if c.verdict == Verdict.HUMAN_REPLY:
-        ended = await _end(enrollment, c, State.REPLIED, f"replied: {subject}", inbound_id, now)
-        return (f"stopped {len(ended)} enrollment(s)" if ended else "recorded"), ended
-    if c.verdict == Verdict.UNSUBSCRIBE_REQUEST:
-        targets = _addresses(enrollment, c)
-        for address in targets:
-            await queries.suppress(address, "unsubscribe", subject, now)
-        ended = await _end(
-            enrollment, c, State.UNSUBSCRIBED, f"asked to be removed: {subject}", inbound_id, now
-        )
-        return f"suppressed {', '.join(sorted(targets))}; stopped {len(ended)}", ended
-    if c.verdict == Verdict.BOUNCE and c.hard:
-        targets = set(c.recipients) or {enrollment.email}
-        ended = []
-        for address in sorted(targets):
-            await queries.suppress(address, "hard_bounce", f"{c.kind}: {subject}", now)
-            ended += await queries.finish_address(
-                address,
-                State.BOUNCED,
-                f"address bad ({c.kind or 'bounce'}): {subject}",
-                now,
-                inbound_id,
-            )
-        return f"suppressed {', '.join(sorted(targets))}; stopped {len(ended)}", ended
-    if _complaint(c):
-        targets = set(c.recipients) or {enrollment.email}
-        ended = []
-        for address in sorted(targets):
-            await queries.suppress(address, "complaint", subject, now)
-            ended += await queries.finish_address(
-                address, State.UNSUBSCRIBED, f"abuse complaint: {subject}", now, inbound_id
-            )
-        return f"complaint: suppressed {', '.join(sorted(targets))}; stopped {len(ended)}", ended
-    if c.verdict == Verdict.BOUNCE and c.kind == "delay":
-        return "delivery delayed: nothing changes", []
-    if c.verdict == Verdict.BOUNCE and c.reputation:
-        until = now + REPUTATION_PAUSE
-        if await queries.pause_mailbox(enrollment.mailbox, until, subject, now):
-            log.error(
-                "mailbox.paused",
-                mailbox=enrollment.mailbox,
-                until=until.isoformat(),
-                why="a server refused our mail for the sender's reputation (blocklist, "
-                "SPF/DKIM/DMARC): check the mailbox's domain and IP before sending more",
-                subject=subject,
-                rules=list(c.rules),
-            )
-        return f"refused for our reputation: mailbox paused until {until.isoformat()}", []
-    if c.verdict == Verdict.BOUNCE and c.kind == "policy":
-        ended = []
-        for address in sorted(set(c.recipients) or {enrollment.email}):
-            ended += await queries.finish_address(
-                address, State.FAILED, f"policy: {subject}", now, inbound_id
-            )
-        return f"refused by the recipient's policy: failed {len(ended)}", ended
-    if c.verdict == Verdict.BOUNCE:
-        return await _soft_bounce(c, enrollment, inbound_id, now, etiquette, sequences)
-    if c.verdict == Verdict.AUTO_REPLY and c.kind == "left_company":
-        others = c.alternatives  # logged with the event, for the salesperson to decide
-        ended = await queries.finish_address(
-            enrollment.email, State.STOPPED, "left_company", now, inbound_id
-        )
-        named = f"; they name {', '.join(others)}" if others else ""
-        return f"left the company: stopped {len(ended)}{named}", ended
-    if c.verdict == Verdict.AUTO_REPLY and c.return_date is not None and etiquette is not None:
-        back_on = c.return_date
-        paused = await _pause(
-            enrollment.email,
-            lambda values: etiquette.back_from_leave(values, back_on),
-            "out_of_office",
-            etiquette,
-            sequences,
-        )
-        return f"out of office until {c.return_date.isoformat()}: paused {paused}", []
-    if c.verdict == Verdict.AUTO_REPLY:
-        return f"auto-reply ({c.kind}): sequence continues", []
-    return "recorded", []
+) -> Done:
+    message = _Message(c, enrollment, inbound_id, now, etiquette, sequences)
+    for _name, applies, act in ACTIONS:
+        if applies(c):
+            return await act(message)
+    raise AssertionError("the last row of ACTIONS applies to everything")
 
 
 def _addresses(enrollment: Enrollment, c: Classification) -> set[str]:

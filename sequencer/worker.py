@@ -680,6 +680,7 @@ class Daemon:
         await self.retry_failed_inbound()
         await self.release_sequence_holds()
         await self.refresh_promises()
+        await self.copy_missing()
 
     async def _start_mailbox(self, name: str) -> None:
         try:

@@ -281,9 +281,13 @@ async def mailbox_states() -> dict[str, MailboxState]:
     return {row.mailbox: row for row in await MailboxState.all()}
 
 
-async def set_inbox(mailbox: str, state: Inbox, now: datetime, error: str | None) -> None:
+async def set_inbox(
+    mailbox: str, state: Inbox, now: datetime, error: str | None, watcher: str | None = None
+) -> None:
     """The inbox watcher's state, for `status --mailboxes` (written when it changes)."""
-    await _upsert(MailboxState, mailbox, inbox=state, inbox_since=now, inbox_error=error)
+    await _upsert(
+        MailboxState, mailbox, inbox=state, inbox_since=now, inbox_error=error, watcher=watcher
+    )
 
 
 async def caught_up(mailbox: str, at: datetime) -> None:
