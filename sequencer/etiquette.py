@@ -31,8 +31,6 @@ from sequencer.schedule import (
 )
 from sequencer.sequences import Sequence
 
-#: Contact fields that steer scheduling; every other field is a template variable.
-RESERVED_FIELDS = frozenset({"email", "first_name", "timezone", "country", "subdivision"})
 _LOCAL_FORMATS = ("%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S")
 
 

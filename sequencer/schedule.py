@@ -94,7 +94,7 @@ def parse_wait(text: str | int) -> Wait:
     if pos == 0 or raw[pos:].strip():
         raise ValueError(f'wait "{text}" is not a duration (try "3d", "12h" or "3bd")')
     if total > _MAX_WAIT:
-        # Also keeps timedelta and `due_after` away from OverflowError.
+        # Also keeps timedelta arithmetic away from OverflowError.
         raise ValueError(f'wait "{text}" is longer than ten years (use a shorter wait)')
     return Wait(timedelta(seconds=total), str(text).strip())
 
@@ -105,14 +105,6 @@ def parse_duration(text: str | int, what: str) -> timedelta:
     if wait.business_days:
         raise ValueError(f'{what} "{text}" must be a plain duration such as "2d" or "36h"')
     return wait.delta
-
-
-def due_after(previous: datetime, wait: Wait) -> datetime:
-    """The earliest time a step may go by its wait alone, ignoring calendars (a business day
-    counted as a day). `plan` is the full rule; this is its lower bound."""
-    if previous.tzinfo is None:
-        raise ValueError("times must be timezone-aware")
-    return previous + wait.minimum
 
 
 # ---------------------------------------------------------------------------------------------

@@ -191,3 +191,29 @@ def _async(predicate: Any) -> Any:
         return bool(predicate())
 
     return check
+
+
+async def test_a_reply_too_complex_to_parse_is_matched_by_its_headers_and_stops_it(
+    tmp_path: Path, smtp: SmtpSink, dovecot: ImapServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When in doubt, stop: a message the classifier cannot read that answers our thread
+    is taken as their reply."""
+    url = f"sqlite://{tmp_path / 'state.db'}"
+    async with world(tmp_path, smtp, dovecot, url, monkeypatch) as w:
+        await w.enroll(JO)
+        await w.tick()
+        ours = w.sent_to(JO)[0]
+        nested = b"Content-Type: text/plain\r\n\r\nhi\r\n"
+        for _ in range(1200):  # deeper than the classifier's parser will follow
+            nested = b"Content-Type: message/rfc822\r\n\r\n" + nested
+        raw = (
+            f"From: {JO}\r\nTo: sales@vendor.test\r\nSubject: Re: notes\r\n"
+            f"Message-ID: <deep@prospect.test>\r\nIn-Reply-To: {ours['Message-ID']}\r\n"
+        ).encode() + nested
+        assert replies.classify(raw).rules == ("unparseable",)
+        dovecot.server.deliver_file(raw)  # pymap's own parser gives up on it first
+        assert await w.tick(timedelta(days=2)) == 0
+        enr = await w.enrollment(JO)
+        assert enr.state == "replied"
+        inbound = await InboundMessage.get(from_address=JO)
+        assert inbound.verdict == "human_reply" and "unparseable" in inbound.rules
