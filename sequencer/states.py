@@ -34,8 +34,9 @@ class Send(enum.StrEnum):
     SKIPPED = "skipped"  # an uncertain send counted as not delivered (on_uncertain_send: skip)
 
 
-#: Sends that may have reached the contact: they count for pacing and the gap between emails.
-ON_THE_WIRE = (Send.SENDING, Send.SENT, Send.UNCERTAIN)
+#: Sends that may have reached the contact: they count for pacing and the gap between emails
+#: (a skipped uncertain send too: it was counted as not delivered, but it may have been).
+ON_THE_WIRE = (Send.SENDING, Send.SENT, Send.UNCERTAIN, Send.SKIPPED)
 
 
 class Hold(enum.StrEnum):
