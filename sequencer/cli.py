@@ -39,7 +39,7 @@ from sequencer.errors import (
     SuppressionError,
 )
 from sequencer.etiquette import Etiquette, parse_local
-from sequencer.holds import ADVICE, MailboxView, mailbox_view
+from sequencer.holds import ADVICE, SHORT, MailboxView, mailbox_view
 from sequencer.sequences import Sequence, load_all, load_each, load_sequence, weekend_only
 from sequencer.states import Hold
 from sequencer.store import db, queries, schema
@@ -580,7 +580,8 @@ def _why(r: dict[str, Any]) -> str:
         return r["reason"] or ""
     parts = []
     if r["hold"]:
-        parts.append(f"HELD ({r['hold']}): {ADVICE[Hold(r['hold'])]}")
+        short = SHORT[Hold(r["hold"])].replace("EMAIL", r["email"])
+        parts.append(f"HELD ({r['hold']}): {short}")
     if r["promised"]:
         parts.append("promised: kept exactly")
     if r["paused_until"]:
@@ -646,17 +647,19 @@ def _print_mailboxes(views: dict[str, MailboxView], as_json: bool) -> None:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for col in ("mailbox", "inbox", "held", "since", "what to do"):
+    for col in ("mailbox", "inbox", "held", "since (UTC)", "last error"):
         table.add_column(col, overflow="fold")
-    for r, v in zip(rows, views.values(), strict=True):
+    for r in rows:
         table.add_row(
             r["mailbox"],
             r["inbox"],
             r["held_reason"] or "-",
             (r["since"] or "")[:16].replace("T", " "),
-            (ADVICE[v.hold] + (f" ({v.last_error})" if v.last_error else "")) if v.hold else "",
+            r["last_error"] or "",
         )
     out.print(table, highlight=False)
+    for hold in dict.fromkeys(v.hold for v in views.values() if v.hold):
+        out.print(f"{hold}: {ADVICE[hold]}", highlight=False)
 
 
 @app.command()
@@ -764,8 +767,20 @@ def resume(
         now = SystemClock().now()
         done: list[str] = []
         async with db.connected(settings.database):
-            held = [e for e in await queries.active_of(address) if e.hold is not None]
+            active = await queries.active_of(address)
+            held = [e for e in active if e.hold is not None]
             if not held:
+                views = await _mailbox_views(settings, now)
+                boxes = [views[e.mailbox] for e in active if e.mailbox in views]
+                if any(v.hold for v in boxes):
+                    v = next(v for v in boxes if v.hold)
+                    assert v.hold is not None
+                    raise EnrollError(
+                        [
+                            f"{address} is not held itself; its mailbox '{v.mailbox}' is "
+                            f"({v.hold}): {ADVICE[v.hold]}"
+                        ]
+                    )
                 raise EnrollError([f"{address} is not held (see `sequencer status {address}`)"])
             for enr in held:
                 if enr.hold is Hold.UNCERTAIN_SEND:

@@ -52,6 +52,19 @@ def mailbox_view(
     return MailboxView(name, state, None, inbox_since, None)
 
 
+#: A few words for each hold, for the `why` column of `status`.
+SHORT = {
+    Hold.INBOX_UNAVAILABLE: "its inbox is not watched",
+    Hold.IMAP_AUTH_FAILED: "IMAP login refused",
+    Hold.SMTP_AUTH_FAILED: "SMTP login refused",
+    Hold.REPUTATION_PAUSE: "mailbox paused: refused for our reputation",
+    Hold.SEQUENCE_MISSING: "its sequence is not loaded",
+    Hold.UNCERTAIN_SEND: "a step may not have reached them: `sequencer resume EMAIL --sent` "
+    "or `--resend`",
+    Hold.INBOUND_FAILED: "a message that may be theirs could not be handled: read it, then "
+    "`sequencer resume EMAIL`",
+}
+
 #: What a person does about each hold: `status` and the README's "Operating" section say it.
 ADVICE = {
     Hold.INBOX_UNAVAILABLE: "the inbox is not watched (daemon stopped, or the IMAP server is "
