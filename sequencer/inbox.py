@@ -67,6 +67,10 @@ class AuthFailed(InboxError):
 class WatchTuning:
     reconnect_min: float = 1.0
     reconnect_max: float = 300.0
+    #: A refused login: first retry after this long, doubling up to auth_retry_max (a few
+    #: attempts an hour never trips an account lockout; a loop would).
+    auth_retry_min: float = 60.0
+    auth_retry_max: float = 1800.0
     #: A transient database error while handling a message: first retry after this long.
     retry_min: float = 0.5
     retry_max: float = 30.0
@@ -152,7 +156,8 @@ class InboxWatcher:
         """Log in, select the folder and load the cursor. Raises InboxError (AuthFailed when
         the login itself is refused)."""
         i = self.mailbox.imap
-        await self._set_state(Inbox.CONNECTING, self.error)
+        if self.state is not Inbox.AUTH_FAILED:  # stays so until a login succeeds
+            await self._set_state(Inbox.CONNECTING, self.error)
         self._lost = asyncio.Event()
         imap = await open_imap(self.mailbox, self._where(), self._connection_lost)
         resp = await imap.select(i.folder)
@@ -406,13 +411,16 @@ class InboxWatcher:
                     "inbox.auth_failed" if auth else "inbox.reconnecting",
                     mailbox=self.name,
                     error=error,
-                    retry_in=round(delay, 1),
+                    retry_in=round(max(delay, self.tuning.auth_retry_min) if auth else delay, 1),
                 )
+                if auth:
+                    # A refused login is retried slowly: repeated attempts lock accounts.
+                    delay = max(delay, self.tuning.auth_retry_min)
                 stopper = asyncio.ensure_future(stop.wait())
                 await asyncio.wait({stopper}, timeout=delay * random.uniform(0.8, 1.2))
                 stopper.cancel()
-                # A refused login is retried slowly: repeated attempts lock accounts.
-                delay = min(delay * (4 if auth else 2), self.tuning.reconnect_max)
+                top = self.tuning.auth_retry_max if auth else self.tuning.reconnect_max
+                delay = min(delay * 2, top)
         await self.close()
 
     async def _drop(self) -> None:
