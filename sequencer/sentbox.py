@@ -105,7 +105,9 @@ class SentFolder:
             imap = await self._connect()
             assert self.folder is not None
             try:
-                resp = await imap.examine(aioimaplib.quoted(self.folder))
+                # SELECT, not EXAMINE: aioimaplib enters the selected state only on select()
+                # and refuses SEARCH before it. We search, and never fetch or set a flag.
+                resp = await imap.select(aioimaplib.quoted(self.folder))
                 if resp.result != "OK":
                     raise InboxError(f"{self._where()}: cannot open: {response_text(resp.lines)}")
                 resp = await imap.uid_search("HEADER", "Message-ID", aioimaplib.quoted(message_id))
