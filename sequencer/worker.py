@@ -633,6 +633,10 @@ class Daemon:
             if released:
                 log.warning("claims.released", count=released)
         await asyncio.gather(*(self._start_mailbox(name) for name in self.settings.mailboxes))
+        # A crash between a send and its Sent copy left the copy out: fill it in now, not
+        # MAINTENANCE_EVERY later, and before the scheduler runs (no copy in flight to race).
+        # Each copy is looked up first, so running the pass again after a fault is harmless.
+        await db.retrying(self.copy_missing, what="Sent copies")
         await self.retry_failed_inbound()
         await self.release_sequence_holds()
         await self.refresh_promises()
