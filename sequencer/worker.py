@@ -76,6 +76,7 @@ class Daemon:
         self.rng = rng or random.Random()
         self._busy: set[str] = set()  # addresses being written to right now
         self._claimed: set[int] = set()  # enrollments with a send in progress (leases renewed)
+        self._copying: set[int] = set()  # sent rows whose Sent copy a send is appending
         self.sequences = sequences
         self.clock = clock
         self._reload = reload
@@ -460,10 +461,16 @@ class Daemon:
         except SendFailed as exc:
             return await self._failed(enr, seq, row, exc)
         sent_at = self.clock.now()
-        await db.retrying(
-            lambda: advance(self.etiquette, enr, seq, sending, Send.SENT, sent_at),
-            what="recording a send",
-        )
+        if box.appends_copies:
+            self._copying.add(sending.id)  # before it is recorded: copy_missing leaves it be
+        try:
+            await db.retrying(
+                lambda: advance(self.etiquette, enr, seq, sending, Send.SENT, sent_at),
+                what="recording a send",
+            )
+        except BaseException:
+            self._copying.discard(sending.id)
+            raise
         log.info("email.sent", message_id=message_id, breakup=step.breakup)
         if box.appends_copies:
             await self._copy(enr.mailbox, sending.id, out.data, sent_at)
@@ -572,6 +579,8 @@ class Daemon:
         except InboxError as exc:
             log.warning("sentbox.append_failed", mailbox=mailbox, error=str(exc))
             return
+        finally:
+            self._copying.discard(sent_id)
         await db.retrying(lambda: queries.copied(sent_id, self.clock.now()), what="Sent copy")
 
     async def copy_missing(self) -> int:
@@ -581,6 +590,8 @@ class Daemon:
             if not box.appends_copies:
                 continue
             for row in await queries.uncopied(name):
+                if row.id in self._copying:
+                    continue  # its send is appending it right now
                 try:
                     if not await self.sentboxes[name].contains(row.message_id) and row.data:
                         await self.sentboxes[name].append(
@@ -677,10 +688,13 @@ class Daemon:
             if released:
                 log.warning("claims.released", count=released)
         await asyncio.gather(*(self._start_mailbox(name) for name in self.settings.mailboxes))
+        # A crash between a send and its Sent copy left the copy out: fill it in now, not
+        # MAINTENANCE_EVERY later, and before the scheduler runs (no copy in flight to race).
+        # Each copy is looked up first, so running the pass again after a fault is harmless.
+        await db.retrying(self.copy_missing, what="Sent copies")
         await self.retry_failed_inbound()
         await self.release_sequence_holds()
         await self.refresh_promises()
-        await self.copy_missing()
 
     async def _start_mailbox(self, name: str) -> None:
         try:
