@@ -430,6 +430,12 @@ async def test_transient_is_pinned_to_what_the_drivers_raise(tmp_path: Path, pg:
         await asyncio.to_thread(pg.start)
         await catch("pg unique", MailboxState.create(mailbox="sales"))
         await catch("pg syntax", MailboxState.raw("SELEC 1"))
+        # A misuse (a bug): two queries at once on one connection.
+        conn = await asyncpg.connect(pg.url(), timeout=5)
+        try:
+            await catch("pg misuse", asyncio.gather(conn.fetch("SELECT 1"), conn.fetch("SELECT 2")))
+        finally:
+            await conn.close()
 
     # A smart shutdown waits for the open sessions, and turns new ones away meanwhile.
     session = await asyncpg.connect(pg.url(), timeout=5)
@@ -474,7 +480,8 @@ async def test_transient_is_pinned_to_what_the_drivers_raise(tmp_path: Path, pg:
     assert isinstance(seen["sqlite unique"], IntegrityError)
     assert isinstance(seen["pg unique"], IntegrityError)
     assert isinstance(seen["pg syntax"], OperationalError)
-    for tag in ("sqlite unique", "pg unique", "pg syntax"):
+    assert kind("pg misuse") == "InterfaceError"
+    for tag in ("sqlite unique", "pg unique", "pg syntax", "pg misuse"):
         assert not db.transient(seen[tag]), (tag, seen[tag])
 
 

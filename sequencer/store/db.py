@@ -133,9 +133,16 @@ def transient(exc: BaseException) -> bool:
     # asyncpg's connection faults (server restart, admin shutdown, "cannot connect now")
     # pass through tortoise untranslated; match them by module without importing asyncpg.
     kind = type(exc)
-    return kind.__module__.startswith("asyncpg") and any(
+    if not kind.__module__.startswith("asyncpg"):
+        return False
+    if "Interface" in kind.__name__:
+        # The connection closed under us (a rollback after a restart says so). Any other
+        # InterfaceError is a misuse, such as two queries at once on one connection: a bug,
+        # which retrying for ever would hide.
+        return "closed" in str(exc).lower()
+    return any(
         name in kind.__name__
-        for name in ("Connection", "CannotConnectNow", "AdminShutdown", "Interface", "Crash")
+        for name in ("Connection", "CannotConnectNow", "AdminShutdown", "Crash")
     )
 
 
