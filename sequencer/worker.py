@@ -20,6 +20,7 @@ import random
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
+from functools import partial
 from types import TracebackType
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -677,10 +678,11 @@ class Daemon:
             if released:
                 log.warning("claims.released", count=released)
         await asyncio.gather(*(self._start_mailbox(name) for name in self.settings.mailboxes))
-        await self.retry_failed_inbound()
-        await self.release_sequence_holds()
-        await self.refresh_promises()
-        await self.copy_missing()
+        # Each step is whole and safe to repeat: a database fault waits, it never exits.
+        await db.retrying(self.retry_failed_inbound, what="failed inbound messages")
+        await db.retrying(self.release_sequence_holds, what="releasing holds")
+        await db.retrying(self.refresh_promises, what="promised times")
+        await db.retrying(self.copy_missing, what="Sent copies")  # each looked up first
 
     async def _start_mailbox(self, name: str) -> None:
         try:
@@ -692,12 +694,13 @@ class Daemon:
             await self.senders[name].login()
         except SendFailed as exc:
             if judge(exc.failure) is Action.AUTH_FAILED:
-                await self._smtp_refused(name, exc, self.clock.now())
+                refused = partial(self._smtp_refused, name, exc, self.clock.now())
+                await db.retrying(refused, what="mailbox state")
                 self._log_hold(name, Hold.SMTP_AUTH_FAILED, str(exc))
             else:
                 log.warning("smtp.unavailable", mailbox=name, error=str(exc))
         else:
-            await queries.smtp_login_ok(name)
+            await db.retrying(partial(queries.smtp_login_ok, name), what="mailbox state")
 
     async def refresh_promises(self) -> None:
         """Work promised times out again: a tzdata update may have moved an instant, and a

@@ -32,6 +32,7 @@ from world import reply, world
 
 from sequencer.devservers import LOOPBACK, SmtpSink, free_port, wait_until
 from sequencer.inbox import WatchTuning
+from sequencer.sender import Sender
 from sequencer.states import Inbox, Send
 from sequencer.store import db
 from sequencer.store.models import Enrollment, MailboxState, SentMessage
@@ -288,6 +289,37 @@ async def test_sqlite_locked_by_another_process_for_15s_while_a_reply_is_handled
         rows = await asyncio.to_thread(status, tmp_path / "sequencer.yaml")
         assert rows[JO]["state"] == "replied"
         assert rows[JO]["steps_sent"] == 1
+
+
+async def test_the_daemon_starts_while_another_process_takes_the_sqlite_write_lock(
+    tmp_path: Path,
+    smtp: SmtpSink,
+    pymap: ImapServer,
+    locks: Locks,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another process takes the write lock while the daemon logs in to SMTP at start-up:
+    recording the login (and the rest of start-up) waits for the lock instead of making the
+    daemon exit. A short busy timeout makes the lock bite at once."""
+    path = tmp_path / "state.db"
+    url = f"sqlite://{path}?busy_timeout=50"
+    async with world(tmp_path, smtp, pymap, url, monkeypatch) as w:
+        await w.enroll(JO)
+    login = Sender.login
+
+    async def login_then_lock(self: Sender) -> None:
+        await login(self)
+        if not locks.procs:
+            await locks.take(path, 1.5)
+
+    monkeypatch.setattr(Sender, "login", login_then_lock)
+    with capture_logs() as logs:
+        async with world(tmp_path, smtp, pymap, url, monkeypatch) as w:
+            assert locks.procs, "start-up logged in to SMTP"
+            assert await locks.procs[0].wait() == 0
+            assert w.daemon.watchers["sales"].state is Inbox.WATCHING
+            assert await w.tick() == 1
+    assert any(e["doing"] == "mailbox state" for e in _down(logs))  # the lock did bite
 
 
 # --- PostgreSQL ----------------------------------------------------------------------------
