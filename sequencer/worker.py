@@ -459,7 +459,11 @@ class Daemon:
         try:
             await self.senders[enr.mailbox].send(enr.email, out.data, before_data)
         except SendFailed as exc:
-            return await self._failed(enr, seq, row, exc)
+            # Retried like a success: lost, a refusal would be forgotten and the step stay
+            # claimed. Every write in _failed sets absolute values, so a repeat is harmless.
+            return await db.retrying(
+                partial(self._failed, enr, seq, sending, exc), what="recording a send"
+            )
         sent_at = self.clock.now()
         await db.retrying(
             lambda: advance(self.etiquette, enr, seq, sending, Send.SENT, sent_at),

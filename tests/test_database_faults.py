@@ -35,7 +35,7 @@ from sequencer.inbox import WatchTuning
 from sequencer.sender import Sender
 from sequencer.states import Inbox, Send
 from sequencer.store import db
-from sequencer.store.models import Enrollment, MailboxState, SentMessage
+from sequencer.store.models import Enrollment, MailboxState, SentMessage, Suppression
 
 pytestmark = pytest.mark.e2e
 JO = "jo@prospect.test"
@@ -410,6 +410,38 @@ async def test_a_send_whose_outcome_write_meets_a_postgresql_outage_is_recorded_
         assert not _crashes(logs)
         rows = await asyncio.to_thread(status, tmp_path / "sequencer.yaml")
         assert (rows[JO]["state"], rows[JO]["steps_sent"]) == ("active", 2)
+
+
+async def test_a_refusal_that_meets_a_postgresql_outage_is_recorded_once_it_is_back(
+    tmp_path: Path, smtp: SmtpSink, pymap: ImapServer, pg: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server refuses the address (550 5.1.1) while the database is down: once it is
+    back the contact is bounced and the address suppressed."""
+    url = pg.db_url
+    async with world(tmp_path, smtp, pymap, url, monkeypatch) as w:
+        w.daemon.max_sleep = 0.05
+        await w.enroll(JO)
+        smtp.handler.stage_delay = 1.5  # RCPT is answered 1.5 s later...
+        smtp.handler.refuse[JO] = "550 5.1.1 <jo@prospect.test>: Recipient address rejected"
+        runner = asyncio.create_task(w.daemon.run())
+        with capture_logs() as logs:
+            try:
+                await wait_until(lambda: SentMessage.filter(step=1).exists(), within=10)
+                await asyncio.to_thread(pg.stop)  # ...while the database is down
+                await asyncio.sleep(2.0)
+                await asyncio.to_thread(pg.start)
+                await wait_until(_state_is(JO, "bounced"), within=10)
+                await asyncio.sleep(0.3)
+                assert not runner.done()
+            finally:
+                w.daemon.stop()
+                await asyncio.wait_for(runner, timeout=15)
+        assert smtp.received == []
+        assert await Suppression.filter(email=JO, reason="hard_bounce").exists()
+        assert not _crashes(logs)
+        assert [e for e in logs if e["event"] == "email.refused"] != []
+        rows = await asyncio.to_thread(status, tmp_path / "sequencer.yaml")
+        assert rows[JO]["state"] == "bounced"
 
 
 # --- what the drivers really raise ---------------------------------------------------------
