@@ -324,7 +324,10 @@ class Daemon:
             if went:
                 sent += 1
                 load = pacing.after_send(self.clock.now(), pace, load, self.rng)
-                await queries.set_next_free(mailbox, load.next_free)
+                # Retried: lost, the next contact would go before the spacing allows.
+                await db.retrying(
+                    partial(queries.set_next_free, mailbox, load.next_free), what="pacing"
+                )
                 gate = pacing.closed_until(self.clock.now(), pace, self._zone(mailbox), load)
                 if gate and gate.reason == "pace:daily_limit":
                     log.info(

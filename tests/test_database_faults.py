@@ -16,13 +16,14 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, MutableMapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
+import structlog
 from conftest import ImapServer
 from structlog.testing import capture_logs
 from tortoise import connections
@@ -320,6 +321,51 @@ async def test_the_daemon_starts_while_another_process_takes_the_sqlite_write_lo
             assert w.daemon.watchers["sales"].state is Inbox.WATCHING
             assert await w.tick() == 1
     assert any(e["doing"] == "mailbox state" for e in _down(logs))  # the lock did bite
+
+
+async def test_a_lock_right_after_a_send_keeps_the_mailbox_spacing(
+    tmp_path: Path, smtp: SmtpSink, pymap: ImapServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write lock is taken the moment a send is recorded, before the mailbox's pacing
+    (when it may send next) is written: that write waits for the lock, so the next contact
+    still waits out the spacing instead of going at once."""
+    path = tmp_path / "state.db"
+    box = 'pace: {daily_limit: 50, spacing: 10m}\n    sent_copy: "off"'
+    holder = sqlite3.connect(path, isolation_level=None)
+    loop = asyncio.get_running_loop()
+    taken: list[asyncio.TimerHandle] = []
+
+    def lock_after_first_send(_: Any, __: str, event: MutableMapping[str, Any]) -> Any:
+        if event["event"] == "email.sent" and not taken:
+            holder.execute("BEGIN IMMEDIATE")  # another connection takes the write lock
+            taken.append(loop.call_later(1.0, holder.execute, "COMMIT"))
+        return event
+
+    url = f"sqlite://{path}?busy_timeout=50"
+    async with world(tmp_path, smtp, pymap, url, monkeypatch, box=box) as w:
+        w.daemon.max_sleep = 0.05
+        await w.enroll(JO)
+        await w.enroll(ANN)
+        with capture_logs() as logs:
+            processors = structlog.get_config()["processors"]
+            structlog.configure(processors=[lock_after_first_send, *processors])
+            runner = asyncio.create_task(w.daemon.run())
+            try:
+                await wait_until(_sent_count(w, 1), within=10)
+                await wait_until(lambda: _async(not holder.in_transaction), within=5)
+                await wait_until(lambda: _async(_event(logs, "database.recovered")), within=5)
+                await asyncio.sleep(0.5)  # ticks after the lock
+                assert len(smtp.received) == 1  # the second waits for the spacing
+                w.clock.advance(timedelta(minutes=10, seconds=1))
+                await wait_until(_sent_count(w, 2), within=10)
+                assert not runner.done()
+            finally:
+                w.daemon.stop()
+                await asyncio.wait_for(runner, timeout=15)
+                holder.close()
+        # The lock did bite, where it should: on the write of the mailbox's pacing.
+        assert any(e["doing"] == "pacing" for e in _down(logs))
+        assert len(smtp.received) == 2
 
 
 # --- PostgreSQL ----------------------------------------------------------------------------
