@@ -8,6 +8,7 @@ resumes, the daemon keeps running, `status --json` tells the truth. A unit test 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -145,6 +146,72 @@ async def pg(cluster: Cluster) -> AsyncIterator[Cluster]:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()
+
+
+class LateHangUp:
+    """A TCP relay to the cluster that passes every byte on at once, but the server's
+    hang-up only `delay` seconds later, as a network may. A session the server terminates
+    then looks, for a moment, like this: its last words (FATAL) have been read and the
+    connection still seems open. What a client then does with it is what this shows."""
+
+    def __init__(self, port: int, delay: float = 1.0) -> None:
+        self.port = port
+        self.delay = delay
+        self.relays: set[asyncio.Task[Any]] = set()
+
+    async def __aenter__(self) -> int:
+        self.server = await asyncio.start_server(self._relay, LOOPBACK, 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+        for task in self.relays:
+            task.cancel()
+        await asyncio.gather(*self.relays, return_exceptions=True)
+        await self.server.wait_closed()
+
+    async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.relays.add(task)
+        server_w: asyncio.StreamWriter | None = None
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, late: bool) -> None:
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            if late:
+                await asyncio.sleep(self.delay)
+            dst.close()
+
+        try:
+            server_r, server_w = await asyncio.open_connection(LOOPBACK, self.port)
+            await asyncio.gather(pipe(client_r, server_w, False), pipe(server_r, client_w, True))
+        except asyncio.CancelledError:
+            pass  # the relay is shut down; a cancelled handler task would be logged as an error
+        finally:
+            self.relays.discard(task)
+            for writer in (client_w, server_w):
+                if writer is not None:
+                    writer.close()
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(writer.wait_closed())
+
+
+async def _terminate_sessions(pg: Cluster, database: str) -> int:
+    """End every session on `database` from the server's side (FATAL 57P01, as a fast
+    shutdown sends), then give the client time to read it."""
+    admin = await asyncpg.connect(pg.url(), timeout=5)
+    try:
+        ended = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1",
+            database,
+        )
+    finally:
+        await admin.close()
+    await asyncio.sleep(0.2)
+    return int(ended)
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -490,6 +557,41 @@ async def test_a_refusal_that_meets_a_postgresql_outage_is_recorded_once_it_is_b
         assert rows[JO]["state"] == "bounced"
 
 
+async def test_sessions_ended_by_the_server_with_a_late_hang_up_do_not_stop_the_daemon(
+    tmp_path: Path, smtp: SmtpSink, pymap: ImapServer, pg: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server ends every session (as a restart or an administrator does) and the
+    hang-up reaches the daemon a second late: a query made meanwhile on an idle connection
+    fails with asyncpg's internal error ("another operation is in progress"), which used to
+    stop the daemon. It is waited out like any connection fault; the daemon goes on, and a
+    reply that lands afterwards still stops the sequence."""
+    name = pg.db_url.rsplit("/", 1)[1]
+    async with LateHangUp(pg.port) as port:
+        url = f"postgres://postgres@{LOOPBACK}:{port}/{name}"
+        async with world(tmp_path, smtp, pymap, url, monkeypatch, tuning=QUICK) as w:
+            w.daemon.max_sleep = 0.2  # idle between ticks: the FATAL comes between queries
+            await w.enroll(JO)
+            assert await w.tick() == 1
+            runner = asyncio.create_task(w.daemon.run())
+            with capture_logs() as logs:
+                try:
+                    await wait_until(_idling(w), within=10)
+                    assert await _terminate_sessions(pg, name) >= 1
+                    await asyncio.sleep(1.5)  # the late hang-up, and some ticks after it
+                    assert not runner.done()
+                    await pymap.deliver(reply(w.sent_to(JO)[0], "Got it, thanks. Talk soon."))
+                    w.clock.advance(timedelta(days=2))
+                    await wait_until(_state_is(JO, "replied"), within=10)
+                    await asyncio.sleep(0.3)
+                    assert not runner.done()
+                finally:
+                    w.daemon.stop()
+                    await asyncio.wait_for(runner, timeout=15)
+            assert len(w.sent_to(JO)) == 1
+            assert not _crashes(logs)
+            assert _down(logs)  # the cut sessions were met, and waited out
+
+
 # --- what the drivers really raise ---------------------------------------------------------
 async def test_transient_is_pinned_to_what_the_drivers_raise(tmp_path: Path, pg: Cluster) -> None:
     seen: dict[str, BaseException] = {}
@@ -540,6 +642,14 @@ async def test_transient_is_pinned_to_what_the_drivers_raise(tmp_path: Path, pg:
         await asyncio.to_thread(pg.start)
         await catch("pg unique", MailboxState.create(mailbox="sales"))
         await catch("pg syntax", MailboxState.raw("SELEC 1"))
+        # A session the server ended, its FATAL read before its hang-up: asyncpg refuses the
+        # next query with an internal error.
+        name = url.rsplit("/", 1)[1]
+        async with LateHangUp(pg.port) as port:
+            conn = await asyncpg.connect(host=LOOPBACK, port=port, user="postgres", database=name)
+            assert await _terminate_sessions(pg, name) >= 1
+            await catch("pg ended, hang-up late", conn.fetch("SELECT 1"))
+            conn.terminate()
         # A misuse (a bug): two queries at once on one connection.
         conn = await asyncpg.connect(pg.url(), timeout=5)
         try:
@@ -581,6 +691,8 @@ async def test_transient_is_pinned_to_what_the_drivers_raise(tmp_path: Path, pg:
     assert kind("pg transaction") == "InterfaceError"  # the rollback on a closed connection
     assert isinstance(seen["pg down"], ConnectionRefusedError)
     assert kind("pg shutting down") == "CannotConnectNowError"
+    assert kind("pg ended, hang-up late") == "InternalClientError"
+    assert db.transient(seen["pg ended, hang-up late"])
     names = {type(e).__name__ for e in starting}
     assert "CannotConnectNowError" in names, names
     for tag in ("sqlite write", "sqlite transaction", "pg restart", "pg transaction", "pg down"):

@@ -140,6 +140,11 @@ def transient(exc: BaseException) -> bool:
         # InterfaceError is a misuse, such as two queries at once on one connection: a bug,
         # which retrying for ever would hide.
         return "closed" in str(exc).lower()
+    if kind.__name__ == "InternalClientError":
+        # The server's FATAL (a restart, a terminated session) was read on an idle
+        # connection before its hang-up: asyncpg refuses the next query with "another
+        # operation (2) is in progress". The pool closes that connection when it is released.
+        return "another operation" in str(exc)
     return any(
         name in kind.__name__
         for name in ("Connection", "CannotConnectNow", "AdminShutdown", "Crash")
