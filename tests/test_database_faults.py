@@ -152,12 +152,26 @@ class LateHangUp:
     """A TCP relay to the cluster that passes every byte on at once, but the server's
     hang-up only `delay` seconds later, as a network may. A session the server terminates
     then looks, for a moment, like this: its last words (FATAL) have been read and the
-    connection still seems open. What a client then does with it is what this shows."""
+    connection still seems open. What a client then does with it is what this shows.
+    `hold()` keeps what the server says until `let_go()`, which passes it on at once: the
+    client then reads a reply and the FATAL that followed it together."""
 
     def __init__(self, port: int, delay: float = 1.0) -> None:
         self.port = port
         self.delay = delay
         self.relays: set[asyncio.Task[Any]] = set()
+        self.held: dict[asyncio.StreamWriter, bytearray] | None = None
+
+    def hold(self) -> None:
+        self.held = {}
+
+    def holding(self) -> int:
+        return sum(len(data) for data in (self.held or {}).values())
+
+    def let_go(self) -> None:
+        held, self.held = self.held or {}, None
+        for writer, data in held.items():
+            writer.write(data)
 
     async def __aenter__(self) -> int:
         self.server = await asyncio.start_server(self._relay, LOOPBACK, 0)
@@ -179,6 +193,9 @@ class LateHangUp:
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, late: bool) -> None:
             with contextlib.suppress(OSError):
                 while data := await src.read(65536):
+                    if late and self.held is not None:
+                        self.held.setdefault(dst, bytearray()).extend(data)
+                        continue
                     dst.write(data)
                     await dst.drain()
             if late:
@@ -590,6 +607,48 @@ async def test_sessions_ended_by_the_server_with_a_late_hang_up_do_not_stop_the_
             assert len(w.sent_to(JO)) == 1
             assert not _crashes(logs)
             assert _down(logs)  # the cut sessions were met, and waited out
+
+
+async def test_transactions_the_server_cut_leave_their_task_a_working_connection(
+    pg: Cluster,
+) -> None:
+    """The server ends the session under a transaction, before its BEGIN or just after its
+    COMMIT: the same task's next queries and transactions get a live connection, not the
+    dead one for ever (tortoise alone left the task bound to it: after a PostgreSQL restart
+    the inbox watcher, or a send's outcome being retried, would have failed for good)."""
+    name = pg.db_url.rsplit("/", 1)[1]
+    port = LateHangUp(pg.port)
+    async with port as number, db.connected(f"postgres://postgres@{LOOPBACK}:{number}/{name}"):
+        await MailboxState.create(mailbox="sales")
+
+        async def works() -> None:
+            await asyncio.sleep(1.0)  # the hang-up arrives
+            assert await MailboxState.all().count() == 1
+            async with in_transaction():
+                await MailboxState.filter(mailbox="sales").update(inbox_error="back")
+            assert (await MailboxState.get(mailbox="sales")).inbox_error == "back"
+
+        assert await _terminate_sessions(pg, name) >= 1
+        with pytest.raises(asyncpg.InternalClientError, match="another operation") as cut:
+            async with in_transaction():  # BEGIN fails
+                await MailboxState.all().count()
+        assert db.transient(cut.value)
+        await works()
+
+        # COMMIT is answered, and the FATAL that follows is read with the answer: the work
+        # stands, but asyncpg cannot reset the connection to put it back in the pool.
+        async def end_the_session_after_commit() -> None:
+            await wait_until(lambda: _async(port.holding() > 0), within=5)  # COMMIT's answer
+            assert await _terminate_sessions(pg, name) >= 1
+            port.let_go()
+
+        async with in_transaction():
+            await MailboxState.filter(mailbox="sales").update(inbox_error="committed")
+            port.hold()
+            cutter = asyncio.create_task(end_the_session_after_commit())
+        await cutter
+        assert (await MailboxState.get(mailbox="sales")).inbox_error == "committed"
+        await works()
 
 
 # --- what the drivers really raise ---------------------------------------------------------
