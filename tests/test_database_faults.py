@@ -1,9 +1,13 @@
-"""The daemon survives database faults, proved on real servers: SQLite write-locked by
-another process while a reply comes in, and a PostgreSQL of our own restarted, and stopped
-while a reply lands and while a send's outcome is being written. Each asserts what a user
-would notice: the reply stops the sequence, nothing goes twice or after the reply, due work
-resumes, the daemon keeps running, `status --json` tells the truth. A unit test pins
-`db.transient` to the exceptions the drivers really raise."""
+"""The daemon survives database faults, proved on real servers.
+
+SQLite: another process holds the write lock while a reply comes in (15 s), while the
+daemon starts, and right after a send. PostgreSQL, a private cluster: restarted, stopped
+while a reply lands, while a send's outcome or a refusal is being written, and its
+sessions ended with the hang-up arriving late (a TCP relay), under the daemon and under
+transactions. Each asserts what a user would notice: the reply stops the sequence, nothing
+goes twice or after the reply, due work resumes, the pacing holds, the daemon keeps
+running, `status --json` tells the truth. A unit test pins `db.transient` to the
+exceptions the drivers really raise."""
 
 from __future__ import annotations
 
@@ -54,7 +58,9 @@ def _pg_bin() -> Path | None:
         for b in Path("/usr/lib/postgresql").glob("*/bin")
         if (b / "initdb").exists() and (b / "pg_ctl").exists()
     ]
-    return max(found, key=lambda b: int(b.parent.name), default=None) if found else None
+    if not found:
+        return None
+    return max(found, key=lambda b: int(b.parent.name) if b.parent.name.isdigit() else 0)
 
 
 class Cluster:
