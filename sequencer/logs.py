@@ -68,3 +68,6 @@ def configure(
     # flufl.bounce logs a traceback for every malformed header it meets; hostile mail would
     # flood the journal. classify() copes with those messages itself.
     logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
+    # While PostgreSQL is down asyncpg's pool logs a traceback at each reconnect attempt;
+    # `database.unavailable` already says so, once, in our own words.
+    logging.getLogger("asyncpg.pool").setLevel(logging.CRITICAL)

@@ -20,6 +20,7 @@ import random
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
+from functools import partial
 from types import TracebackType
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -324,7 +325,10 @@ class Daemon:
             if went:
                 sent += 1
                 load = pacing.after_send(self.clock.now(), pace, load, self.rng)
-                await queries.set_next_free(mailbox, load.next_free)
+                # Retried: lost, the next contact would go before the spacing allows.
+                await db.retrying(
+                    partial(queries.set_next_free, mailbox, load.next_free), what="pacing"
+                )
                 gate = pacing.closed_until(self.clock.now(), pace, self._zone(mailbox), load)
                 if gate and gate.reason == "pace:daily_limit":
                     log.info(
@@ -459,7 +463,11 @@ class Daemon:
         try:
             await self.senders[enr.mailbox].send(enr.email, out.data, before_data)
         except SendFailed as exc:
-            return await self._failed(enr, seq, row, exc)
+            # Retried like a success: lost, a refusal would be forgotten and the step stay
+            # claimed. Every write in _failed sets absolute values, so a repeat is harmless.
+            return await db.retrying(
+                partial(self._failed, enr, seq, sending, exc), what="recording a send"
+            )
         sent_at = self.clock.now()
         if box.appends_copies:
             self._copying.add(sending.id)  # before it is recorded: copy_missing leaves it be
@@ -688,13 +696,13 @@ class Daemon:
             if released:
                 log.warning("claims.released", count=released)
         await asyncio.gather(*(self._start_mailbox(name) for name in self.settings.mailboxes))
-        # A crash between a send and its Sent copy left the copy out: fill it in now, not
-        # MAINTENANCE_EVERY later, and before the scheduler runs (no copy in flight to race).
-        # Each copy is looked up first, so running the pass again after a fault is harmless.
+        # Each step is whole and safe to repeat: a database fault waits, it never exits.
+        await db.retrying(self.retry_failed_inbound, what="failed inbound messages")
+        await db.retrying(self.release_sequence_holds, what="releasing holds")
+        await db.retrying(self.refresh_promises, what="promised times")
+        # A crash between a send and its Sent copy left the copy out: fill it in now, before
+        # the scheduler runs (no copy in flight to race); each copy is looked up first.
         await db.retrying(self.copy_missing, what="Sent copies")
-        await self.retry_failed_inbound()
-        await self.release_sequence_holds()
-        await self.refresh_promises()
 
     async def _start_mailbox(self, name: str) -> None:
         try:
@@ -706,12 +714,13 @@ class Daemon:
             await self.senders[name].login()
         except SendFailed as exc:
             if judge(exc.failure) is Action.AUTH_FAILED:
-                await self._smtp_refused(name, exc, self.clock.now())
+                refused = partial(self._smtp_refused, name, exc, self.clock.now())
+                await db.retrying(refused, what="mailbox state")
                 self._log_hold(name, Hold.SMTP_AUTH_FAILED, str(exc))
             else:
                 log.warning("smtp.unavailable", mailbox=name, error=str(exc))
         else:
-            await queries.smtp_login_ok(name)
+            await db.retrying(partial(queries.smtp_login_ok, name), what="mailbox state")
 
     async def refresh_promises(self) -> None:
         """Work promised times out again: a tzdata update may have moved an instant, and a

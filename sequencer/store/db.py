@@ -4,6 +4,7 @@ database faults: which errors are transient (locked, busy, a restart) and retryi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import random
@@ -13,12 +14,20 @@ from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
 from pathlib import Path
 from types import ModuleType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import structlog
 from tortoise import Tortoise, connections
-from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.backends.asyncpg.client import AsyncpgDBClient, TransactionWrapper
+from tortoise.backends.base.client import (
+    BaseDBAsyncClient,
+    TransactionalDBClient,
+    TransactionContext,
+    TransactionContextPooled,
+)
+from tortoise.backends.base.config_generator import generate_config
 from tortoise.backends.base.executor import EXECUTOR_CACHE
+from tortoise.connection import get_connections
 from tortoise.exceptions import DBConnectionError, OperationalError, TransactionManagementError
 
 from sequencer.errors import StoreError
@@ -33,7 +42,7 @@ MODELS: dict[str, Iterable[str | ModuleType]] = {"models": ["sequencer.store.mod
 def sqlite_path(url: str) -> Path | None:
     if not url.startswith("sqlite://"):
         return None
-    path = url.removeprefix("sqlite://")
+    path = url.removeprefix("sqlite://").split("?", 1)[0]  # ?busy_timeout=... is no path
     return None if path in ("", ":memory:") else Path(path)
 
 
@@ -63,7 +72,11 @@ async def _opened(url: str) -> AsyncIterator[BaseDBAsyncClient]:
     # SQLite's placeholders to PostgreSQL. Start each connection with an empty cache.
     EXECUTOR_CACHE.clear()
     try:
-        await Tortoise.init(db_url=url, modules=MODELS)
+        config = generate_config(url, app_modules=MODELS)
+        for connection in config["connections"].values():
+            if connection.get("engine") == "tortoise.backends.asyncpg":
+                connection["engine"] = __name__  # PostgreSQL through PostgresClient below
+        await Tortoise.init(config=config)
         yield connections.get("default")
     finally:
         await Tortoise.close_connections()
@@ -88,6 +101,57 @@ async def migrate(url: str, now: datetime) -> schema.Migrated:
             return await schema.migrate(client, redact(url), sqlite_path(url), lock_path(url), now)
         except (DBConnectionError, OperationalError, OSError) as exc:
             raise StoreError(f"cannot open database {redact(url)}: {exc}") from None
+
+
+class _Transaction(TransactionContextPooled):
+    """tortoise's pooled transaction, which never leaves its task bound to a connection.
+    tortoise 1.1.9 binds the task to the connection it takes from the pool, then unbinds it
+    only after returning the connection, and only in __aexit__. A BEGIN that fails (never
+    reaching __aexit__) or a return that raises (asyncpg closes a connection it cannot
+    reset, and raises) left the task bound: after a PostgreSQL restart, every later query
+    of that task used the dead connection and failed for ever (the inbox watcher's, a
+    send's outcome being retried)."""
+
+    async def __aenter__(self) -> TransactionalDBClient:
+        await self.ensure_connection()
+        pool = self.client._parent._pool
+        self.client._connection = await pool.acquire()
+        self.token = get_connections().set(self.connection_name, self.client)
+        try:
+            await self.client.begin()
+        except BaseException:
+            await self._release()
+            raise
+        return self.client
+
+    async def __aexit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
+        try:
+            if not self.client._finalized:
+                if exc_type is None:
+                    await self.client.commit()
+                elif exc_type is not TransactionManagementError:  # it cannot roll back
+                    await self.client.rollback()
+        finally:
+            await self._release()
+
+    async def _release(self) -> None:
+        get_connections().reset(self.token)
+        pool = self.client._parent._pool
+        if pool is not None:
+            with contextlib.suppress(Exception):  # closed by asyncpg when it cannot reset
+                await pool.release(self.client._connection)
+
+
+class PostgresClient(AsyncpgDBClient):
+    """tortoise's asyncpg client whose transactions are `_Transaction`s."""
+
+    def _in_transaction(self) -> TransactionContext:
+        return _Transaction(TransactionWrapper(self), self._pool_init_lock)
+
+
+#: This module is the tortoise engine `connected` gives PostgreSQL URLs: tortoise looks up
+#: an engine's client class by this name.
+client_class = PostgresClient
 
 
 @contextmanager
@@ -133,9 +197,21 @@ def transient(exc: BaseException) -> bool:
     # asyncpg's connection faults (server restart, admin shutdown, "cannot connect now")
     # pass through tortoise untranslated; match them by module without importing asyncpg.
     kind = type(exc)
-    return kind.__module__.startswith("asyncpg") and any(
+    if not kind.__module__.startswith("asyncpg"):
+        return False
+    if "Interface" in kind.__name__:
+        # The connection closed under us (a rollback after a restart says so). Any other
+        # InterfaceError is a misuse, such as two queries at once on one connection: a bug,
+        # which retrying for ever would hide.
+        return "closed" in str(exc).lower()
+    if kind.__name__ == "InternalClientError":
+        # The server's FATAL (a restart, a terminated session) was read on an idle
+        # connection before its hang-up: asyncpg refuses the next query with "another
+        # operation (2) is in progress". The pool closes that connection when it is released.
+        return "another operation" in str(exc)
+    return any(
         name in kind.__name__
-        for name in ("Connection", "CannotConnectNow", "AdminShutdown", "Interface", "Crash")
+        for name in ("Connection", "CannotConnectNow", "AdminShutdown", "Crash")
     )
 
 
