@@ -410,6 +410,15 @@ class Daemon:
             return 0
         row = await queries.step_message(enr.id, step_no)
         if row is not None and row.status in (Send.SENDING, Send.UNCERTAIN):
+            if row.status is Send.SENDING and not self.owns_database:
+                # PostgreSQL: another daemon may still be in this data exchange (its lease
+                # lapsed while the database was away). Settle it only once it cannot be.
+                box = self.settings.mailboxes[enr.mailbox]
+                settled_by = (row.attempted_at or now) + 2 * self.lease
+                settled_by += timedelta(seconds=box.smtp.timeout)
+                if settled_by > now:
+                    await queries.defer(enr.id, settled_by, ("send_in_progress",))
+                    return 0
             # A previous run died during the data exchange: it may have gone out.
             await queries.set_send_status(row.id, Send.UNCERTAIN)
             await self._uncertain(enr, seq, row, "the daemon stopped during the data exchange")

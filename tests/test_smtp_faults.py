@@ -23,6 +23,7 @@ from world import SALES, imap_folder, world
 
 from sequencer.devservers import SmtpSink, imap_append
 from sequencer.states import Hold, Send
+from sequencer.store import queries
 from sequencer.store.models import Enrollment, MailboxState, SentMessage, Suppression
 
 pytestmark = pytest.mark.e2e
@@ -338,3 +339,28 @@ async def test_each_send_is_copied_to_the_sent_folder(
         raw = smtp.received[0].data
         parsed = email.message_from_bytes(raw, policy=email.policy.default)
         assert parsed["From"].addresses[0].addr_spec == SALES
+
+
+async def test_on_postgresql_a_send_another_daemon_may_still_be_in_is_settled_only_later(
+    tmp_path: Path,
+    smtp: SmtpSink,
+    pymap: ImapServer,
+    postgres_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Several daemons share PostgreSQL: a claim whose lease lapsed while the database was
+    away may belong to a daemon still in its data exchange. It is not settled (nor resent)
+    until that exchange must have ended."""
+    async with world(tmp_path, smtp, pymap, postgres_url, monkeypatch) as w:
+        await w.enroll(JO)
+        enr = await w.enrollment(JO)
+        row = await queries.record_pending(enr, 1, "<elsewhere@vendor.test>", "Hi", w.clock.now())
+        await queries.data_started(row.id, w.clock.now())  # another daemon, mid-DATA
+        assert await w.tick() == 0
+        enr = await w.enrollment(JO)
+        assert (enr.hold, enr.next_reasons) == (None, ["send_in_progress"])
+        assert await w.tick(timedelta(seconds=60)) == 0
+        assert (await w.enrollment(JO)).hold is None  # not yet
+        assert await w.tick(timedelta(minutes=2)) == 0
+        assert (await w.enrollment(JO)).hold is Hold.UNCERTAIN_SEND  # now it is settled
+        assert smtp.received == []
