@@ -34,16 +34,21 @@ from sequencer.store import db, schema
 
 SCHEMAS = Path(__file__).parent / "schemas"
 # What a day of sequencer at faab963 leaves behind: one contact waiting for step 2, one who
-# replied (the reply recorded and ending it), a suppressed address, the inbox cursor.
+# replied (the reply recorded and ending it), one whose step 1 was on the wire when that
+# version died (its row still `pending`), a suppressed address, the inbox cursor.
 ROWS = """
 INSERT INTO enrollment (email, sequence, mailbox, variables, state, reason, steps_sent, next_at,
     attempts, enrolled_at, last_sent_at, finished_at) VALUES
   ('jo@prospect.test', 'follow-up', 'sales', '{"first_name":"Jo"}', 'active', NULL, 1,
    '2026-11-26 10:00:00+00:00', 0, '2026-11-20 09:00:00+00:00', '2026-11-20 09:00:05+00:00', NULL),
   ('ann@prospect.test', 'follow-up', 'sales', '{"first_name":"Ann"}', 'replied', 'reply', 2, NULL,
-   0, '2026-11-16 09:00:00+00:00', '2026-11-19 09:00:05+00:00', '2026-11-19 14:00:00+00:00');
+   0, '2026-11-16 09:00:00+00:00', '2026-11-19 09:00:05+00:00', '2026-11-19 14:00:00+00:00'),
+  ('bo@prospect.test', 'follow-up', 'sales', '{"first_name":"Bo"}', 'active', NULL, 0,
+   '2026-11-20 09:00:00+00:00', 0, '2026-11-20 09:00:00+00:00', NULL, NULL);
 INSERT INTO sent_message (enrollment_id, step, message_id, subject, status, created_at, sent_at)
 VALUES
+  (3, 1, '<4@vendor.test>', 'Notes from our call, Bo', 'pending', '2026-11-20 09:00:04+00:00',
+   NULL),
   (1, 1, '<1@vendor.test>', 'Notes from our call, Jo', 'sent', '2026-11-20 09:00:04+00:00',
    '2026-11-20 09:00:05+00:00'),
   (2, 1, '<2@vendor.test>', 'Notes from our call, Ann', 'sent', '2026-11-16 09:00:04+00:00',
@@ -133,7 +138,7 @@ def test_old_database_is_refused_then_migrated_with_every_contact(cfg: Path) -> 
         assert res.exit_code == 2, res.output
         assert f"database {db.redact(url)} was made by an earlier sequencer" in res.stderr
         assert "run `sequencer migrate`" in res.stderr
-    assert sql(url, "SELECT count(*) FROM enrollment", fetch=True) == [(2,)]  # nothing enrolled
+    assert sql(url, "SELECT count(*) FROM enrollment", fetch=True) == [(3,)]  # nothing enrolled
 
     res = cli(cfg, "migrate")
     assert res.exit_code == 0, res.output
@@ -151,15 +156,16 @@ def test_old_database_is_refused_then_migrated_with_every_contact(cfg: Path) -> 
             assert old.execute("SELECT email, state FROM enrollment ORDER BY id").fetchall() == [
                 ("jo@prospect.test", "active"),
                 ("ann@prospect.test", "replied"),
+                ("bo@prospect.test", "active"),
             ]
-            assert old.execute("SELECT count(*) FROM sent_message").fetchone() == (3,)
+            assert old.execute("SELECT count(*) FROM sent_message").fetchone() == (4,)
     else:
         assert "backed up" not in res.stdout
 
     res = cli(cfg, "status", "--json")
     assert res.exit_code == 0, res.output
     rows = {r["email"]: r for r in json.loads(res.stdout)}
-    assert rows.keys() == {"jo@prospect.test", "ann@prospect.test"}
+    assert rows.keys() == {"jo@prospect.test", "ann@prospect.test", "bo@prospect.test"}
     jo, ann = rows["jo@prospect.test"], rows["ann@prospect.test"]
     assert (jo["state"], jo["steps_sent"], jo["next_step"]) == ("active", 1, 2)
     assert jo["next_send_at"].startswith("2026-11-26T10:00:00")
@@ -168,10 +174,17 @@ def test_old_database_is_refused_then_migrated_with_every_contact(cfg: Path) -> 
     assert ann["ended_by"]["subject"] == "Re: Notes from our call, Ann"
     # The sent log now carries each send's address and mailbox (the gap and pace count them).
     assert sql(url, "SELECT email, mailbox FROM sent_message ORDER BY id", fetch=True) == [
+        ("bo@prospect.test", "sales"),
         ("jo@prospect.test", "sales"),
         ("ann@prospect.test", "sales"),
         ("ann@prospect.test", "sales"),
     ]
+    # Bo's step 1 may have gone out when the old version died: it is settled as uncertain by
+    # the daemon (held, by default), never sent again as if it were new.
+    status = sql(
+        url, "SELECT status FROM sent_message WHERE message_id = '<4@vendor.test>'", fetch=True
+    )
+    assert status == [("sending",)]
     assert sql(url, "SELECT uidvalidity, last_uid FROM mailbox_cursor", fetch=True) == [(7, 42)]
     refused = cli(cfg, "enroll", "follow-up", "gone@prospect.test", "--var", "first_name=G")
     assert refused.exit_code == 2 and "suppression list" in refused.stderr
