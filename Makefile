@@ -27,7 +27,7 @@ dovecot:
 test: install dovecot
 	$(BIN)/ruff check sequencer tests
 	$(BIN)/mypy
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto
 
 lint:
 	$(BIN)/ruff check sequencer tests
