@@ -7,17 +7,13 @@ what `status --json` says."""
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import ImapServer
-from world import reply, world
+from world import reply, status, world
 
 from sequencer import replies
 from sequencer.devservers import SmtpSink, wait_until
@@ -28,19 +24,6 @@ from sequencer.store.models import Enrollment, InboundMessage, MailboxState
 pytestmark = pytest.mark.e2e
 JO = "jo@prospect.test"
 ANN = "ann@prospect.test"
-
-
-def status(cfg: Path, *args: str) -> Any:
-    """`sequencer status ... --json` as a user runs it, in another process."""
-    res = subprocess.run(
-        [sys.executable, "-m", "sequencer", "status", *args, "--json", "--config", str(cfg)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=dict(os.environ),
-    )
-    assert res.returncode == 0, res.stderr
-    return json.loads(res.stdout)
 
 
 def _state_is(address: str, state: str) -> Any:
@@ -162,7 +145,7 @@ async def test_an_inbound_handler_that_raises_holds_the_contact_and_the_watcher_
         assert (await w.enrollment(ANN)).state == "replied"
         failed = await InboundMessage.get(from_address=JO)
         assert failed.status == "failed" and "a bug in the classifier" in (failed.error or "")
-        rows = {r["email"]: r for r in await asyncio.to_thread(status, tmp_path / "sequencer.yaml")}
+        rows = {r["email"]: r for r in await status(tmp_path / "sequencer.yaml")}
         assert rows[JO]["hold"] == "inbound_failed"
         assert rows[JO]["state"] == "active"
         assert await w.tick(timedelta(days=5)) == 0

@@ -3,17 +3,12 @@ is back (on real servers: aiosmtpd, pymap, SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
-import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from conftest import ImapServer
-from world import world
+from world import status, world
 
 from sequencer.devservers import SmtpSink
 from sequencer.sequences import load_each
@@ -41,24 +36,7 @@ async def test_a_renamed_sequence_holds_its_contacts_until_it_is_back(
         assert await w.tick(timedelta(days=2)) == 0
         enr = await w.enrollment(JO)
         assert (enr.state, enr.hold) == ("active", Hold.SEQUENCE_MISSING)
-        res = await asyncio.to_thread(
-            subprocess.run,
-            [
-                sys.executable,
-                "-m",
-                "sequencer",
-                "status",
-                JO,
-                "--json",
-                "--config",
-                str(tmp_path / "sequencer.yaml"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=dict(os.environ),
-        )
-        row = json.loads(res.stdout)[0]
+        row = (await status(tmp_path / "sequencer.yaml", JO))[0]
         assert (row["state"], row["hold"]) == ("active", "sequence_missing")
         assert await w.tick(timedelta(days=3)) == 0  # still nothing, still not failed
         renamed.rename(source)

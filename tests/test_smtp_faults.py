@@ -8,10 +8,6 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
-import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +15,7 @@ from typing import Any
 
 import pytest
 from conftest import ImapServer
-from world import SALES, imap_folder, world
+from world import SALES, cli, imap_folder, status, world
 
 from sequencer.devservers import SmtpSink, imap_append
 from sequencer.states import Hold, Send
@@ -33,22 +29,6 @@ BLOCKED = (
     "https://www.spamhaus.org/query/ip/127.0.0.1"
 )
 FAST = "pace: {daily_limit: 50, spacing: 0s}"
-
-
-def cli(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sequencer", *args, "--config", str(cfg)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=dict(os.environ),
-    )
-
-
-async def status(cfg: Path, *args: str) -> Any:
-    res = await asyncio.to_thread(cli, cfg, "status", *args, "--json")
-    assert res.returncode == 0, res.stderr
-    return json.loads(res.stdout)
 
 
 def ids(w: Any, address: str = JO) -> list[str]:

@@ -3,8 +3,13 @@ SMTP and IMAP servers on loopback, a frozen clock, and the real daemon driven st
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
+import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -241,3 +246,21 @@ async def imap_folder(imap: ImapServer, folder: str, message_id: str | None = No
         return len(search_uids(resp.lines))
     finally:
         await client.logout()
+
+
+def cli(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`sequencer ARGS --config CFG` as a user runs it: another process, the real clock."""
+    return subprocess.run(
+        [sys.executable, "-m", "sequencer", *args, "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ),
+    )
+
+
+async def status(cfg: Path, *args: str) -> Any:
+    """`sequencer status ARGS --json`, parsed (from a test's event loop)."""
+    res = await asyncio.to_thread(cli, cfg, "status", *args, "--json")
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
