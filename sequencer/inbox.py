@@ -208,7 +208,7 @@ class InboxWatcher:
         reply that arrived across the change is still seen."""
         assert self.imap is not None
         since = (self.caught_up_at or self.clock.now()) - timedelta(days=self.tuning.reread_days)
-        resp = await self._guard(self.imap.uid_search("SINCE", since.strftime("%d-%b-%Y")))
+        resp = await self._guard(self.imap.uid_search("SINCE", _imap_date(since)))
         uids = sorted(search_uids(resp.lines))[-self.tuning.reread_max :]
         self.last_uid = 0
         for uid in uids:
@@ -479,6 +479,14 @@ async def open_imap(
             "(check the username and the password source)"
         )
     return imap
+
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def _imap_date(at: datetime) -> str:
+    """RFC 3501's date (`7-Dec-2026`), English whatever the locale (strftime's %b is not)."""
+    return f"{at.day}-{_MONTHS[at.month - 1]}-{at.year}"
 
 
 def _keepalive_socket(imap: aioimaplib.IMAP4, every: float) -> None:

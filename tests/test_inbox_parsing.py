@@ -11,3 +11,15 @@ def test_search_result_is_read_and_untagged_counts_are_not() -> None:
 
 def test_empty_search_result() -> None:
     assert _uids([b"", b"UID SEARCH completed."]) == []
+
+
+def test_imap_dates_are_english_whatever_the_locale() -> None:
+    from datetime import datetime
+
+    from sequencer.inbox import _imap_date
+
+    assert [_imap_date(datetime(2026, m, 7)) for m in (1, 3, 12)] == [
+        "7-Jan-2026",
+        "7-Mar-2026",
+        "7-Dec-2026",
+    ]
