@@ -286,9 +286,16 @@ class Daemon:
         for item in await queries.due(now, self.batch, gates, held):
             work[item.mailbox].append(item)
         results = await asyncio.gather(
-            *(self._drain(box, items, loads.get(box, pacing.Load())) for box, items in work.items())
+            *(
+                self._drain(box, items, loads.get(box, pacing.Load()))
+                for box, items in work.items()
+            ),
+            return_exceptions=True,  # every mailbox's drain ends before the next tick starts
         )
-        return sum(results)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return sum(r for r in results if isinstance(r, int))
 
     def _zone(self, mailbox: str) -> ZoneInfo:
         return self.etiquette.mailbox_zone(mailbox)
