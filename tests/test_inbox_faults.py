@@ -177,8 +177,13 @@ def _async(predicate: Any) -> Any:
     return check
 
 
+@pytest.mark.parametrize("threaded", [True, False])
 async def test_a_reply_too_complex_to_parse_is_matched_by_its_headers_and_stops_it(
-    tmp_path: Path, smtp: SmtpSink, dovecot: ImapServer, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    smtp: SmtpSink,
+    dovecot: ImapServer,
+    monkeypatch: pytest.MonkeyPatch,
+    threaded: bool,
 ) -> None:
     """When in doubt, stop: a message the classifier cannot read that answers our thread
     is taken as their reply."""
@@ -191,8 +196,10 @@ async def test_a_reply_too_complex_to_parse_is_matched_by_its_headers_and_stops_
         for _ in range(1200):  # deeper than the classifier's parser will follow
             nested = b"Content-Type: message/rfc822\r\n\r\n" + nested
         raw = (
-            f"From: {JO}\r\nTo: sales@vendor.test\r\nSubject: Re: notes\r\n"
-            f"Message-ID: <deep@prospect.test>\r\nIn-Reply-To: {ours['Message-ID']}\r\n"
+            f"From: {JO}\r\nTo: sales@vendor.test\r\n"
+            + ("Subject: Re: notes\r\n" if threaded else "Subject: Quick question\r\n")
+            + "Message-ID: <deep@prospect.test>\r\n"
+            + (f"In-Reply-To: {ours['Message-ID']}\r\n" if threaded else "")
         ).encode() + nested
         assert replies.classify(raw).rules == ("unparseable",)
         dovecot.server.deliver_file(raw)  # pymap's own parser gives up on it first
