@@ -58,6 +58,8 @@ async def handle(
         return None
     enrollment, by_thread = await _match(c)
     if enrollment is None:
+        if c.verdict == Verdict.UNSUBSCRIBE_REQUEST and c.from_address:
+            return await _stranger_removal(c, mailbox, uidvalidity, uid, now, replaces)
         await _settled(replaces)
         return None
     unread = c.rules[-1:] == ("unparseable",)
@@ -105,6 +107,50 @@ async def handle(
         **({"alternatives": list(c.alternatives)} if c.alternatives else {}),
     )
     return Outcome(c.verdict, action, enrollment.id, tuple(e.id for e in ended))
+
+
+async def _stranger_removal(
+    c: Classification,
+    mailbox: str,
+    uidvalidity: int,
+    uid: int,
+    now: datetime,
+    replaces: int | None,
+) -> Outcome | None:
+    """Someone we are not writing to (yet) asks to be left alone: suppress them anyway,
+    so no later enrolment ever reaches them."""
+    address = c.from_address or ""
+    async with in_transaction():
+        row = await queries.record_inbound(
+            replaces=replaces,
+            mailbox=mailbox,
+            uidvalidity=uidvalidity,
+            uid=uid,
+            message_id=c.message_id,
+            from_address=address,
+            subject=c.subject[:1000],
+            verdict=str(c.verdict),
+            kind=c.kind,
+            rules=list(c.rules),
+            enrollment_id=None,
+            received_at=now,
+        )
+        if row is None:
+            return None
+        await queries.suppress(address, "unsubscribe", c.subject or "(no subject)", now)
+        action = f"suppressed {address} (not enrolled)"
+        await queries.set_inbound_action(row.id, action)
+    log.info(
+        _EVENTS[c.verdict],
+        mailbox=mailbox,
+        email=address,
+        uid=uid,
+        message_id=c.message_id,
+        verdict=str(c.verdict),
+        rules=list(c.rules),
+        action=action,
+    )
+    return Outcome(c.verdict, action, None)
 
 
 async def _settled(replaces: int | None) -> None:

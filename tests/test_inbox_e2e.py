@@ -275,3 +275,24 @@ def _calendar_accept() -> bytes:
     """Outlook's answer to the salesperson's invite (sent from their calendar, not by us)."""
     text = (Path(__file__).parent / "mail" / "calendar-accept.eml").read_bytes()
     return text.replace(b"sam@vendor.test", SALES.encode())
+
+
+async def test_a_removal_request_from_someone_not_enrolled_still_suppresses_them(
+    setup: Any,
+) -> None:
+    """A person we never wrote to (a colleague, a forwarded thread) asks to be left alone:
+    they are suppressed, so no later enrolment reaches them."""
+    stranger = "pat@elsewhere.test"
+    async with setup as w:
+        ask = EmailMessage()
+        ask["From"], ask["To"] = f"Pat Lee <{stranger}>", SALES
+        ask["Subject"] = "Please remove me"
+        ask["Date"], ask["Message-ID"] = format_datetime(START), make_msgid("elsewhere.test")
+        ask.set_content("Hi, please remove me from your mailing list. Thanks, Pat")
+        await w.imap.deliver(ask.as_bytes())
+        await w.tick(timedelta(minutes=5))
+        row = await Suppression.get(email=stranger)
+        assert row.reason == "unsubscribe"
+        recorded = await InboundMessage.get(from_address=stranger)
+        assert recorded.verdict == "unsubscribe_request" and recorded.enrollment_id is None
+        assert w.smtp.received == []
