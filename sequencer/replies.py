@@ -21,7 +21,7 @@ from sequencer.etiquette import Etiquette
 from sequencer.sequences import Sequence
 from sequencer.states import Hold, State
 from sequencer.store import queries
-from sequencer.store.models import Enrollment
+from sequencer.store.models import Enrollment, InboundMessage
 
 log = structlog.get_logger("sequencer.replies")
 
@@ -71,20 +71,7 @@ async def handle(
         # that answers our thread or comes from them. When in doubt, stop: never hassle.
         c = replace(c, verdict=Verdict.HUMAN_REPLY, rules=(*c.rules, "from_enrolled_contact"))
     async with in_transaction():
-        row = await queries.record_inbound(
-            replaces=replaces,
-            mailbox=mailbox,
-            uidvalidity=uidvalidity,
-            uid=uid,
-            message_id=c.message_id,
-            from_address=c.from_address,
-            subject=c.subject[:1000],
-            verdict=str(c.verdict),
-            kind=c.kind,
-            rules=list(c.rules),
-            enrollment_id=enrollment.id,
-            received_at=now,
-        )
+        row = await _record(c, mailbox, uidvalidity, uid, now, replaces, enrollment.id)
         if row is None:
             return None  # handled before (a restart replayed it)
         action, ended = await _act(c, enrollment, row.id, now, etiquette, sequences or {})
@@ -109,6 +96,32 @@ async def handle(
     return Outcome(c.verdict, action, enrollment.id, tuple(e.id for e in ended))
 
 
+async def _record(
+    c: Classification,
+    mailbox: str,
+    uidvalidity: int,
+    uid: int,
+    now: datetime,
+    replaces: int | None,
+    enrollment_id: int | None,
+) -> InboundMessage | None:
+    """The inbound log row for this message; None when it was handled before."""
+    return await queries.record_inbound(
+        replaces=replaces,
+        mailbox=mailbox,
+        uidvalidity=uidvalidity,
+        uid=uid,
+        message_id=c.message_id,
+        from_address=c.from_address,
+        subject=c.subject[:1000],
+        verdict=str(c.verdict),
+        kind=c.kind,
+        rules=list(c.rules),
+        enrollment_id=enrollment_id,
+        received_at=now,
+    )
+
+
 async def _stranger_removal(
     c: Classification,
     mailbox: str,
@@ -121,20 +134,7 @@ async def _stranger_removal(
     so no later enrolment ever reaches them."""
     address = c.from_address or ""
     async with in_transaction():
-        row = await queries.record_inbound(
-            replaces=replaces,
-            mailbox=mailbox,
-            uidvalidity=uidvalidity,
-            uid=uid,
-            message_id=c.message_id,
-            from_address=address,
-            subject=c.subject[:1000],
-            verdict=str(c.verdict),
-            kind=c.kind,
-            rules=list(c.rules),
-            enrollment_id=None,
-            received_at=now,
-        )
+        row = await _record(c, mailbox, uidvalidity, uid, now, replaces, None)
         if row is None:
             return None
         await queries.suppress(address, "unsubscribe", c.subject or "(no subject)", now)
