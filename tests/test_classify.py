@@ -653,6 +653,11 @@ def test_postfix_511_bounce_names_recipient_and_original_message() -> None:
         "alternatives": [],
         "reputation": False,
         "rules": ["dsn_report", "reason_user_unknown"],
+        "intent": None,
+        "follow_up_on": None,
+        "referral": [],
+        "suppress": [],
+        "erasure": False,
     }
 
 

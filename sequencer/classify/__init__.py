@@ -46,6 +46,27 @@ class Verdict(enum.StrEnum):
     OTHER = "other"
 
 
+class Intent(enum.StrEnum):
+    """What a person's reply asks of the salesperson (human replies only)."""
+
+    INTERESTED = "interested"  # agrees to or proposes a meeting, asks for a demo/pricing, yes
+    NOT_NOW = "not_now"  # asks to be contacted later (follow_up_on: the period's first day)
+    REFERRAL = "referral"  # points to someone else (referral: who)
+    DECLINE = "decline"  # not interested, without asking to be removed
+    UNCLEAR = "unclear"  # none of these with confidence
+
+
+@dataclass(frozen=True)
+class Referral:
+    """A person a reply points to: named in the text or added in Cc."""
+
+    address: str  # lower-cased bare address
+    name: str | None = None  # display name when the reply gives one
+
+    def to_json(self) -> dict[str, str | None]:
+        return {"address": self.address, "name": self.name}
+
+
 class BounceKind(enum.StrEnum):
     """Why a message was refused, read from the server's words (a bounce report, or an SMTP
     reply at RCPT or DATA): the same rules either way."""
@@ -81,6 +102,13 @@ class Classification:
     # Message-IDs this message refers to: In-Reply-To + References, and for bounces the
     # Message-ID/References of the returned original message. Each "<id@host>".
     related_message_ids: tuple[str, ...] = field(default=())
+    # Human replies (and removal requests, which are a person's words too): what they ask.
+    intent: Intent | None = None
+    follow_up_on: date | None = None  # not_now: the first day of the period they named
+    referral: tuple[Referral, ...] = ()
+    # Removal requests: the addresses to suppress (the sender's when they name nobody else).
+    suppress: tuple[str, ...] = ()
+    erasure: bool = False  # the request asks for the person's data to be erased (GDPR Art. 17)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -92,11 +120,20 @@ class Classification:
             "alternatives": list(self.alternatives),
             "reputation": self.reputation,
             "rules": list(self.rules),
+            "intent": str(self.intent) if self.intent else None,
+            "follow_up_on": self.follow_up_on.isoformat() if self.follow_up_on else None,
+            "referral": [r.to_json() for r in self.referral],
+            "suppress": list(self.suppress),
+            "erasure": self.erasure,
         }
 
 
-def classify(raw: bytes) -> Classification:
-    """Classify one raw message; never raises, since hostile mail must not stop the poller."""
+def classify(raw: bytes, *, fiscal_year_start: tuple[int, int] = (1, 1)) -> Classification:
+    """Classify one raw message; never raises, since hostile mail must not stop the poller.
+
+    `fiscal_year_start` (month, day) is where quarters begin when a reply names one ("try me
+    in Q3"): calendar quarters by default, the config's `fiscal_year_start` when given.
+    """
     try:
         return _classify(raw)
     except Exception:  # anything the stdlib parser or a detector trips on
