@@ -29,7 +29,10 @@ pytestmark = pytest.mark.skipif(
     reason="reply intent (issue 12) is not in the classifier yet; SEQUENCER_INTENT_TESTS=1 runs it",
 )
 
-MAIL = Path(__file__).parent / "mail"
+# Another directory labelled the same way (its own replies.csv) can be measured with
+# SEQUENCER_REPLIES_DIR=/path; the size and coverage minimums hold for tests/mail only.
+HERE = Path(__file__).parent / "mail"
+MAIL = Path(os.environ.get("SEQUENCER_REPLIES_DIR") or HERE)
 LANGUAGES = {"en", "de", "fr", "es", "it", "nl", "pt"}
 
 
@@ -131,8 +134,10 @@ def test_the_labels_are_complete_and_consistent() -> None:
     labels = _labels()
     paths = [label.path for label in labels]
     assert len(paths) == len(set(paths)), "a file is labelled twice in replies.csv"
-    with (MAIL / "labels.csv").open(encoding="utf-8") as fh:
-        verdict_labels = {row["path"] for row in csv.DictReader(fh)}
+    verdict_labels: set[str] = set()
+    if (MAIL / "labels.csv").is_file():
+        with (MAIL / "labels.csv").open(encoding="utf-8") as fh:
+            verdict_labels = {row["path"] for row in csv.DictReader(fh)}
     unlabelled = {p.name for p in MAIL.glob("*.eml")} - verdict_labels - set(paths)
     assert not unlabelled, f"messages in tests/mail with no label: {sorted(unlabelled)}"
     assert not set(paths) & verdict_labels, "a file is labelled in both CSVs"
@@ -155,6 +160,8 @@ def test_the_labels_are_complete_and_consistent() -> None:
             start, end = label.follow_up
             assert label.intent is Intent.NOT_NOW, f"{where}: a period only for not_now"
             assert _date_of(label.path) < start <= end, f"{where}: period not after the Date"
+    if MAIL != HERE:
+        return
     removals = _of(Verdict.UNSUBSCRIBE_REQUEST)
     assert len(removals) >= 20
     assert {label.language for label in removals} == LANGUAGES
