@@ -659,8 +659,9 @@ def test_postfix_511_bounce_names_recipient_and_original_message() -> None:
     }
 
 
-def test_lotus_notes_return_date_reads_day_first_when_month_first_is_far_off() -> None:
+def test_lotus_notes_return_date_comes_from_the_unambiguous_mention() -> None:
     # warning-6.msg (sent 4 Jan 2010): "AUTO: ... is out of the office. (returning 05/01/2010)"
+    # leaves 5 January or 1 May open; the body's "returning 5th Jan" settles it.
     got = _results()["corpus/auto-reply/Mail-DeliveryStatus-BounceParser/warning-6.msg"]
     assert (got.kind, got.return_date) == ("out_of_office", date(2010, 1, 5))
 
@@ -706,8 +707,24 @@ def test_header_facts() -> None:
         ("Estoy de vacaciones hasta el 5 de enero.", date(2027, 1, 5)),  # next year
         ("Back on December 3rd, 2026.", date(2026, 12, 3)),
         ("I'm away and will reply when I can.", None),
-        ("Back on 03/04/2027.", None),  # 3 April or 4 March, both far off: unsure
-        ("Back on 01/02/2027.", date(2027, 1, 2)),  # 2 January is soon, 1 February is not
+        ("Back on 03/04/2027.", None),  # 3 April or 4 March: English writes both, unsure
+        ("Back on 01/02/2027.", None),  # 2 January or 1 February: no guess
+        ("Back on 13/01/2027.", date(2027, 1, 13)),  # only one order is a date
+        ("Back on Monday 01/04/2027.", date(2027, 1, 4)),  # the weekday picks 4 January
+        ("Back on 12/01/2026.", date(2026, 12, 1)),  # 12 January 2026 is before the Date
+        # The cue's language orders a numeric date: German, French, Italian... day first.
+        ("Ich bin bis 02/01/2027 im Urlaub.", date(2027, 1, 2)),
+        ("Je suis absente jusqu'au 02/01/2027.", date(2027, 1, 2)),
+        ("Sono in ferie fino al 02-01-2027.", date(2027, 1, 2)),
+        ("Estou de férias até 02/01/2027.", date(2027, 1, 2)),
+        ("Estoy de vacaciones hasta el 2/1/2027.", date(2027, 1, 2)),
+        ("Ik ben op vakantie tot 02/01/2027.", date(2027, 1, 2)),
+        ("I am on leave until 2027/01/04.", date(2027, 1, 4)),  # year first: y/m/d anywhere
+        # Japanese: the cue follows its date; full-width digits are read too.
+        ("2027年1月5日まで休暇をいただいております。", date(2027, 1, 5)),
+        ("出張のため不在にしております。１月６日（水）より出社いたします。", date(2027, 1, 6)),
+        ("12月28日から1月4日まで年末年始休暇です。", date(2027, 1, 4)),
+        ("休暇中です。1/5まで不在です。", None),  # no year: not read as a date
     ],
 )
 def test_return_dates(body: str, expected: date | None) -> None:

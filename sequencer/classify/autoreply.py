@@ -37,6 +37,12 @@ OOO_RETURN = lexicon.section(
     "phrases",
     'how an absence notice announces the return ("i will be back", "wieder im büro")',
 )
+OOO_WORD = lexicon.section(
+    "ooo_word",
+    "phrases",
+    'words of absence ("vacation", "urlaub", "休暇"): enough to call an auto-reply already '
+    "proven by other evidence an out-of-office, never enough to call a message an auto-reply",
+)
 AUTO_REPLY_SUBJECT = lexicon.section(
     "auto_reply_subject",
     "phrases",
@@ -80,6 +86,16 @@ def looks_absent(lowered: str) -> bool:
     return _search(OOO_TEXT, lowered)
 
 
+def reads_absent(mail: Mail) -> bool:
+    """Whether the subject or the new text says the writer is away: an absence subject, or an
+    absence statement ("I am out of the office", "不在にしております")."""
+    return (
+        looks_absent(mail.subject_lowered + "\n" + mail.new_lowered)
+        or _search(OOO_SUBJECT, mail.subject_lowered)
+        or _at_start(OOO_SUBJECT_START).match(mail.subject_lowered) is not None
+    )
+
+
 def auto_reply(mail: Mail) -> Hit:
     """Refine an auto-reply already proven by other evidence: kind and return date."""
     text = mail.subject + "\n" + mail.new_text
@@ -97,12 +113,7 @@ def auto_reply(mail: Mail) -> Hit:
             alternatives=others,
             also=("left_company",) + (("alternatives",) if others else ()),
         )
-    if (
-        _search(OOO_TEXT, lowered)
-        or _search(OOO_RETURN, lowered)
-        or _search(OOO_SUBJECT, mail.subject_lowered)
-        or _at_start(OOO_SUBJECT_START).match(mail.subject_lowered)
-    ):
+    if reads_absent(mail) or _search(OOO_RETURN, lowered) or _search(OOO_WORD, lowered):
         back = dates.return_date(lowered, mail.sent)
         return Hit(
             Verdict.AUTO_REPLY,
@@ -140,8 +151,10 @@ def rule_auto_submitted(mail: Mail) -> Hit | None:
     if value.startswith("auto-replied") or mail.reply_relation:
         return auto_reply(mail)
     # Lotus Notes sends its out-of-office as "auto-generated (out-of-office)" with no
-    # In-Reply-To (tests/mail/ooo-it-notes.eml).
-    if re.search(r"out-of-office|vacation|auto-?repl", value):
+    # In-Reply-To (tests/mail/ooo-it-notes.eml); other systems mark an absence notice that
+    # answers no thread "auto-generated" too, and only its words tell
+    # (tests/mail/ooo-en-no-thread-numeric.eml, ooo-ja-no-thread-gaishutsu.eml).
+    if re.search(r"out-of-office|vacation|auto-?repl", value) or reads_absent(mail):
         return auto_reply(mail)
     # auto-generated and answering nothing: a notification
     return Hit(Verdict.OTHER, name="auto_generated")

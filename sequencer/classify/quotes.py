@@ -38,10 +38,10 @@ HEADER_NEXT = lexicon.section(
 _QUOTED_LINE = re.compile(r"^[ \t]*[>|]")
 
 # Where the copy of the returned message begins in a plain-text bounce: reasons come before it.
-# Server wording (not a person's), so it stays here. Possessive runs: backtracking over
-# "[ \t>-]*" against "\s*" was cubic on whitespace-heavy bounces.
+# Server wording (not a person's), so it stays here. Searched with _line_start. Possessive
+# runs: backtracking over "[ \t>-]*" against "\s*" was cubic on whitespace-heavy bounces.
 _ORIGINAL_START = re.compile(
-    r"^(?:[ \t>-]*+(?:-{2,}|={2,}|\*{2,})?+\s*+(?:a\s++)?("
+    r"\n(?:[ \t>-]*+(?:-{2,}|={2,}|\*{2,})?+\s*+(?:a\s++)?("
     r"this is a copy of|below this line is a copy|original message (follows|headers)|"
     r"the original message (follows|is (included|attached)|headers)|returned message|"
     r"undelivered message|message text follows|"
@@ -67,7 +67,12 @@ def _unspaced(word: str) -> bool:
 @functools.cache  # the phrase files are read once per process
 def _attribution() -> tuple[re.Pattern[str], re.Pattern[str]]:
     """(every attribution shape, the shapes without a "wrote" verb): the second is searched
-    when the text holds no such verb, sparing a 200-character look-ahead at every line."""
+    when the text holds no such verb, sparing a 200-character look-ahead at every line.
+
+    Each shape starts at a line start, written as a literal newline and searched in "\n" +
+    text (see _line_start): the regex engine then jumps from newline to newline instead of
+    trying every shape at every character.
+    """
     wrote = lexicon.phrases(WROTE).every
     spaced = lexicon.alternation([w for w in wrote if not _unspaced(w)])
     unspaced = lexicon.alternation([w for w in wrote if _unspaced(w)])
@@ -77,22 +82,32 @@ def _attribution() -> tuple[re.Pattern[str], re.Pattern[str]]:
     following = lexicon.alternation(lexicon.phrases(HEADER_NEXT).every)
     with_verb = (
         # "On Tue, 24 Nov 2026, Jo <jo@...> wrote:" over up to three lines
-        rf"^[ \t]*(?:-{{2,}}\s*)?{start}[^\n]{{0,250}}?(?:\n[^\n]{{0,250}}?){{0,2}}"
+        rf"[ \t]*(?:-{{2,}}\s*)?{start}[^\n]{{0,250}}?(?:\n[^\n]{{0,250}}?){{0,2}}"
         rf"{spaced}\s*:?[ \t]*$"
         # "Jo Prospect wrote:" on one line
-        rf"|^[^\n]{{0,200}}{spaced}\s*:[ \t]*$"
+        rf"|[^\n]{{0,200}}{spaced}\s*:[ \t]*$"
         # Japanese and Chinese put the verb last, with or without a colon
-        rf"|^[^\n]{{0,200}}{unspaced}[:：]?[ \t]*$"
+        rf"|[^\n]{{0,200}}{unspaced}[:：]?[ \t]*$"
     )
     other = (
-        rf"^[ \t]*-{{2,}}[ \t]*{original}[ \t]*-*"
-        r"|^[ \t]*_{10,}[ \t]*$"
-        r"|^[ \t]*\d{4}[/.-]\d{1,2}[/.-]\d{1,2}\b[^\n]{0,120}<[^<>\s]+@[^<>\s]+>:?[ \t]*$"
+        rf"[ \t]*-{{2,}}[ \t]*{original}[ \t]*-*"
+        r"|[ \t]*_{10,}[ \t]*$"
+        r"|[ \t]*\d{4}[/.-]\d{1,2}[/.-]\d{1,2}\b[^\n]{0,120}<[^<>\s]+@[^<>\s]+>:?[ \t]*$"
         # Outlook's block: "From: ..." then, within four lines, "Sent:"/"To:"/"Subject:"
-        rf"|^[ \t]*\*?{sender}\s*:\*?[ \t]+\S[^\n]*"
+        rf"|[ \t]*\*?{sender}\s*:\*?[ \t]+\S[^\n]*"
         rf"\n(?:[^\n]*\n){{0,3}}?[ \t]*\*?{following}\s*:"
     )
-    return re.compile(with_verb + "|" + other, re.M), re.compile(other, re.M)
+    return (
+        re.compile(rf"\n(?:{with_verb}|{other})", re.M),
+        re.compile(rf"\n(?:{other})", re.M),
+    )
+
+
+def _line_start(pattern: re.Pattern[str], lowered: str) -> int | None:
+    """Where `pattern` (starting with a literal newline) first matches at a line start of
+    `lowered`, as "^" under re.MULTILINE would; None when it does not."""
+    found = pattern.search("\n" + lowered)
+    return found.start() if found else None
 
 
 @functools.cache
@@ -110,9 +125,9 @@ def new_text(text: str) -> str:
     lowered = lexicon.lower(text)
     full, without_verb = _attribution()
     has_verb = lexicon.phrases(WROTE).search(lowered) is not None
-    found = (full if has_verb else without_verb).search(lowered)
-    if found:
-        text = text[: found.start()]
+    cut = _line_start(full if has_verb else without_verb, lowered)
+    if cut is not None:
+        text = text[:cut]
     if ">" not in text and "|" not in text:  # no line can be quoted: skip the per-line test
         return "\n".join(text.splitlines())
     return "\n".join(ln for ln in text.splitlines() if not _QUOTED_LINE.match(ln))
@@ -131,8 +146,8 @@ def html_to_text(markup: str, *, cut_quotes: bool) -> str:
 
 def explanation(body: str) -> str:
     """A bounce's own words: the text before the returned copy and before any disclaimer."""
-    start = _ORIGINAL_START.search(lexicon.lower(body))
-    if start:
-        body = body[: start.start()]
+    start = _line_start(_ORIGINAL_START, lexicon.lower(body))
+    if start is not None:
+        body = body[:start]
     cut = _DISCLAIMER.search(body)
     return body[: cut.start()] if cut else body
