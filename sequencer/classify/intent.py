@@ -116,6 +116,12 @@ SIGNOFF = lexicon.section(
     "a line that is only a sign-off (best regards, mit freundlichen grüßen): what follows it is "
     "a signature, not read for intent",
 )
+MONTH_PART = lexicon.section(
+    "intent_month_part",
+    "table",
+    "phrase: day of the month, for a part of a month before its name ('early': 1, 'mid': 11, "
+    "'end of': 21): the first day of that part",
+)
 PERIODS = lexicon.section(
     "intent_periods",
     "table",
@@ -127,6 +133,7 @@ _SOON = timedelta(days=14)  # a meeting proposed within this is interest, not "l
 _FARTHEST = timedelta(days=731)  # an explicit date further off is not read (a typo, a year)
 _TEXT_LIMIT = 8_000  # a reply's own words; hostile input is cut here
 _ADDRESS = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+", re.ASCII)
+_LINK = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+|\b(?:https?://|www\.)\S+", re.ASCII)
 _SENTENCE_END = re.compile(r"[!?;]+|(?<!\d)\.(?!\d)|\n\s*\n")
 _CLAUSE_END = re.compile(r"[.!?;,:()\[\]|]|\s[-–—]\s|\n\s*\n")
 _REPLY_SUBJECT = re.compile(r"^\s*(?:re|aw|sv|antw|rif|r|res|ref|wg|fw|fwd|tr)\s*:", re.I)
@@ -192,6 +199,8 @@ def read_intent(
     # the text is too short to tell ("Sure!"), since a word of one language can be an
     # everyday word of another (Dutch "later", "intern").
     read = (*codes, *(() if "en" in codes else ("en",))) if sure else ()
+    # Addresses and links are not words: "client.test" must not read as German "Test".
+    lowered = _LINK.sub(_blank, lowered)
     marked = _mark_short_lines(lowered)
     evidence: list[str] = []
 
@@ -221,7 +230,7 @@ def read_intent(
     follow_up: date | None = None
     when: list[str] = []  # how the date was read; evidence only when the reply is a not-now
     if sent is not None:
-        follow_up, when = _follow_up(lowered, sent, codes, fiscal_year_start)
+        follow_up, when = _follow_up(lowered, sent, codes, fiscal_year_start, sure)
 
     sender_address = (sender or "").strip().lower()
     named = _named_people(text, lowered, sender_address)
@@ -256,6 +265,10 @@ def read_intent(
 
 # ---------------------------------------------------------------------------------------------
 # Text: the language, the signature, clauses and negation.
+
+
+def _blank(match: re.Match[str]) -> str:
+    return " " * len(match.group(0))
 
 
 def _clearly_written_in(lowered: str, codes: tuple[str, ...]) -> bool:
@@ -357,27 +370,49 @@ def _sentences(lowered: str) -> Iterable[tuple[int, str]]:
 
 
 def _follow_up(
-    lowered: str, sent: date, codes: tuple[str, ...], fiscal_year_start: tuple[int, int]
+    lowered: str,
+    sent: date,
+    codes: tuple[str, ...],
+    fiscal_year_start: tuple[int, int],
+    sure: bool,
 ) -> tuple[date | None, list[str]]:
     """The earliest period named in the reply: from the `intent_periods` table in any
     sentence, else from an explicit date that dateparser reads in a sentence that carries a
     date word (a month name, a time unit, a digit). The caller decides whether it matters."""
-    cue = lexicon.phrases(LATER_CUE, *codes)
+    cue = lexicon.phrases(LATER_CUE)
     found: list[tuple[date, str]] = []
     for _, sentence in _sentences(lowered):
         from_table = _table_periods(sentence, sent, codes, fiscal_year_start)
         if from_table:
             found.extend(from_table)
             continue
-        if not (_DIGIT.search(sentence) or cue.search(sentence)):
+        words = {" ".join(m.group(0).split()) for m in cue.finditer(sentence)}
+        if not (words or _DIGIT.search(sentence)):
             continue
-        parsed = _parsed_date(sentence, sent, codes)
+        parse_in = _date_languages(words, codes, sure, cue)
+        parsed = _parsed_date(sentence, sent, codes, parse_in, cue)
         if parsed is not None:
             found.append(parsed)
     if not found:
         return None, []
     when, how = min(found)
     return when, [how]
+
+
+def _date_languages(
+    words: set[str], codes: tuple[str, ...], sure: bool, cue: lexicon.Phrases
+) -> tuple[str, ...]:
+    """The languages to give dateparser for one sentence: the message's, when its date words
+    are theirs; else the languages whose month names and units the sentence uses ("januari"
+    is Dutch even in a three-word reply). dateparser picks one language per call, so a wrong
+    list loses the date rather than costing time."""
+    owners = [c for c, items in cue.by_language.items() if words & set(items)]
+    if not owners:
+        return codes or ("en",)
+    mine = tuple(c for c in codes if c in owners)
+    if sure and mine:
+        return mine
+    return (*mine, *(c for c in owners if c not in mine))[:3]
 
 
 @dataclass(frozen=True)
@@ -448,7 +483,7 @@ def _table_periods(
                 when = in_year
         how = f"period:{kind}"
         if _preceded_by(after_words, sentence, m.start()):
-            when = periods.after(rule, when, fiscal_year_start)
+            when = periods.after(rule, sent, fiscal_year_start)
             how += "+after"
         found.append((when, how))
     return found
@@ -470,7 +505,13 @@ def _preceded_by(words: lexicon.Phrases, text: str, start: int) -> bool:
     )
 
 
-def _parsed_date(sentence: str, sent: date, codes: tuple[str, ...]) -> tuple[date, str] | None:
+def _parsed_date(
+    sentence: str,
+    sent: date,
+    codes: tuple[str, ...],
+    parse_in: tuple[str, ...],
+    cue: lexicon.Phrases,
+) -> tuple[date, str] | None:
     """An explicit date in a cue sentence, by dateparser with the message's languages only;
     the first one after the reply's date and within two years, or None."""
     masked = sentence
@@ -478,26 +519,53 @@ def _parsed_date(sentence: str, sent: date, codes: tuple[str, ...]) -> tuple[dat
         masked = masked[: m.start()] + " " * (m.end() - m.start()) + masked[m.end() :]
     if not _worth_parsing(masked):
         return None
-    order = numeric_date_order(codes)
-    found = _search_dates(" ".join(masked.split()), codes or ("en",), order, sent)
+    # A numeric date's order comes from the message's language; unsure, only a date whose
+    # order cannot matter (31/03, 03/03) is read.
+    order = numeric_date_order(parse_in) if set(parse_in) <= set(codes) else "any"
+    found = _search_dates(" ".join(masked.split()), parse_in or ("en",), order, sent)
     after_words = lexicon.phrases(AFTER, *codes)
     collapsed = " ".join(masked.split())
     for text, moment in found:
+        if not (_DIGIT.search(text) or cue.search(text)):
+            continue  # a stray word dateparser took for a date ("me", "sat")
         day = moment.date()
         numeric = _NUMERIC_DATE.search(text)
         if numeric and order == "any":
             first, second = int(numeric.group(1)), int(numeric.group(2))
             if first <= 12 and second <= 12 and first != second:
                 continue  # 02/01: January or February? No date beats a guessed one.
+        where = collapsed.find(text)
+        if not _DIGIT.search(text) and day.day == 1:
+            if day <= sent:
+                day = periods.next_on(sent, day.month)  # "in January", written on 1 January
+            part = _month_part(collapsed[: max(where, 0)] + text, codes)
+            if part > 1:
+                day = day.replace(day=part)
         if not sent < day <= sent + _FARTHEST:
             continue
-        where = collapsed.find(text)
         how = "date:dateparser"
         if where >= 0 and (_preceded_by(after_words, collapsed, where) or after_words.search(text)):
-            day = day + timedelta(days=1) if _DIGIT.search(text) else periods.add_months(day, 1)
+            if _DIGIT.search(text):
+                day += timedelta(days=1)  # after 15 March: the 16th
+            else:
+                day = periods.next_on(sent, day.month % 12 + 1)  # after March: 1 April
             how += "+after"
         return day, how
     return None
+
+
+def _month_part(before: str, codes: tuple[str, ...]) -> int:
+    """The day a part-of-month phrase ending just before (or inside) the month name points to:
+    "mid-April" is the 11th, "end of April" the 21st; 1 when none is written."""
+    words = " ".join(before.replace("-", " ").split()[-4:])
+    best = 1
+    for code in codes or tuple(lexicon.languages()):
+        for phrase, day in lexicon.table(MONTH_PART, code).items():
+            if re.search(
+                rf"(?:^|\s){re.escape(phrase)}(?:\s+(?:of|de|del|di|van|do|da))?\s+\S+$", words
+            ):
+                best = max(best, min(28, int(day)) if day.isdigit() else 1)
+    return best
 
 
 def _worth_parsing(masked: str) -> bool:
@@ -539,7 +607,7 @@ def _named_people(text: str, lowered: str, sender: str) -> tuple[Referral, ...]:
     seen = {sender} if sender else set()
     for m in _ADDRESS.finditer(text):
         address = m.group(0).strip(".'-").lower()
-        if address in seen or _is_self(lowered, m.start()):
+        if address in seen or _is_self(text, m.start()):
             continue
         seen.add(address)
         people.append(Referral(address, _name_near(text, m.start(), m.end())))
@@ -552,9 +620,9 @@ _SELF = re.compile(
 )
 
 
-def _is_self(lowered: str, start: int) -> bool:
+def _is_self(text: str, start: int) -> bool:
     """ "reach me at jo@home.test", "my new address is jo@new.test": the sender's own."""
-    return bool(_SELF.search(lowered[max(0, start - 40) : start]))
+    return bool(_SELF.search(text[max(0, start - 40) : start].lower()))
 
 
 def _name_near(text: str, start: int, end: int) -> str | None:

@@ -139,18 +139,16 @@ def resolve(rule: str, sent: date, fiscal_year_start: tuple[int, int] = (1, 1)) 
     return add_months(sent, 1)
 
 
-def after(rule: str, named: date, fiscal_year_start: tuple[int, int] = (1, 1)) -> date:
-    """The first day after the period `rule` names starting on `named` ("after Q3": 1 Oct)."""
-    kind, _, _ = rule.partition(":")
-    day = fiscal_year_start[1]
-    if kind == "quarter":
-        return add_months(named, 3, day)
-    if kind == "half":
-        return add_months(named, 6, day)
-    if kind == "month":
-        return add_months(named, 1)
-    if kind == "fiscal_year":
-        return add_months(named, 12, day)
-    if kind == "year":
-        return add_months(named, 12)
-    return named  # days, weeks and holidays already name the first day after
+def after(rule: str, sent: date, fiscal_year_start: tuple[int, int] = (1, 1)) -> date:
+    """The first day after the period `rule` names, seen from the reply's date: "after Q3" is
+    the next 1 October (this year's when written in Q3), "after March" the next 1 April.
+    Periods that already name a first day after something (days, weeks, holidays, next year)
+    are unchanged."""
+    kind, _, arg = rule.partition(":")
+    if kind == "quarter" and arg != "next":
+        return quarter_start(sent, int(arg) % 4 + 1, fiscal_year_start)
+    if kind == "half" and arg != "next":
+        return half_start(sent, 3 - int(arg), fiscal_year_start)
+    if kind == "month" and arg != "next":
+        return next_on(sent, int(arg) % 12 + 1)
+    return resolve(rule, sent, fiscal_year_start)
