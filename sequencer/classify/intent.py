@@ -46,6 +46,7 @@ from typing import Any
 
 from sequencer.classify import Intent, Referral, lexicon, periods
 from sequencer.classify.languages import COMMON_WORDS, guess_languages, numeric_date_order
+from sequencer.classify.phrasematch import Compiled, phrases
 
 INTERESTED = lexicon.section(
     "intent_interested",
@@ -206,10 +207,8 @@ def read_intent(
 
     interested = _hits(INTERESTED, lowered, marked, read)
     not_now = _hits(NOT_NOW, lowered, marked, read)
-    decline = [
-        _Hit(m.start(), m.end(), False) for m in lexicon.phrases(DECLINE, *read).finditer(lowered)
-    ]
-    refer = lexicon.phrases(REFERRAL, *read).search(lowered)
+    decline = [_Hit(m.start(), m.end(), False) for m in phrases(DECLINE, *read).finditer(lowered)]
+    refer = phrases(REFERRAL, *read).search(lowered)
     if interested and any(not h.negated for h in interested):
         evidence.append("interested:phrase")
     if not_now and any(not h.negated for h in not_now):
@@ -227,11 +226,6 @@ def read_intent(
     if refer:
         evidence.append("referral:phrase")
 
-    follow_up: date | None = None
-    when: list[str] = []  # how the date was read; evidence only when the reply is a not-now
-    if sent is not None:
-        follow_up, when = _follow_up(lowered, sent, codes, fiscal_year_start, sure)
-
     sender_address = (sender or "").strip().lower()
     named = _named_people(text, lowered, sender_address)
     copied = _copied_people(cc, sender_address, {r.address for r in named})
@@ -243,6 +237,11 @@ def read_intent(
     people = named + copied
     if refer and people:
         return IntentReading(Intent.REFERRAL, None, people, tuple(evidence))
+    # Read the date only now that it can decide (a referral above never needs one).
+    follow_up: date | None = None
+    when: list[str] = []  # how the date was read; evidence only when the reply is a not-now
+    if sent is not None:
+        follow_up, when = _follow_up(lowered, sent, codes, fiscal_year_start, sure, bool(not_now))
     if follow_up is not None and sent is not None and (not_now or follow_up - sent > _SOON):
         return IntentReading(Intent.NOT_NOW, follow_up, (), (*evidence, *when))
     if named and not interested:
@@ -276,7 +275,7 @@ def _clearly_written_in(lowered: str, codes: tuple[str, ...]) -> bool:
     shorter text is read with every language's phrases."""
     if not codes:
         return False
-    words = lexicon.phrases(COMMON_WORDS, codes[0])
+    words = phrases(COMMON_WORDS, codes[0])
     return sum(1 for _ in zip(words.finditer(lowered[:4000]), range(3), strict=False)) >= 3
 
 
@@ -284,7 +283,7 @@ def _without_signature(text: str) -> str:
     """The text above a trailing signature: a "-- " line, or the last sign-off line ("Best,")
     that follows some content and has at most 8 short lines after it (a name, a title)."""
     lines = text.split("\n")
-    signoff = lexicon.phrases(SIGNOFF).pattern
+    signoff = phrases(SIGNOFF).pattern
     cut = len(lines)
     content_seen = False
     for i, line in enumerate(lines):
@@ -314,7 +313,7 @@ def _mark_short_lines(lowered: str) -> str:
 def _hits(name: str, lowered: str, marked: str, codes: tuple[str, ...]) -> list[_Hit]:
     return [
         _Hit(m.start(), m.end(), _negated(marked, m.start(), m.end(), codes))
-        for m in lexicon.phrases(name, *codes).finditer(lowered)
+        for m in phrases(name, *codes).finditer(lowered)
     ]
 
 
@@ -326,14 +325,14 @@ def _clause_bounds(marked: str, start: int, end: int, codes: tuple[str, ...]) ->
     begin = lo
     for m in _CLAUSE_END.finditer(before):
         begin = lo + m.end()
-    for m in lexicon.phrases(CONTRAST, *codes).finditer(before):
+    for m in phrases(CONTRAST, *codes).finditer(before):
         begin = max(begin, lo + m.end())
     after = marked[end : end + 80]
     stop = end + len(after)
     first = _CLAUSE_END.search(after)
     if first:
         stop = end + first.start()
-    contrast = lexicon.phrases(CONTRAST, *codes).search(after)
+    contrast = phrases(CONTRAST, *codes).search(after)
     if contrast:
         stop = min(stop, end + contrast.start())
     return begin, stop
@@ -344,15 +343,15 @@ def _negated(marked: str, start: int, end: int, codes: tuple[str, ...]) -> bool:
     ("I don't think we need a demo"), or among the three after it in languages that negate
     after the verb ("das interessiert uns nicht")."""
     begin, stop = _clause_bounds(marked, start, end, codes)
-    idioms = lexicon.phrases(NOT_NEGATION).pattern
+    idioms = phrases(NOT_NEGATION).pattern
     clause = marked[begin:start]
     if idioms is not None:
         clause = idioms.sub(" ", clause)
     before = " ".join(clause.split()[-5:])
-    if before and lexicon.phrases(NEGATION, *codes).search(before):
+    if before and phrases(NEGATION, *codes).search(before):
         return True
     after = " ".join(marked[end:stop].split()[:3])
-    return bool(after and lexicon.phrases(NEGATION_AFTER, *codes).search(after))
+    return bool(after and phrases(NEGATION_AFTER, *codes).search(after))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -375,22 +374,28 @@ def _follow_up(
     codes: tuple[str, ...],
     fiscal_year_start: tuple[int, int],
     sure: bool,
+    later: bool,
 ) -> tuple[date | None, list[str]]:
     """The earliest period named in the reply: from the `intent_periods` table in any
     sentence, else from an explicit date that dateparser reads in a sentence that carries a
-    date word (a month name, a time unit, a digit). The caller decides whether it matters."""
-    cue = lexicon.phrases(LATER_CUE)
+    date word (a month name, a time unit), or a digit when the reply asked for `later`
+    ("Thursday at 2pm" or "40 seats" in a yes is not worth parsing). The caller decides
+    whether it matters."""
+    cue = phrases(LATER_CUE)
     found: list[tuple[date, str]] = []
     for _, sentence in _sentences(lowered):
         from_table = _table_periods(sentence, sent, codes, fiscal_year_start)
         if from_table:
             found.extend(from_table)
             continue
-        words = {" ".join(m.group(0).split()) for m in cue.finditer(sentence)}
-        if not (words or _DIGIT.search(sentence)):
+        hits = list(cue.finditer(sentence))
+        digit = _DIGIT.search(sentence) if later else None
+        if not (hits or digit):
             continue
+        words = {" ".join(m.group(0).split()) for m in hits}
         parse_in = _date_languages(words, codes, sure, cue)
-        parsed = _parsed_date(sentence, sent, codes, parse_in, cue)
+        anchor = hits[0].start() if hits else digit.start() if digit else 0
+        parsed = _parsed_date(_around(sentence, anchor), sent, codes, parse_in, cue)
         if parsed is not None:
             found.append(parsed)
     if not found:
@@ -399,8 +404,16 @@ def _follow_up(
     return when, [how]
 
 
+def _around(sentence: str, at: int) -> str:
+    """Four words before and four after position `at`: the date and the words that qualify
+    it ("after the", "early"), and little else for dateparser to misread or spend time on."""
+    before = sentence[:at].split()[-4:]
+    after = sentence[at:].split()[:5]
+    return " ".join(before + after)
+
+
 def _date_languages(
-    words: set[str], codes: tuple[str, ...], sure: bool, cue: lexicon.Phrases
+    words: set[str], codes: tuple[str, ...], sure: bool, cue: Compiled
 ) -> tuple[str, ...]:
     """The languages to give dateparser for one sentence: the message's, when its date words
     are theirs; else the languages whose month names and units the sentence uses ("januari"
@@ -467,7 +480,7 @@ def _table_periods(
     table = _period_table(codes)
     if table.pattern is None:
         return []
-    after_words = lexicon.phrases(AFTER, *codes)
+    after_words = phrases(AFTER, *codes)
     found = []
     for m in table.pattern.finditer(sentence):
         phrase = " ".join(m.group(0).split())
@@ -497,7 +510,7 @@ def _regex_rule(table: _Table, phrase: str) -> str | None:
     return None
 
 
-def _preceded_by(words: lexicon.Phrases, text: str, start: int) -> bool:
+def _preceded_by(words: Compiled, text: str, start: int) -> bool:
     """Whether one of `words` ends within the two words before `start`."""
     before = " ".join(text[max(0, start - 40) : start].split()[-2:])
     return any(m.end() == len(before) for m in words.finditer(before)) or bool(
@@ -510,12 +523,12 @@ def _parsed_date(
     sent: date,
     codes: tuple[str, ...],
     parse_in: tuple[str, ...],
-    cue: lexicon.Phrases,
+    cue: Compiled,
 ) -> tuple[date, str] | None:
     """An explicit date in a cue sentence, by dateparser with the message's languages only;
     the first one after the reply's date and within two years, or None."""
     masked = sentence
-    for m in lexicon.phrases(DATE_NOISE, *codes).finditer(sentence):
+    for m in phrases(DATE_NOISE, *codes).finditer(sentence):
         masked = masked[: m.start()] + " " * (m.end() - m.start()) + masked[m.end() :]
     if not _worth_parsing(masked):
         return None
@@ -523,7 +536,7 @@ def _parsed_date(
     # order cannot matter (31/03, 03/03) is read.
     order = numeric_date_order(parse_in) if set(parse_in) <= set(codes) else "any"
     found = _search_dates(" ".join(masked.split()), parse_in or ("en",), order, sent)
-    after_words = lexicon.phrases(AFTER, *codes)
+    after_words = phrases(AFTER, *codes)
     collapsed = " ".join(masked.split())
     for text, moment in found:
         if not (_DIGIT.search(text) or cue.search(text)):
@@ -641,7 +654,7 @@ def _cue_words() -> frozenset[str]:
     """Lower-case words of the intent phrases: "Contact Jane" at a sentence start is Jane."""
     words: set[str] = set()
     for name in (INTERESTED, NOT_NOW, DECLINE, REFERRAL, COMMON_WORDS):
-        for items in lexicon.phrases(name).by_language.values():
+        for items in phrases(name).by_language.values():
             for phrase in items:
                 if not phrase.startswith("/"):
                     words.update(phrase.split())

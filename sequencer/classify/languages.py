@@ -11,6 +11,7 @@ files loaded once by lexicon.
 from __future__ import annotations
 
 from sequencer.classify import lexicon
+from sequencer.classify.phrasematch import phrases
 
 COMMON_WORDS = lexicon.section(
     "common_words",
@@ -31,7 +32,7 @@ def guess_languages(lowered: str) -> tuple[str, ...]:
     sample = lowered[:_SAMPLE]
     counts: list[tuple[int, int, str]] = []
     for position, code in enumerate(lexicon.languages()):
-        words = lexicon.phrases(COMMON_WORDS, code)
+        words = phrases(COMMON_WORDS, code)
         hits = sum(1 for _ in words.finditer(sample))
         if hits:
             counts.append((-hits, position, code))
