@@ -586,3 +586,9 @@ def test_the_fast_phrase_patterns_find_what_the_lexicon_finds() -> None:
             slow = {m.span() for m in lexicon.phrases(name, code).finditer(text)}
             fast = {m.span() for m in phrases(name, code).finditer(text)}
             assert {start for start, _ in slow} == {start for start, _ in fast}, (name, code)
+
+
+def test_a_bare_year_is_its_first_day() -> None:
+    reading = read("Not a priority for this year, maybe 2027.")
+    assert reading.intent is Intent.NOT_NOW
+    assert reading.follow_up_on == date(2027, 1, 1)

@@ -139,6 +139,7 @@ _SENTENCE_END = re.compile(r"[!?;]+|(?<!\d)\.(?!\d)|\n\s*\n")
 _CLAUSE_END = re.compile(r"[.!?;,:()\[\]|]|\s[-–—]\s|\n\s*\n")
 _REPLY_SUBJECT = re.compile(r"^\s*(?:re|aw|sv|antw|rif|r|res|ref|wg|fw|fwd|tr)\s*:", re.I)
 _DIGIT = re.compile(r"\d")
+_YEAR_ONLY = re.compile(r"\D*\b(20\d\d)\b\D*")
 _NUMERIC_DATE = re.compile(r"\b(\d{1,2})[./-](\d{1,2})\b")
 _YEAR_AFTER = re.compile(r"\s*(?:/|-|,|of|de|del|do|van|des)?\s*(20\d\d)\b")
 _NAME_WORD = r"[A-ZÀ-ÖØ-Þ][\w'’.-]*"
@@ -542,6 +543,9 @@ def _parsed_date(
         if not (_DIGIT.search(text) or cue.search(text)):
             continue  # a stray word dateparser took for a date ("me", "sat")
         day = moment.date()
+        year_only = _YEAR_ONLY.fullmatch(text)
+        if year_only and not cue.search(text):
+            day = date(int(year_only.group(1)), 1, 1)  # "maybe 2027": its first day
         numeric = _NUMERIC_DATE.search(text)
         if numeric and order == "any":
             first, second = int(numeric.group(1)), int(numeric.group(2))
