@@ -1,0 +1,700 @@
+"""What a person's reply asks of the salesperson: interested, not now, someone else, no, or unclear.
+
+Owns: `read_intent`, the reading of a human reply's new text into an `IntentReading` (the
+intent, the first day of the period a "not now" named, the people a referral points to, and the
+names of the sections that fired). Pure: no I/O, the reply's own date is passed in, and the words
+live in the `intent_*` sections of `lang/<code>.yaml` (declared below), so a phrase or a
+language is a line of data. dateparser reads explicit dates ("after 15 March", "ab dem
+3. Februar"), told the message's languages and only on sentences that carry a later-cue: with
+auto-detection it costs ~60 ms and ~60 MB per call, on one sentence with one language ~1 ms.
+
+Must not import asyncio, tortoise or any network library.
+
+Precedence, when several sections fire (first that applies wins; `evidence` lists them all):
+
+1. referral   a referral phrase ("the right person", "talk to my colleague", "I've cc'd") and
+              someone named: an address in the text, or someone new in Cc.
+2. not_now    a period was found in a later-cue sentence, and either a not-now phrase fired or
+              the period starts more than 14 days after the reply ("not now, maybe Q3";
+              "happy to talk in September"). A concrete later date beats a polite decline.
+3. referral   an address is named in the text (not the sender's own), and the reply is not
+              interested ("not for me - try jane@x.test").
+4. referral   a referral phrase with nobody named ("I'm not the right person"), not interested:
+              `referral` is then empty and the caller asks the salesperson.
+5. not_now    a not-now phrase without a usable date ("maybe later"), and no decline phrase.
+6. interested / decline, whichever fired LAST in the text when both did ("no to the webinar,
+              but a demo next week would be great" is interested). A negated interest ("no need
+              for a demo", "das interessiert uns nicht") or a negated later-phrase ("no need to
+              follow up") counts as a decline.
+7. unclear    nothing fired with confidence.
+
+Fail closed: nothing here sends mail; a `not_now` without a date and a referral without an
+address go to the salesperson's agenda, and `unclear` sends nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Any
+
+from sequencer.classify import Intent, Referral, lexicon, periods
+from sequencer.classify.languages import COMMON_WORDS, guess_languages, numeric_date_order
+from sequencer.classify.phrasematch import Compiled, phrases
+
+INTERESTED = lexicon.section(
+    "intent_interested",
+    "phrases",
+    "the person wants to go on: agrees to or proposes a meeting, asks for a demo, pricing, a "
+    "case study or more information, or says yes",
+)
+NOT_NOW = lexicon.section(
+    "intent_not_now",
+    "phrases",
+    "the person asks to be contacted later (not now, bad timing, try me in..., circle back)",
+)
+LATER_CUE = lexicon.section(
+    "intent_later_cue",
+    "phrases",
+    "words that make a sentence worth giving to dateparser: month names and time units "
+    "(a digit does too); other sentences are never parsed for a date",
+)
+DECLINE = lexicon.section(
+    "intent_decline",
+    "phrases",
+    "the person says no without asking to be removed (not interested, no thanks, all set)",
+)
+REFERRAL = lexicon.section(
+    "intent_referral",
+    "phrases",
+    "the person points to someone else (the right person, talk to my colleague, I've cc'd)",
+)
+NEGATION = lexicon.section(
+    "intent_negation",
+    "phrases",
+    "words that negate an interested or later phrase that follows them in the same clause "
+    "(not, no, don't, kein, pas, niet, não)",
+)
+NOT_NEGATION = lexicon.section(
+    "intent_not_negation",
+    "phrases",
+    "set phrases that contain a negation word but negate nothing ('no problem', 'n'hésitez "
+    "pas', 'kein Problem', 'why not'): hidden before negations are looked for",
+)
+NEGATION_AFTER = lexicon.section(
+    "intent_negation_after",
+    "phrases",
+    "words that negate a phrase just before them in the same clause (German 'nicht', Dutch "
+    "'niet', French 'pas': 'das interessiert uns nicht')",
+)
+CONTRAST = lexicon.section(
+    "intent_contrast",
+    "phrases",
+    "words that start a new clause, so a negation before them does not reach past them "
+    "(but, aber, mais, pero, ma, maar, mas)",
+)
+AFTER = lexicon.section(
+    "intent_after",
+    "phrases",
+    "words meaning 'after' before a date or period: 'after March' is 1 April, 'after 15 March' "
+    "is 16 March",
+)
+DATE_NOISE = lexicon.section(
+    "intent_date_noise",
+    "phrases",
+    "words dateparser would take for a date that are not one here ('we may', 'now', 'today'); "
+    "hidden from it",
+)
+SIGNOFF = lexicon.section(
+    "intent_signoff",
+    "phrases",
+    "a line that is only a sign-off (best regards, mit freundlichen grüßen): what follows it is "
+    "a signature, not read for intent",
+)
+MONTH_PART = lexicon.section(
+    "intent_month_part",
+    "table",
+    "phrase: day of the month, for a part of a month before its name ('early': 1, 'mid': 11, "
+    "'end of': 21): the first day of that part",
+)
+PERIODS = lexicon.section(
+    "intent_periods",
+    "table",
+    "phrase: period rule, for periods a person names ('next quarter': quarter:next, 'after the "
+    "summer': month:09); the rules are listed in sequencer/classify/periods.py",
+)
+
+_SOON = timedelta(days=14)  # a meeting proposed within this is interest, not "later"
+_FARTHEST = timedelta(days=731)  # an explicit date further off is not read (a typo, a year)
+_TEXT_LIMIT = 8_000  # a reply's own words; hostile input is cut here
+_ADDRESS = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+", re.ASCII)
+_LINK = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+|\b(?:https?://|www\.)\S+", re.ASCII)
+_SENTENCE_END = re.compile(r"[!?;]+|(?<!\d)\.(?!\d)|\n\s*\n")
+_CLAUSE_END = re.compile(r"[.!?;,:()\[\]|]|\s[-–—]\s|\n\s*\n")
+_REPLY_SUBJECT = re.compile(r"^\s*(?:re|aw|sv|antw|rif|r|res|ref|wg|fw|fwd|tr)\s*:", re.I)
+_DIGIT = re.compile(r"\d")
+_YEAR_ONLY = re.compile(r"\D*\b(20\d\d)\b\D*")
+_NUMERIC_DATE = re.compile(r"\b(\d{1,2})[./-](\d{1,2})\b")
+_YEAR_AFTER = re.compile(r"\s*(?:/|-|,|of|de|del|do|van|des)?\s*(20\d\d)\b")
+_NAME_WORD = r"[A-ZÀ-ÖØ-Þ][\w'’.-]*"
+_PARTICLE = r"(?:van|von|der|den|de|da|di|du|dos|das|del|la|le|ten|ter)"
+_NAME = rf"{_NAME_WORD}(?:\s+(?:{_PARTICLE}\s+)*{_NAME_WORD}){{0,3}}"
+_NAME_BEFORE = re.compile(rf"({_NAME})\s*(?:[<(\[]\s*$|[,:]?\s*(?:at|@|on|via|-|–|:)?\s*$)")
+_NAME_AFTER = re.compile(rf"^\s*[>)\]]?\s*[(\[]\s*({_NAME})\s*[)\]]")
+_DATEPARSER_ORDER = {"dmy": "DMY", "mdy": "MDY", "ymd": "YMD"}
+
+
+@dataclass(frozen=True)
+class IntentReading:
+    """What a reply asks for, and why we think so."""
+
+    intent: Intent
+    follow_up_on: date | None = None  # not_now only: the first day of the period named
+    referral: tuple[Referral, ...] = ()  # referral only: who they point to
+    evidence: tuple[str, ...] = ()  # "<section>:<how>", in the order they were found
+
+
+@dataclass(frozen=True)
+class _Hit:
+    start: int
+    end: int
+    negated: bool
+
+
+def read_intent(
+    new_text: str,
+    *,
+    subject: str = "",
+    languages: tuple[str, ...] = (),
+    sent: date | None = None,
+    cc: tuple[tuple[str | None, str], ...] = (),
+    sender: str | None = None,
+    fiscal_year_start: tuple[int, int] = (1, 1),
+) -> IntentReading:
+    """Read a human reply's new text (quotes removed by the caller; a trailing signature is cut
+    here too) into an intent.
+
+    - `subject`: read too when it is the person's own words (not "Re: ..." of ours).
+    - `languages`: lang-file codes the message is written in, best first (`guess_languages`
+      when empty); they choose the negation words and dateparser's languages and date order.
+    - `sent`: the reply's Date header as a date in the sender's zone; without it no
+      `follow_up_on` is computed (a not-now then goes to the agenda).
+    - `cc`: (display name or None, address) of the reply's other recipients, with the
+      salesperson's own addresses already removed by the caller; `sender` is the From address,
+      never a referral.
+    - `fiscal_year_start`: (month, day) where quarter 1 begins ((1, 1): calendar quarters).
+    """
+    periods.check_fiscal_year_start(fiscal_year_start)
+    text = _without_signature(new_text[:_TEXT_LIMIT])
+    if subject and not _REPLY_SUBJECT.match(subject):
+        text = f"{subject.strip()[:300]}.\n\n{text}"
+    lowered = text.lower().replace("’", "'").replace("‘", "'")
+    codes = tuple(languages) or guess_languages(lowered)
+    sure = bool(languages) or _clearly_written_in(lowered, codes)
+    # Phrases of the message's languages and English (read in every office); all of them when
+    # the text is too short to tell ("Sure!"), since a word of one language can be an
+    # everyday word of another (Dutch "later", "intern").
+    read = (*codes, *(() if "en" in codes else ("en",))) if sure else ()
+    # Addresses and links are not words: "client.test" must not read as German "Test".
+    lowered = _LINK.sub(_blank, lowered)
+    marked = _mark_short_lines(lowered)
+    evidence: list[str] = []
+
+    interested = _hits(INTERESTED, lowered, marked, read)
+    not_now = _hits(NOT_NOW, lowered, marked, read)
+    decline = [_Hit(m.start(), m.end(), False) for m in phrases(DECLINE, *read).finditer(lowered)]
+    refer = phrases(REFERRAL, *read).search(lowered)
+    if interested and any(not h.negated for h in interested):
+        evidence.append("interested:phrase")
+    if not_now and any(not h.negated for h in not_now):
+        evidence.append("not_now:phrase")
+    if decline:
+        evidence.append("decline:phrase")
+    # A negated interest or later-phrase is a no: "no need for a demo", "no need to follow up".
+    if any(h.negated for h in interested):
+        evidence.append("decline:negated_interest")
+    if any(h.negated for h in not_now):
+        evidence.append("decline:negated_later")
+    decline += [h for h in interested + not_now if h.negated]
+    interested = [h for h in interested if not h.negated]
+    not_now = [h for h in not_now if not h.negated]
+    if refer:
+        evidence.append("referral:phrase")
+
+    sender_address = (sender or "").strip().lower()
+    named = _named_people(text, lowered, sender_address)
+    copied = _copied_people(cc, sender_address, {r.address for r in named})
+    if named:
+        evidence.append("referral:address")
+    if copied:
+        evidence.append("referral:cc")
+
+    people = named + copied
+    if refer and people:
+        return IntentReading(Intent.REFERRAL, None, people, tuple(evidence))
+    # Read the date only now that it can decide (a referral above never needs one).
+    follow_up: date | None = None
+    when: list[str] = []  # how the date was read; evidence only when the reply is a not-now
+    if sent is not None:
+        follow_up, when = _follow_up(lowered, sent, codes, fiscal_year_start, sure, bool(not_now))
+    if follow_up is not None and sent is not None and (not_now or follow_up - sent > _SOON):
+        return IntentReading(Intent.NOT_NOW, follow_up, (), (*evidence, *when))
+    if named and not interested:
+        return IntentReading(Intent.REFERRAL, None, named, tuple(evidence))
+    if refer and not interested:
+        return IntentReading(Intent.REFERRAL, None, people, tuple(evidence))
+    if not_now and not decline:
+        return IntentReading(Intent.NOT_NOW, None, (), tuple(evidence))
+    if interested and decline:
+        last_yes = max(h.end for h in interested)
+        last_no = max(h.end for h in decline)
+        intent = Intent.INTERESTED if last_yes > last_no else Intent.DECLINE
+        return IntentReading(intent, None, (), (*evidence, f"{intent}:last"))
+    if interested:
+        return IntentReading(Intent.INTERESTED, None, (), tuple(evidence))
+    if decline:
+        return IntentReading(Intent.DECLINE, None, (), tuple(evidence))
+    return IntentReading(Intent.UNCLEAR, None, (), tuple(evidence))
+
+
+# ---------------------------------------------------------------------------------------------
+# Text: the language, the signature, clauses and negation.
+
+
+def _blank(match: re.Match[str]) -> str:
+    return " " * len(match.group(0))
+
+
+def _clearly_written_in(lowered: str, codes: tuple[str, ...]) -> bool:
+    """Whether the guess rests on at least three function words of its best language; a
+    shorter text is read with every language's phrases."""
+    if not codes:
+        return False
+    words = phrases(COMMON_WORDS, codes[0])
+    return sum(1 for _ in zip(words.finditer(lowered[:4000]), range(3), strict=False)) >= 3
+
+
+def _without_signature(text: str) -> str:
+    """The text above a trailing signature: a "-- " line, or the last sign-off line ("Best,")
+    that follows some content and has at most 8 short lines after it (a name, a title)."""
+    lines = text.split("\n")
+    signoff = phrases(SIGNOFF).pattern
+    cut = len(lines)
+    content_seen = False
+    for i, line in enumerate(lines):
+        bare = line.strip()
+        if bare in ("--", "__"):
+            return "\n".join(lines[:i])
+        words = bare.strip(" ,.!-").lower()
+        if content_seen and signoff is not None and words and signoff.fullmatch(words):
+            tail = [ln for ln in lines[i + 1 :] if ln.strip()]
+            if len(tail) <= 8 and all(len(ln) < 100 for ln in tail):
+                cut = i
+        if bare:
+            content_seen = True
+    return "\n".join(lines[:cut])
+
+
+def _mark_short_lines(lowered: str) -> str:
+    """The text with each line break after a short line written as "|" (same length), so that
+    "No\\nI'd love a demo" is two clauses while a wrapped long line stays one."""
+    out = []
+    for line in lowered.split("\n"):
+        out.append(line)
+        out.append("|" if len(line.strip()) < 40 else "\n")
+    return "".join(out)[: len(lowered)]
+
+
+def _hits(name: str, lowered: str, marked: str, codes: tuple[str, ...]) -> list[_Hit]:
+    return [
+        _Hit(m.start(), m.end(), _negated(marked, m.start(), m.end(), codes))
+        for m in phrases(name, *codes).finditer(lowered)
+    ]
+
+
+def _clause_bounds(marked: str, start: int, end: int, codes: tuple[str, ...]) -> tuple[int, int]:
+    """Where the clause around text[start:end] begins and ends (punctuation, a blank line, a
+    short line's end, or a contrast word such as "but")."""
+    lo = max(0, start - 160)
+    before = marked[lo:start]
+    begin = lo
+    for m in _CLAUSE_END.finditer(before):
+        begin = lo + m.end()
+    for m in phrases(CONTRAST, *codes).finditer(before):
+        begin = max(begin, lo + m.end())
+    after = marked[end : end + 80]
+    stop = end + len(after)
+    first = _CLAUSE_END.search(after)
+    if first:
+        stop = end + first.start()
+    contrast = phrases(CONTRAST, *codes).search(after)
+    if contrast:
+        stop = min(stop, end + contrast.start())
+    return begin, stop
+
+
+def _negated(marked: str, start: int, end: int, codes: tuple[str, ...]) -> bool:
+    """Whether a negation governs the phrase: among the five words before it in its clause
+    ("I don't think we need a demo"), or among the three after it in languages that negate
+    after the verb ("das interessiert uns nicht")."""
+    begin, stop = _clause_bounds(marked, start, end, codes)
+    idioms = phrases(NOT_NEGATION).pattern
+    clause = marked[begin:start]
+    if idioms is not None:
+        clause = idioms.sub(" ", clause)
+    before = " ".join(clause.split()[-5:])
+    if before and phrases(NEGATION, *codes).search(before):
+        return True
+    after = " ".join(marked[end:stop].split()[:3])
+    return bool(after and phrases(NEGATION_AFTER, *codes).search(after))
+
+
+# ---------------------------------------------------------------------------------------------
+# When: the first day of the period a "later" names.
+
+
+def _sentences(lowered: str) -> Iterable[tuple[int, str]]:
+    start = 0
+    for m in _SENTENCE_END.finditer(lowered):
+        if m.start() > start:
+            yield start, lowered[start : m.start()]
+        start = m.end()
+    if start < len(lowered):
+        yield start, lowered[start:]
+
+
+def _follow_up(
+    lowered: str,
+    sent: date,
+    codes: tuple[str, ...],
+    fiscal_year_start: tuple[int, int],
+    sure: bool,
+    later: bool,
+) -> tuple[date | None, list[str]]:
+    """The earliest period named in the reply: from the `intent_periods` table in any
+    sentence, else from an explicit date that dateparser reads in a sentence that carries a
+    date word (a month name, a time unit), or a digit when the reply asked for `later`
+    ("Thursday at 2pm" or "40 seats" in a yes is not worth parsing). The caller decides
+    whether it matters."""
+    cue = phrases(LATER_CUE)
+    found: list[tuple[date, str]] = []
+    for _, sentence in _sentences(lowered):
+        from_table = _table_periods(sentence, sent, codes, fiscal_year_start)
+        if from_table:
+            found.extend(from_table)
+            continue
+        hits = list(cue.finditer(sentence))
+        digit = _DIGIT.search(sentence) if later else None
+        if not (hits or digit):
+            continue
+        words = {" ".join(m.group(0).split()) for m in hits}
+        parse_in = _date_languages(words, codes, sure, cue)
+        anchor = hits[0].start() if hits else digit.start() if digit else 0
+        parsed = _parsed_date(_around(sentence, anchor), sent, codes, parse_in, cue)
+        if parsed is not None:
+            found.append(parsed)
+    if not found:
+        return None, []
+    when, how = min(found)
+    return when, [how]
+
+
+def _around(sentence: str, at: int) -> str:
+    """Four words before and four after position `at`: the date and the words that qualify
+    it ("after the", "early"), and little else for dateparser to misread or spend time on."""
+    before = sentence[:at].split()[-4:]
+    after = sentence[at:].split()[:5]
+    return " ".join(before + after)
+
+
+def _date_languages(
+    words: set[str], codes: tuple[str, ...], sure: bool, cue: Compiled
+) -> tuple[str, ...]:
+    """The languages to give dateparser for one sentence: the message's, when its date words
+    are theirs; else the languages whose month names and units the sentence uses ("januari"
+    is Dutch even in a three-word reply). dateparser picks one language per call, so a wrong
+    list loses the date rather than costing time."""
+    owners = [c for c, items in cue.by_language.items() if words & set(items)]
+    if not owners:
+        return codes or ("en",)
+    mine = tuple(c for c in codes if c in owners)
+    if sure and mine:
+        return mine
+    return (*mine, *(c for c in owners if c not in mine))[:3]
+
+
+@dataclass(frozen=True)
+class _Table:
+    pattern: re.Pattern[str] | None
+    rules: dict[str, str]
+
+
+def _phrase_pattern(phrase: str) -> str:
+    if phrase.startswith("/") and phrase.endswith("/") and len(phrase) > 2:
+        return f"(?:{phrase[1:-1]})"
+    body = r"\s+".join(re.escape(word) for word in phrase.split())
+    start = r"\b" if phrase[0].isalnum() or phrase[0] == "_" else ""
+    end = r"\b" if phrase[-1].isalnum() or phrase[-1] == "_" else ""
+    return start + body + end
+
+
+@functools.cache
+def _period_table(codes: tuple[str, ...]) -> _Table:
+    """The periods tables of `codes` first (their rules win a clash), then every other
+    language's, as one pattern; each rule is checked against the vocabulary once."""
+    rules: dict[str, str] = {}
+    ordered = list(codes) + [c for c in lexicon.languages() if c not in codes]
+    for code in ordered:
+        for phrase, rule in lexicon.table(PERIODS, code).items():
+            if not periods.valid_rule(rule):
+                raise lexicon.LexiconError(
+                    f"{_where(code, phrase)}: {PERIODS}: {phrase!r}: {rule!r} is not a period "
+                    f"rule; write one of {', '.join(periods.RULES)}"
+                )
+            rules.setdefault(phrase, rule)
+    every = sorted(rules, key=len, reverse=True)
+    pattern = re.compile("|".join(_phrase_pattern(p) for p in every)) if every else None
+    return _Table(pattern, rules)
+
+
+def _where(code: str, phrase: str) -> str:
+    """`file:line` of a table entry, for an error a translator can act on."""
+    path = Path(lexicon.LANG_DIR) / f"{code}.yaml"
+    try:
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip().lower().startswith((phrase, f'"{phrase}"', f"'{phrase}'")):
+                return f"{path}:{number}"
+    except OSError:
+        pass
+    return str(path)
+
+
+def _table_periods(
+    sentence: str, sent: date, codes: tuple[str, ...], fiscal_year_start: tuple[int, int]
+) -> list[tuple[date, str]]:
+    table = _period_table(codes)
+    if table.pattern is None:
+        return []
+    after_words = phrases(AFTER, *codes)
+    found = []
+    for m in table.pattern.finditer(sentence):
+        phrase = " ".join(m.group(0).split())
+        rule = table.rules.get(phrase) or _regex_rule(table, phrase)
+        if rule is None:
+            continue
+        when = periods.resolve(rule, sent, fiscal_year_start)
+        kind = rule.partition(":")[0]
+        year = _YEAR_AFTER.match(sentence, m.end())
+        if year and kind in ("quarter", "half", "month") and fiscal_year_start == (1, 1):
+            in_year = date(int(year.group(1)), when.month, when.day)
+            if sent < in_year <= sent + _FARTHEST:
+                when = in_year
+        how = f"period:{kind}"
+        if _preceded_by(after_words, sentence, m.start()):
+            when = periods.after(rule, sent, fiscal_year_start)
+            how += "+after"
+        found.append((when, how))
+    return found
+
+
+def _regex_rule(table: _Table, phrase: str) -> str | None:
+    """The rule of a `/regex/` table key that matched `phrase`."""
+    for key, rule in table.rules.items():
+        if key.startswith("/") and re.fullmatch(key[1:-1], phrase):
+            return rule
+    return None
+
+
+def _preceded_by(words: Compiled, text: str, start: int) -> bool:
+    """Whether one of `words` ends within the two words before `start`."""
+    before = " ".join(text[max(0, start - 40) : start].split()[-2:])
+    return any(m.end() == len(before) for m in words.finditer(before)) or bool(
+        before and words.search(before.split()[-1])
+    )
+
+
+def _parsed_date(
+    sentence: str,
+    sent: date,
+    codes: tuple[str, ...],
+    parse_in: tuple[str, ...],
+    cue: Compiled,
+) -> tuple[date, str] | None:
+    """An explicit date in a cue sentence, by dateparser with the message's languages only;
+    the first one after the reply's date and within two years, or None."""
+    masked = sentence
+    for m in phrases(DATE_NOISE, *codes).finditer(sentence):
+        masked = masked[: m.start()] + " " * (m.end() - m.start()) + masked[m.end() :]
+    if not _worth_parsing(masked):
+        return None
+    # A numeric date's order comes from the message's language; unsure, only a date whose
+    # order cannot matter (31/03, 03/03) is read.
+    order = numeric_date_order(parse_in) if set(parse_in) <= set(codes) else "any"
+    found = _search_dates(" ".join(masked.split()), parse_in or ("en",), order, sent)
+    after_words = phrases(AFTER, *codes)
+    collapsed = " ".join(masked.split())
+    for text, moment in found:
+        if not (_DIGIT.search(text) or cue.search(text)):
+            continue  # a stray word dateparser took for a date ("me", "sat")
+        day = moment.date()
+        year_only = _YEAR_ONLY.fullmatch(text)
+        if year_only and not cue.search(text):
+            day = date(int(year_only.group(1)), 1, 1)  # "maybe 2027": its first day
+        numeric = _NUMERIC_DATE.search(text)
+        if numeric and order == "any":
+            first, second = int(numeric.group(1)), int(numeric.group(2))
+            if first <= 12 and second <= 12 and first != second:
+                continue  # 02/01: January or February? No date beats a guessed one.
+        where = collapsed.find(text)
+        if not _DIGIT.search(text) and day.day == 1:
+            if day <= sent:
+                day = periods.next_on(sent, day.month)  # "in January", written on 1 January
+            part = _month_part(collapsed[: max(where, 0)] + text, codes)
+            if part > 1:
+                day = day.replace(day=part)
+        if not sent < day <= sent + _FARTHEST:
+            continue
+        how = "date:dateparser"
+        if where >= 0 and (_preceded_by(after_words, collapsed, where) or after_words.search(text)):
+            if _DIGIT.search(text):
+                day += timedelta(days=1)  # after 15 March: the 16th
+            else:
+                day = periods.next_on(sent, day.month % 12 + 1)  # after March: 1 April
+            how += "+after"
+        return day, how
+    return None
+
+
+def _month_part(before: str, codes: tuple[str, ...]) -> int:
+    """The day a part-of-month phrase ending just before (or inside) the month name points to:
+    "mid-April" is the 11th, "end of April" the 21st; 1 when none is written."""
+    words = " ".join(before.replace("-", " ").split()[-4:])
+    best = 1
+    for code in codes or tuple(lexicon.languages()):
+        for phrase, day in lexicon.table(MONTH_PART, code).items():
+            if re.search(
+                rf"(?:^|\s){re.escape(phrase)}(?:\s+(?:of|de|del|di|van|do|da))?\s+\S+$", words
+            ):
+                best = max(best, min(28, int(day)) if day.isdigit() else 1)
+    return best
+
+
+def _worth_parsing(masked: str) -> bool:
+    """A digit or a word of three letters or more is left once the noise is hidden."""
+    return any(len(word) >= 3 or _DIGIT.search(word) for word in masked.split())
+
+
+@functools.lru_cache(maxsize=512)
+def _search_dates(
+    text: str, codes: tuple[str, ...], order: str, sent: date
+) -> tuple[tuple[str, datetime], ...]:
+    """dateparser's search on one cue sentence, relative to the reply's date. Cached: the
+    same sentence on the same day ("try me next quarter") is read once."""
+    from dateparser.search import search_dates  # imported on first need: ~0.1 s, ~30 MB
+
+    settings: dict[str, Any] = {
+        "RELATIVE_BASE": datetime(sent.year, sent.month, sent.day),
+        "PREFER_DATES_FROM": "future",
+        "PREFER_DAY_OF_MONTH": "first",
+        "RETURN_AS_TIMEZONE_AWARE": False,
+    }
+    if order in _DATEPARSER_ORDER:
+        settings["DATE_ORDER"] = _DATEPARSER_ORDER[order]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # dateparser's own deprecation noise
+        result = search_dates(text, languages=list(codes), settings=settings)
+    return tuple(result or ())
+
+
+# ---------------------------------------------------------------------------------------------
+# Who: the people a referral points to.
+
+
+def _named_people(text: str, lowered: str, sender: str) -> tuple[Referral, ...]:
+    """Addresses written in the text, with the display name written beside them ("Jane Doe
+    <jane@x.test>", "Jane Doe (jane@x.test)", "contact Jane at jane@x.test", "jane@x.test
+    (Jane Doe)"); the sender's own address and "reach me at ..." are not referrals."""
+    people: list[Referral] = []
+    seen = {sender} if sender else set()
+    for m in _ADDRESS.finditer(text):
+        address = m.group(0).strip(".'-").lower()
+        if address in seen or _is_self(text, m.start()):
+            continue
+        seen.add(address)
+        people.append(Referral(address, _name_near(text, m.start(), m.end())))
+    return tuple(people)
+
+
+_SELF = re.compile(
+    r"(?:\bme|\bmy\b[\w\s]{0,20}\b(?:e-?mail|address)(?:\s+is)?|\bmich|\bmoi|\bmí|\bme"
+    r"|\bmij)\s*(?:at|on|via|unter|à|a|en|op|em|:)?\s*[<(\[]?\s*$"
+)
+
+
+def _is_self(text: str, start: int) -> bool:
+    """ "reach me at jo@home.test", "my new address is jo@new.test": the sender's own."""
+    return bool(_SELF.search(text[max(0, start - 40) : start].lower()))
+
+
+def _name_near(text: str, start: int, end: int) -> str | None:
+    before = text[max(0, start - 80) : start]
+    line_before = before.split("\n")[-1]
+    m = _NAME_BEFORE.search(line_before)
+    name = _clean_name(m.group(1)) if m else None
+    if name is None:
+        after = _NAME_AFTER.match(text[end : end + 80])
+        name = _clean_name(after.group(1)) if after else None
+    return name
+
+
+@functools.cache
+def _cue_words() -> frozenset[str]:
+    """Lower-case words of the intent phrases: "Contact Jane" at a sentence start is Jane."""
+    words: set[str] = set()
+    for name in (INTERESTED, NOT_NOW, DECLINE, REFERRAL, COMMON_WORDS):
+        for items in phrases(name).by_language.values():
+            for phrase in items:
+                if not phrase.startswith("/"):
+                    words.update(phrase.split())
+    return frozenset(words)
+
+
+def _clean_name(raw: str) -> str | None:
+    words = raw.replace("’", "'").split()
+    cue = _cue_words()
+    while words and (words[0].lower().strip(".,:") in cue or _acronym(words[0])):
+        words.pop(0)
+    while words and (words[-1].lower().strip(".,:") in cue or _acronym(words[-1])):
+        words.pop()
+    name = " ".join(words).strip(" .,:'\"")
+    return name or None
+
+
+def _acronym(word: str) -> bool:
+    """CFO, CTO, VP, HR: a role, not a name."""
+    letters = word.strip(".,:")
+    return len(letters) >= 2 and letters.isupper()
+
+
+def _copied_people(
+    cc: tuple[tuple[str | None, str], ...], sender: str, named: set[str]
+) -> tuple[Referral, ...]:
+    """The reply's Cc, minus the sender and anyone already named in the text."""
+    people: list[Referral] = []
+    seen = set(named) | ({sender} if sender else set())
+    for display, raw in cc:
+        address = parseaddr(raw)[1].strip().lower() or raw.strip().lower()
+        if "@" not in address or address in seen:
+            continue
+        seen.add(address)
+        name = " ".join((display or "").split()).strip("'\"") or None
+        if name and (name.lower() == address or "@" in name):
+            name = None
+        people.append(Referral(address, name))
+    return tuple(people)
