@@ -76,7 +76,9 @@ REMOVAL_SELF = lexicon.section(
     "words inside a removal phrase that make it about the writer (me, mich, moi)",
 )
 SOMEONE_ELSE = lexicon.section(
-    "someone_else", "phrases", "a person other than the writer (my colleague, he has left)"
+    "removal_someone_else",
+    "phrases",
+    "a person other than the writer, in a removal request (my colleague, he has left)",
 )
 REMOVAL_KEEP = lexicon.section(
     "removal_keep",
