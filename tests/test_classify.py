@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import csv
 import functools
-import re
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -785,76 +783,3 @@ def test_left_company_alternatives_leave_out_sender_and_recipients() -> None:
     got = classify(raw)
     assert got.kind == "left_company"
     assert got.alternatives == ("bea.smith@acme.test", "orders@acme.test")
-
-
-@settings(max_examples=2000, deadline=None)
-@given(
-    st.one_of(
-        st.text(alphabet="aZ09._%+=-@<> \"(),:;[]\\é!'\t", max_size=30),
-        st.builds(
-            "{}<{}@{}>".format,
-            st.text(alphabet="aZ0. é!'\"()<>@,:;[]\\\t", max_size=12),
-            st.text(alphabet="aZ09._%+=-", max_size=8),
-            st.text(alphabet="aZ09.-", max_size=8),
-        ),
-    )
-)
-def test_from_addresses_read_as_parseaddr_reads_them(value: str) -> None:
-    """The fast path for plain From values answers exactly as email.utils.parseaddr."""
-    from email.utils import parseaddr
-
-    from sequencer.classify import _from_address
-
-    value = " ".join(value.split())  # as _header leaves every value
-    name, address = parseaddr(value)
-    address = address.strip().strip("<>").lower()
-    assert _from_address(value) == ((address if "@" in address else None), name)
-
-
-def _split_patterns() -> list[tuple[str, Any, Any]]:
-    from sequencer import classify as module
-
-    names = {id(v): k for k, v in vars(module).items() if isinstance(v, re.Pattern)}
-    return [
-        (names.get(id(pattern), twin.pattern[:30]), twin, module._ALTERNATIVES[twin])
-        for pattern, twin in module._TWINS.items()
-        if twin in module._ALTERNATIVES
-    ]
-
-
-def test_the_long_patterns_are_split() -> None:
-    """The speed-up applies where the time goes: _reason's and the challenge patterns."""
-    split = {name for name, _, _ in _split_patterns()}
-    assert {"_REPUTATION", "_HARD", "_POLICY", "_FULL", "_TRANSIENT", "_CHALLENGE"} <= split
-
-
-@settings(max_examples=60, deadline=None)
-@given(data=st.data())
-def test_split_patterns_match_where_the_whole_pattern_matches(data: st.DataObject) -> None:
-    """_any_alternative answers as bool(twin.search(text)): on text the pattern generates
-    itself (every alternative in turn), that text cut short, and each pattern's literals
-    strung together with filler (near misses)."""
-    from sequencer.classify import _any_alternative
-
-    for name, twin, alternatives in _split_patterns():
-        pieces = sorted({lit for literals, _ in alternatives for lit in literals})
-        words = st.sampled_from(pieces) | st.sampled_from([" ", "\n", "not ", "is ", "x", "5."])
-        matching = data.draw(st.from_regex(twin), label=name)
-        cut = data.draw(st.integers(0, len(matching)), label="cut")
-        strung = "".join(data.draw(st.lists(words, max_size=12), label="strung"))
-        for text in (matching, matching[:cut], strung):
-            assert _any_alternative(alternatives, text) == bool(twin.search(text)), (name, text)
-
-
-@settings(max_examples=2000, deadline=None)
-@given(
-    st.lists(
-        st.sampled_from(["a", "b9", "_", ".", "-", "+!", "@", " ", "\n", "x.y", ".com", "9", ":"]),
-        max_size=20,
-    ).map("".join)
-)
-def test_addresses_are_dropped_as_the_address_pattern_drops_them(text: str) -> None:
-    """_drop_addresses, the fast path of _words_only, removes exactly what _ADDR removes."""
-    from sequencer.classify import _ADDR, _drop_addresses
-
-    assert _drop_addresses(text) == _ADDR.sub(" ", text)

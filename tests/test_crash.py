@@ -232,7 +232,9 @@ def test_killed_at_rcpt_sends_the_step_once_with_its_message_id(
 ) -> None:
     """Nothing was on the wire: after the restart the step goes at once, exactly once, with
     the Message-ID its row was given before SMTP was spoken."""
-    with installed(tmp_path, smtp, pymap, sqlite_url) as world:
+    # Step 2 waits an hour: under load the status check below can outlast a short wait, and
+    # step 2 would then (rightly) go too.
+    with installed(tmp_path, smtp, pymap, sqlite_url, waits=("1h", "1h")) as world:
         world.enroll()
         smtp.handler.stage_delay = 5.0  # the server sits at RCPT: wide enough to kill in
         first = world.start()

@@ -11,8 +11,11 @@ or a table (a mapping of phrase to value). Modules that read a section declare i
 `section()` when imported, so a misspelt section name in a file is an error too.
 
 A phrase is lower-case text, matched on word boundaries anywhere in the lowered message text,
-any run of whitespace in it matching any run of whitespace. A phrase written between slashes
-(`/remove (me|us)/`) is a regular expression instead, for the few cases a word list cannot say.
+any run of whitespace in it matching any run of whitespace. A phrase ending in `*` is a stem:
+`abwesen*` matches "abwesend" and "abwesenheit". Scripts written without spaces (Japanese,
+Chinese) get no word boundaries: `不在` matches inside "現在不在です". A phrase written between
+slashes (`/remove (me|us)/`) is a regular expression instead, for the few cases a word list
+cannot say.
 """
 
 from __future__ import annotations
@@ -97,6 +100,11 @@ def _check_phrase(path: Path, node: Any, index: Any, phrase: Any, name: str) -> 
                 "fix it or write it as plain words without slashes"
             ) from None
         return phrase
+    if "*" in phrase[:-1]:
+        raise LexiconError(
+            f"{where}: {phrase!r} has a '*' before its end; a stem ends in '*' (abwesen*), "
+            "anything else needs a regular expression between slashes"
+        )
     if phrase != phrase.lower():
         raise LexiconError(
             f"{where}: {phrase!r} has capitals, but text is lowered before matching; "
@@ -141,8 +149,7 @@ def parse(path: Path, text: str) -> Language:
         known = _SECTIONS.get(name)
         if known is None:
             raise LexiconError(
-                f"{where}: unknown section {name!r}; known sections: "
-                f"{', '.join(sorted(_SECTIONS))}"
+                f"{where}: unknown section {name!r}; known sections: {', '.join(sorted(_SECTIONS))}"
             )
         if known.kind == "phrases":
             if not isinstance(value, list):
@@ -183,13 +190,35 @@ def languages() -> dict[str, Language]:
     return found
 
 
-def _pattern(phrase: str) -> str:
+def _unspaced(char: str) -> bool:
+    """Whether `char` belongs to a script written without spaces between words (kana, CJK
+    ideographs): there a word boundary would only match at the end of a sentence."""
+    code = ord(char)
+    return 0x3040 <= code <= 0x30FF or 0x3400 <= code <= 0x9FFF or 0xF900 <= code <= 0xFAFF
+
+
+def _bounded(char: str) -> bool:
+    return (char.isalnum() or char == "_") and not _unspaced(char)
+
+
+def pattern_text(phrase: str) -> str:
+    """The regular expression (as text) one phrase stands for, over lowered text."""
     if phrase.startswith("/") and phrase.endswith("/") and len(phrase) > 2:
         return f"(?:{phrase[1:-1]})"
+    stem = phrase.endswith("*")
+    if stem:
+        phrase = phrase[:-1].rstrip()
     body = r"\s+".join(re.escape(word) for word in phrase.split())
-    start = r"\b" if phrase[0].isalnum() or phrase[0] == "_" else ""
-    end = r"\b" if phrase[-1].isalnum() or phrase[-1] == "_" else ""
+    start = r"\b" if _bounded(phrase[0]) else ""
+    end = r"\w*" if stem else (r"\b" if _bounded(phrase[-1]) else "")
     return start + body + end
+
+
+def alternation(phrases: tuple[str, ...] | list[str]) -> str:
+    """One group matching any of `phrases`, longest first (so a match is the fullest phrase
+    at its position); "(?!)" (never matches) when there are none."""
+    every = sorted(set(phrases), key=len, reverse=True)
+    return "(?:" + "|".join(pattern_text(p) for p in every) + ")" if every else "(?!)"
 
 
 @dataclass(frozen=True)
@@ -199,6 +228,11 @@ class Phrases:
     name: str
     pattern: re.Pattern[str] | None
     by_language: dict[str, tuple[str, ...]]
+
+    @property
+    def every(self) -> tuple[str, ...]:
+        """Every phrase of the section, across the chosen languages, without repeats."""
+        return tuple(dict.fromkeys(p for items in self.by_language.values() for p in items))
 
     def search(self, lowered: str) -> re.Match[str] | None:
         return self.pattern.search(lowered) if self.pattern else None
@@ -215,10 +249,35 @@ def phrases(name: str, *codes: str) -> Phrases:
     langs = languages()
     chosen = [langs[c] for c in codes if c in langs] if codes else list(langs.values())
     by_language = {lang.code: lang.phrases.get(name, ()) for lang in chosen}
-    # Longest first, so the alternation reports the fullest phrase at a position.
-    every = sorted({p for items in by_language.values() for p in items}, key=len, reverse=True)
-    pattern = re.compile("|".join(_pattern(p) for p in every)) if every else None
+    every = [p for items in by_language.values() for p in items]
+    pattern = re.compile(alternation(every)) if every else None
     return Phrases(name, pattern, by_language)
+
+
+def lower(text: str) -> str:
+    """`text` lower-cased, one character for one, so that positions in the copy are positions
+    in the original (the few characters whose lower case is longer, such as "İ", stay)."""
+    lowered = text.lower()
+    if len(lowered) == len(text):
+        return lowered
+    return "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
+
+
+def merged_table(name: str) -> dict[str, str]:
+    """The table section `name` of every language in one mapping; a phrase two languages
+    give different values is an error (a month name must mean one month)."""
+    merged: dict[str, str] = {}
+    owner: dict[str, str] = {}
+    for code, lang in sorted(languages().items()):
+        for key, value in lang.tables.get(name, {}).items():
+            if key in merged and merged[key] != value:
+                raise LexiconError(
+                    f"{LANG_DIR / (code + '.yaml')}: {key!r} in {name!r} is {value!r} here "
+                    f"but {merged[key]!r} in {owner[key]}.yaml; make them agree"
+                )
+            merged[key] = value
+            owner.setdefault(key, code)
+    return merged
 
 
 def table(name: str, code: str) -> dict[str, str]:

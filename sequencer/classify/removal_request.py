@@ -562,12 +562,11 @@ def _scan_many(names: tuple[str, ...]) -> _Many:
 
 @functools.cache
 def _scan(name: str) -> _Scanner:
-    section = lexicon.phrases(name)
-    every = sorted({p for items in section.by_language.values() for p in items}, key=len)
+    every = sorted(set(lexicon.phrases(name).every), key=len)
     filed: dict[str, list[str]] = {}
     rest: list[str] = []
     for phrase in reversed(every):  # longest first, as the section's own pattern
-        source = lexicon._pattern(phrase)
+        source = lexicon.pattern_text(phrase)
         letters = _filed_letters(source)
         if letters is None:
             rest.append(source)
