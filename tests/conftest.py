@@ -17,9 +17,6 @@ from typing import Any
 
 import pytest
 
-# Declares the removal sections of the phrase files before any test loads them; the
-# integrator's wiring in sequencer/classify/__init__.py makes this import redundant.
-import sequencer.classify.removal_request  # noqa: F401
 from sequencer.devservers import LOOPBACK, Pymap, SmtpSink, free_port, imap_append, wait_for_port
 
 PG_ADMIN = os.environ.get("SEQUENCER_TEST_PG", "postgres://postgres@127.0.0.1:5432/postgres")
