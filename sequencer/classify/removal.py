@@ -11,7 +11,9 @@ from __future__ import annotations
 import functools
 import re
 
+# removal_request declares its sections of lang/*.yaml (read_removal is wired in later).
 from sequencer.classify import lexicon
+from sequencer.classify import removal_request as _removal_sections  # noqa: F401
 from sequencer.classify.parse import Mail
 from sequencer.classify.verdict import Hit, Verdict
 
