@@ -513,6 +513,19 @@ async def _referred(m: _Message, target: str | None) -> str:
         name = contacts.first_name(person.name)
         if name:
             given["first_name"] = name
+        # The template variable checks: what the target's templates read without a fallback.
+        needed = sorted(
+            f
+            for f in seq.required_fields
+            if f != "email" and not given.get(f) and seq.variables.get(f) is None
+        )
+        if needed:
+            what = "name" if needed == ["first_name"] else ", ".join(needed)
+            notes.append(
+                f"{person.address}: no {what} given, and '{target}' needs "
+                f"{', '.join(needed)}: write to them yourself"
+            )
+            continue
         try:
             contact = contacts.contact(seq, person.address, given)
         except EnrollError as exc:
