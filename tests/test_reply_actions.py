@@ -13,7 +13,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -595,3 +595,47 @@ async def test_check_reports_an_on_reply_target_that_does_not_exist(sqlite_env: 
     res = await asyncio.to_thread(cli, env.cfg, "check")
     assert res.returncode == 2
     assert "outreach.yaml:3: on_reply.not_now.enroll: no sequence 'later'" in res.stderr
+
+
+def test_classify_reads_fiscal_year_start_from_config_and_shows_what_a_reply_asks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`classify --config F` gives the classifier the fiscal year (here through a wrapper of
+    the real classifier that also adds an intent, as the intent rules will), and the text
+    output names the intent, the day, the referral and whom to remove; a bad
+    fiscal_year_start is an error with file and line."""
+    from typer.testing import CliRunner
+
+    import sequencer.classify
+    from sequencer.cli import app
+
+    real = sequencer.classify.classify
+    given: list[tuple[int, int]] = []
+
+    def reading(raw: bytes, *, fiscal_year_start: tuple[int, int] = (1, 1)) -> Classification:
+        given.append(fiscal_year_start)
+        return replace(
+            real(raw, fiscal_year_start=fiscal_year_start),
+            intent=Intent.NOT_NOW,
+            follow_up_on=date(2027, 4, 1),
+            referral=(Referral(ANN, "Ann [Lee]"),),
+            suppress=(PAT,),
+        )
+
+    monkeypatch.setattr(sequencer.classify, "classify", reading)
+    raw, _ = message(JO, "Try me in Q1 of our next fiscal year.")
+    eml = tmp_path / "reply.eml"
+    eml.write_bytes(raw)
+    cfg = tmp_path / "sequencer.yaml"
+    cfg.write_text('fiscal_year_start: "04-01"\n')
+    res = CliRunner().invoke(app, ["classify", str(eml), "--config", str(cfg)])
+    assert res.exit_code == 0, res.output
+    assert given == [(4, 1)]
+    assert "intent=not_now follow_up_on=2027-04-01" in res.output
+    assert "referral=Ann [Lee] <ann@prospect.test> suppress=pat@prospect.test" in res.output
+    res = CliRunner().invoke(app, ["classify", str(eml)])
+    assert given[-1] == (1, 1)  # no --config: calendar quarters, no settings file read
+    cfg.write_text("timezone: UTC\nfiscal_year_start: 13-01\n")
+    res = CliRunner().invoke(app, ["classify", str(eml), "--config", str(cfg)])
+    assert res.exit_code == 2
+    assert f"{cfg}:2: fiscal_year_start: '13-01' is not a month and day" in res.output
