@@ -457,7 +457,7 @@ async def _follow_up(m: _Message) -> list[str]:
 async def _agenda(m: _Message, kind: Agenda, note: str, **more: object) -> None:
     item = await queries.add_agenda(
         kind,
-        m.enrollment.email,
+        m.c.from_address or m.enrollment.email,  # whom to answer: who wrote (usually the contact)
         received_at=m.now,
         sequence=m.enrollment.sequence,
         enrollment_id=m.enrollment.id,
