@@ -109,7 +109,7 @@ async def act_on(
     )
     enrollment, by_thread = await _match(c)
     if enrollment is None:
-        if c.verdict == Verdict.UNSUBSCRIBE_REQUEST and c.from_address:
+        if asks_removal(c) and c.from_address:
             return await _stranger_removal(c, raw, mailbox, uidvalidity, uid, now, replaces)
         await _settled(replaces)
         return None
@@ -632,6 +632,14 @@ async def _recorded(m: _Message) -> Done:
     return "recorded", []
 
 
+def asks_removal(c: Classification) -> bool:
+    """A removal request, or a person's reply that names whom to remove or asks for erasure:
+    when a reading says both, the one that sends nothing more wins."""
+    if c.verdict == Verdict.UNSUBSCRIBE_REQUEST:
+        return True
+    return c.verdict == Verdict.HUMAN_REPLY and (c.erasure or bool(c.suppress))
+
+
 def _bounce(kind: BounceKind | None = None) -> Callable[[Classification], bool]:
     return lambda c: c.verdict == Verdict.BOUNCE and (kind is None or c.kind == kind)
 
@@ -642,8 +650,8 @@ def _bounce(kind: BounceKind | None = None) -> Callable[[Classification], bool]:
 ACTIONS: tuple[
     tuple[str, Callable[[Classification], bool], Callable[[_Message], Awaitable[Done]]], ...
 ] = (
+    ("removal_request", lambda c: asks_removal(c), _removal),
     ("human_reply", lambda c: c.verdict == Verdict.HUMAN_REPLY, _replied),
-    ("removal_request", lambda c: c.verdict == Verdict.UNSUBSCRIBE_REQUEST, _removal),
     ("hard_bounce", lambda c: _bounce()(c) and bool(c.hard), _hard_bounce),
     ("complaint", lambda c: _complaint(c), _complained),
     ("delay", _bounce(BounceKind.DELAY), _delayed),

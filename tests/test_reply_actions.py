@@ -212,10 +212,10 @@ def removal(raw_facts: tuple[bytes, dict[str, Any]], **what: Any) -> tuple[Class
 async def test_not_now_enrolls_them_from_the_day_they_named_at_the_first_opening(
     make_env: MakeEnv,
 ) -> None:
-    """ "Try me after Easter": the sequence stops, the reply's intent and day are kept, and
-    on_reply starts `later` no earlier than that day. 29 March 2027 is Easter Monday, a
-    German public holiday, so the first step waits for Tuesday 30 March at 09:00, when the
-    Mon-Thu window opens in Berlin."""
+    """A reply saying "try me after Easter": the sequence stops, the reply's intent and day
+    are kept, and on_reply starts `later` no earlier than that day. 29 March 2027 is Easter
+    Monday, a German public holiday, so the first step waits for Tuesday 30 March at 09:00,
+    when the Mon-Thu window opens in Berlin."""
     async with make_env() as env:
         enr = await env.enroll(JO)
         c, raw = human(
@@ -330,11 +330,13 @@ async def test_referrals_enroll_named_colleagues_and_leave_the_rest_to_the_agend
         assert "carl@prospect.test: completed 'plain'" in item.note
 
 
+@pytest.mark.parametrize("verdict", [Verdict.UNSUBSCRIBE_REQUEST, Verdict.HUMAN_REPLY])
 async def test_a_removal_request_for_someone_else_suppresses_them_not_the_sender(
-    make_env: MakeEnv,
+    make_env: MakeEnv, verdict: Verdict
 ) -> None:
-    """ "Please unsubscribe my colleague Pat and add me instead": Pat is suppressed and Pat's
-    sequence stops; Jo is not suppressed, and Jo's own sequence stops as at any reply."""
+    """Jo asks "please unsubscribe my colleague Pat and add me instead": Pat is suppressed
+    and Pat's sequence stops; Jo is not suppressed, and Jo's own sequence stops as at any
+    reply. The same when the reading is a human reply that names whom to remove."""
     async with make_env() as env:
         jo = await env.enroll(JO)
         pat = await env.enroll(PAT)
@@ -343,7 +345,7 @@ async def test_a_removal_request_for_someone_else_suppresses_them_not_the_sender
             suppress=(PAT,),
             intent=Intent.INTERESTED,
         )
-        outcome = await env.reply(c, raw)
+        outcome = await env.reply(replace(c, verdict=verdict), raw)
         assert outcome is not None
         assert await Suppression.filter(email=PAT).exists()
         assert not await Suppression.filter(email=JO).exists()
