@@ -141,7 +141,8 @@ def parse(path: Path, text: str) -> Language:
         known = _SECTIONS.get(name)
         if known is None:
             raise LexiconError(
-                f"{where}: unknown section {name!r}; known sections: {', '.join(sorted(_SECTIONS))}"
+                f"{where}: unknown section {name!r}; known sections: "
+                f"{', '.join(sorted(_SECTIONS))}"
             )
         if known.kind == "phrases":
             if not isinstance(value, list):
