@@ -1,5 +1,5 @@
-"""The `sequencer` command: run | check | preview | enroll | status | resume | stop | suppress |
-migrate | classify | demo.
+"""The `sequencer` command: run | check | preview | enroll | status | agenda | resume | stop |
+forget | suppress | migrate | classify | demo.
 
 Results go to stdout, diagnostics to stderr (so `--json` can be piped). A SequencerError is
 printed as it is and exits 2; anything else is a bug and shows a traceback.
@@ -16,7 +16,7 @@ import json
 import signal
 import sys
 from collections.abc import Callable, Coroutine
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Annotated, Any, TypeVar
@@ -27,11 +27,14 @@ from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from sequencer import contacts, enrolment, logs, suppression
+from sequencer.addresses import normalize_address
 from sequencer.clock import SystemClock
 from sequencer.config import Settings, find_config, load_settings
 from sequencer.errors import (
+    AgendaError,
     ConfigError,
     EnrollError,
     SequenceError,
@@ -307,6 +310,8 @@ def enroll(
             address = people[0].email
             row = blocked[address]
             through = f" through its domain {row.email}" if row.email != address else ""
+            if suppression.is_hashed(row.email):
+                through = " (they asked to be forgotten: only a hash of the address is kept)"
             raise EnrollError(
                 [
                     f"{address} is on the suppression list{through} ({_entry_why(row)}, since "
@@ -530,6 +535,9 @@ def _row(
         "last_sent_at": _iso(e.last_sent_at),
         "finished_at": _iso(e.finished_at),
         "last_error": e.last_error,
+        "reply_intent": e.reply_intent,
+        "follow_up_on": e.follow_up_on.isoformat() if e.follow_up_on else None,
+        "referral": list(e.referral or []),
         "ended_by": None
         if ended is None
         else {
@@ -570,14 +578,31 @@ def _held_by(gate: dict[str, Any] | None, e: Any, now: datetime) -> dict[str, An
     return gate if gate["reason"] == "reputation" or not e.promised else None
 
 
+def _asked(r: dict[str, Any]) -> str:
+    """What their reply asked for: `; intent not_now, from 2027-07-01; referral: ann@...`."""
+    parts = []
+    if r["reply_intent"]:
+        parts.append(f"intent {r['reply_intent']}")
+    if r["follow_up_on"]:
+        parts.append(f"from {r['follow_up_on']}")
+    if r["referral"]:
+        people = [
+            f"{p['name']} <{p['address']}>" if p.get("name") else str(p["address"])
+            for p in r["referral"]
+        ]
+        parts.append("referral: " + ", ".join(people))
+    return ("; " + ", ".join(parts)) if parts else ""
+
+
 def _why(r: dict[str, Any]) -> str:
     """The table's `why` column: for an active contact why the next send is then."""
     if r["state"] != "active":
+        asked = _asked(r)
         if r["ended_by"]:
             eb = r["ended_by"]
             rules = ", ".join(eb["rules"])
-            return f"{r['reason']} (from {eb['from']}, {eb['verdict']}, rules: {rules})"
-        return r["reason"] or ""
+            return f"{r['reason']} (from {eb['from']}, {eb['verdict']}, rules: {rules}){asked}"
+        return (r["reason"] or "") + asked
     parts = []
     if r["hold"]:
         short = SHORT[Hold(r["hold"])].replace("EMAIL", r["email"])
@@ -589,8 +614,10 @@ def _why(r: dict[str, Any]) -> str:
     parts += [
         reason.replace("holiday:", "holiday: ")
         for reason in r["next_reasons"]
-        if reason not in {"promise", "out_of_office"}
+        if reason not in {"promise", "out_of_office", "follow_up_on"}
     ]
+    if "follow_up_on" in r["next_reasons"]:
+        parts.insert(0, "waits for the day their reply named")
     if r["held_by"]:
         held = r["held_by"]
         if held["reason"] == "reputation":
@@ -736,7 +763,7 @@ def status(
             r["state"],
             f"{r['steps_sent']}/{total}",
             when,
-            _why(r),
+            Text(suppression.one_line(_why(r))),  # a subject or a name is text, not markup
         )
     out.print(table, highlight=False)
 
@@ -836,6 +863,154 @@ def stop(
     out.print(f"stopped {n} enrollment(s) of {email}", highlight=False)
 
 
+agenda_app = typer.Typer(
+    help="What needs you: interested replies, not-now dates coming due, referrals, erasure "
+    "requests.",
+)
+app.add_typer(agenda_app, name="agenda")
+
+#: A not-now item shows this long before the day they named.
+AGENDA_HORIZON = timedelta(days=14)
+
+
+def _agenda_json(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "kind": str(row.kind),
+        "email": row.email,
+        "sequence": row.sequence,
+        "received_at": _iso(row.received_at),
+        "follow_up_on": row.follow_up_on.isoformat() if row.follow_up_on else None,
+        "referral": list(row.referral or []),
+        "excerpt": row.excerpt,
+    }
+
+
+@agenda_app.callback(invoke_without_command=True)
+def agenda(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="A JSON array on stdout")] = False,
+    show_all: Annotated[
+        bool,
+        typer.Option("--all", help="Also not-now dates more than 14 days away"),
+    ] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """List what needs you, newest first: interested replies to answer now, not-now dates
+    due within 14 days (or with no date), referrals, erasure requests; each with the first
+    lines of the reply. `sequencer agenda done ID` clears an item."""
+    if ctx.invoked_subcommand is not None:
+        return
+
+    async def go() -> tuple[list[Any], dict[int, str]]:
+        settings = _settings(config)
+        today = SystemClock().now().astimezone(ZoneInfo(settings.timezone)).date()
+        async with db.connected(settings.database):
+            rows = await queries.agenda(None if show_all else today + AGENDA_HORIZON)
+        return rows, {r.id: r.note for r in rows}
+
+    rows, notes = _run(go)
+    items = [_agenda_json(r) for r in rows]
+    if as_json:
+        sys.stdout.write(json.dumps(items, indent=2) + "\n")
+        return
+    if not items:
+        out.print("nothing on the agenda" + ("" if show_all else " (--all: later dates too)"))
+        return
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("id", no_wrap=True)
+    table.add_column("kind", no_wrap=True)
+    table.add_column("who", overflow="fold", min_width=14, max_width=26)
+    table.add_column("what", overflow="fold", min_width=20, ratio=1)
+    for item in items:
+        when = f"received {item['received_at'][:10]}"
+        if item["follow_up_on"]:
+            when += f", from {item['follow_up_on']}"
+        who = Text(item["email"])
+        if item["sequence"]:
+            who.append(f"\n{item['sequence']}", style="dim")
+        what = Text(when, style="dim")
+        note = suppression.one_line(notes.get(item["id"], ""))
+        if note:
+            what.append("\n" + note)
+        if item["excerpt"]:
+            what.append(
+                "\n\u201c" + suppression.one_line(item["excerpt"]) + "\u201d", style="italic"
+            )
+        table.add_row(str(item["id"]), item["kind"], who, what)
+    out.print(table, highlight=False)
+
+
+@agenda_app.command("done")
+def agenda_done(
+    item_id: Annotated[int, typer.Argument(metavar="ID", help="The item's id (see `agenda`)")],
+    config: ConfigOpt = None,
+) -> None:
+    """Clear one item: you dealt with it."""
+
+    async def go() -> Any:
+        settings = _settings(config)
+        async with db.connected(settings.database):
+            row = await queries.agenda_done(item_id)
+        if row is None:
+            raise AgendaError(
+                f"no agenda item {item_id} (it was cleared already, or never existed; "
+                "see `sequencer agenda --all`)"
+            )
+        return row
+
+    row = _run(go)
+    out.print(f"cleared {item_id}: {row.kind} {row.email}", highlight=False, markup=False)
+
+
+@app.command()
+def forget(
+    email: Annotated[str, typer.Argument(help="The address whose data is erased")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Erase everything stored about a person (GDPR Art. 17): their enrollments, the messages
+    sent to them (and the bytes kept of them), their inbound messages and excerpts, agenda
+    items, suppression entries and mentions in other rows; keep only a hashed suppression
+    entry, so they are never written to again. Irreversible; one transaction."""
+
+    try:
+        address = normalize_address(email)
+    except ValueError as exc:
+        raise _fail(EnrollError([f"{email}: {exc}"])) from None
+    if not yes:
+        try:
+            settings = _settings(config)
+        except SequencerError as exc:
+            raise _fail(exc) from None
+        sure = typer.confirm(
+            f"Erase everything stored about {address} in {db.redact(settings.database)}? "
+            "This cannot be undone",
+            default=False,
+            err=True,
+        )
+        if not sure:
+            err.print("nothing erased", highlight=False)
+            raise typer.Exit(1)
+
+    async def go() -> queries.Forgotten:
+        settings = _settings(config)
+        async with db.connected(settings.database):
+            return await queries.forget(address, SystemClock().now())
+
+    done = _run(go)
+    out.print(
+        f"forgot {address}: erased {done.enrollments} enrollment(s), {done.sent_messages} sent "
+        f"message(s), {done.inbound_messages} inbound message(s), {done.agenda_items} agenda "
+        f"item(s), {done.suppressions} suppression entr{'y' if done.suppressions == 1 else 'ies'}"
+        + (f", {done.referrals} referral mention(s)" if done.referrals else "")
+        + (f", {done.mentions} mention(s) in other rows" if done.mentions else "")
+        + f"; kept {done.entry} so they are never written to again",
+        highlight=False,
+        markup=False,
+    )
+
+
 suppress_app = typer.Typer(
     help="The suppression list: addresses and @domains no sequence may enroll or send to.",
     no_args_is_help=True,
@@ -871,6 +1046,7 @@ def _entry_json(row: Any) -> dict[str, Any]:
     return {
         "email": row.email,
         "domain": suppression.is_domain(row.email),
+        "hashed": suppression.is_hashed(row.email),
         "reason": row.reason,
         "detail": row.detail,
         "source": row.source or suppression.source_for(row.reason),
@@ -939,9 +1115,10 @@ def suppress_list(
                 f"{was['source']} since {was['since'][:10]}: {_entry_why(SimpleNamespace(**was))}",
             )
         else:
-            table.add_row(
-                r["email"], r["source"], r["since"][:10], _entry_why(SimpleNamespace(**r))
-            )
+            entry = r["email"]
+            if r["hashed"]:
+                entry = f"{entry[:19]}… (hashed: forgotten)"
+            table.add_row(entry, r["source"], r["since"][:10], _entry_why(SimpleNamespace(**r)))
     out.print(table, highlight=False)
 
 
@@ -1002,6 +1179,14 @@ def suppress_remove(
                 None if suppression.is_domain(key) else (await queries.suppressed([key])).get(key)
             )
         if row is None:
+            if still is not None and suppression.is_hashed(still.email):
+                raise SuppressionError(
+                    [
+                        f"{key} is not on the suppression list itself: they asked to be "
+                        f"forgotten, and {still.email} keeps them off (to lift it: sequencer "
+                        f"suppress remove {still.email} --reason ...)"
+                    ]
+                )
             if still is not None:
                 raise SuppressionError(
                     [
@@ -1157,17 +1342,32 @@ def run(config: ConfigOpt = None) -> None:
 def classify_cmd(
     files: Annotated[list[Path], typer.Argument(help="Raw RFC 5322 messages (.eml)")],
     as_json: Annotated[bool, typer.Option("--json", help="A JSON array on stdout")] = False,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Read fiscal_year_start from this settings file (default: calendar quarters)",
+        ),
+    ] = None,
 ) -> None:
-    """Show how sequencer reads each message: verdict, kind and the rules that decided."""
+    """Show how sequencer reads each message: verdict, kind and the rules that decided, and
+    for a person's reply what it asks for (intent, follow-up day, referral, whom to remove)."""
     from sequencer.classify import classify
 
+    fiscal = (1, 1)
+    if config is not None:  # only when asked: classify needs no settings file
+        try:
+            fiscal = _settings(config).fiscal_year
+        except SequencerError as exc:
+            raise _fail(exc) from None
     results = []
     for path in files:
         try:
             raw = path.read_bytes()
         except OSError as exc:
             raise _fail(SequencerError(f"{path}: cannot read it: {exc.strerror}")) from None
-        results.append({"file": str(path), **classify(raw).to_json()})
+        results.append({"file": str(path), **classify(raw, fiscal_year_start=fiscal).to_json()})
     if as_json:
         sys.stdout.write(json.dumps(results, indent=2) + "\n")
         return
@@ -1181,8 +1381,23 @@ def classify_cmd(
             extra += f" back={r['return_date']}"
         if r["alternatives"]:
             extra += f" instead={','.join(r['alternatives'])}"
+        if r.get("intent"):
+            extra += f" intent={r['intent']}"
+        if r.get("follow_up_on"):
+            extra += f" follow_up_on={r['follow_up_on']}"
+        if r.get("referral"):
+            extra += " referral=" + ",".join(
+                f"{p['name']} <{p['address']}>" if p.get("name") else p["address"]
+                for p in r["referral"]
+            )
+        if r.get("suppress"):
+            extra += f" suppress={','.join(r['suppress'])}"
+        if r.get("erasure"):
+            extra += " erasure=true"
         out.print(
-            f"{r['file']}: {r['verdict']}{extra} (rules: {', '.join(r['rules'])})", highlight=False
+            f"{r['file']}: {r['verdict']}{extra} (rules: {', '.join(r['rules'])})",
+            highlight=False,
+            markup=False,  # names and addresses come from the message: text, not markup
         )
 
 

@@ -8,7 +8,7 @@ how secrets are read (from the environment or a file, never from the config itse
 from __future__ import annotations
 
 import os
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Literal, TypeVar
 from zoneinfo import ZoneInfo
@@ -210,6 +210,12 @@ class Settings(_Frozen):
     # the Sent folder cannot settle: hold the contact for a person (`sequencer resume`), skip
     # the step as not delivered, or resend it with the same Message-ID.
     on_uncertain_send: UncertainPolicy = "hold"
+    # A human reply stops the replier's enrollments (`contact`), or every active enrollment at
+    # the replier's company domain (`domain`; free-mail domains never count as a company).
+    # One policy for the installation: it reaches across sequences.
+    stop_on_reply: Literal["contact", "domain"] = "contact"
+    # Where quarters begin when a reply names one ("try me in Q3"): "MM-DD".
+    fiscal_year_start: str = "01-01"
     mailboxes: dict[str, Mailbox] = Field(default_factory=dict)
     source: Path | None = None  # the file these came from, for messages
 
@@ -229,6 +235,17 @@ class Settings(_Frozen):
     def _gap(cls, v: object) -> str:
         parse_duration(v if isinstance(v, (str, int)) else str(v), "min_gap")
         return str(v)
+
+    @field_validator("fiscal_year_start", mode="before")
+    @classmethod
+    def _fiscal(cls, v: object) -> str:
+        parse_month_day(v)
+        return str(v)
+
+    @property
+    def fiscal_year(self) -> tuple[int, int]:
+        """fiscal_year_start as (month, day), as classify() takes it."""
+        return parse_month_day(self.fiscal_year_start)
 
     @property
     def gap(self) -> timedelta:
@@ -264,6 +281,24 @@ class Settings(_Frozen):
                 if pw:
                     found.append(pw)
         return found
+
+
+def parse_month_day(value: object) -> tuple[int, int]:
+    """`"04-01"` as (4, 1); ValueError saying what is expected (a day every year has)."""
+    text = str(value).strip() if isinstance(value, str) else None
+    parts = text.split("-") if text else []
+    if len(parts) == 2 and all(p.isdigit() and len(p) == 2 for p in parts):
+        month, day = int(parts[0]), int(parts[1])
+        try:
+            date(2025, month, day)  # not a leap year: Feb 29 is not a day every year has
+        except ValueError:
+            pass
+        else:
+            return month, day
+    raise ValueError(
+        f'{value!r} is not a month and day: write it as "MM-DD" in quotes, e.g. "04-01" '
+        "for a fiscal year starting on 1 April"
+    )
 
 
 def find_config(explicit: Path | None) -> Path:

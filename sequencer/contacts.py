@@ -149,3 +149,29 @@ def read_csv(seq: Sequence, text: str, name: str) -> list[Contact]:
             [f"{len(problems)} problem(s) in {name}; nothing was enrolled:", *problems]
         )
     return contacts
+
+
+#: Courtesy titles that come before a first name in a display name ("Dr. Jane Smith").
+_TITLES = frozenset(
+    {"mr", "mrs", "ms", "miss", "mx", "dr", "prof", "herr", "frau", "m", "mme", "mlle", "sr"}
+    | {"sra", "srta", "dott", "dott.ssa", "ing", "sig", "sig.ra", "dhr", "mevr"}
+)
+
+
+def first_name(display_name: str | None) -> str | None:
+    """The first name in a display name ("Jane Smith", "Smith, Jane", "Dr. Jane Smith"), or
+    None when it gives none (empty, an address, no letters). Written as given, except that an
+    all-capitals name is capitalised ("JANE SMITH" -> "Jane")."""
+    text = " ".join((display_name or "").replace('"', " ").split())
+    if "," in text:  # "Smith, Jane": the family name first
+        family, _, given = text.partition(",")
+        text = given.strip() or family.strip()
+    words = [w for w in text.split() if w.lower().rstrip(".") not in _TITLES]
+    if not words:
+        return None
+    word = words[0].strip("()'<>")
+    if not word or "@" in word or not any(ch.isalpha() for ch in word) or len(word) > 60:
+        return None
+    if safetext.problem(word) is not None:
+        return None
+    return word.capitalize() if word.isupper() and len(word) > 1 else word

@@ -44,10 +44,13 @@ async def enroll(
     allow_overlap: bool = False,
     promised: Mapping[int, str] | None = None,
     again: bool = False,
+    not_before: datetime | None = None,
 ) -> Enrolled:
     """Plan and write. `promised` maps step numbers to local times ("2026-12-01 10:00") in
     each contact's zone. `again` enrolls addresses a sequence already ended for good; it never
-    overrides suppression. Raises EnrollError (nothing written) when a promise cannot be kept."""
+    overrides suppression. `not_before`: step 1 goes at the first opening at or after it (a
+    reply's follow_up_on), every etiquette rule applying. Raises EnrollError (nothing
+    written) when a promise cannot be kept."""
     result = Enrolled(blocked=await queries.suppressed(p.email for p in people))
     # Looked at here so that nobody skipped is planned (or fails a promise check); decided
     # again in the writing transaction.
@@ -69,6 +72,7 @@ async def enroll(
                 now,
                 promises=promises,
                 last_contact=last.get(person.email),
+                not_before=not_before,
             )
         except ValueError as exc:  # a window that never opens: `check` names the cause
             raise EnrollError(

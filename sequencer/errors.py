@@ -6,6 +6,7 @@
     ├── TemplateError               a template cannot render for this contact
     ├── EnrollError                 enrollment refused (bad address, suppressed, duplicate ...)
     ├── SuppressionError            the suppression list: a bad entry or import row, not listed
+    ├── AgendaError                 `agenda done ID` with no such item
     ├── StoreError                  database unreachable, locked by another daemon, or its
     │                               schema is not this version's (run `sequencer migrate`)
     ├── InboxError                  an inbox cannot be watched (inbox.py)
@@ -56,6 +57,10 @@ class EnrollError(Located):
 
 
 class SuppressionError(Located):
+    pass
+
+
+class AgendaError(SequencerError):
     pass
 
 

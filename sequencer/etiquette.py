@@ -120,6 +120,7 @@ class Etiquette:
         last_contact: datetime | None,
         paused_until: datetime | None = None,
         promises: Mapping[int, Promise] | None = None,
+        not_before: datetime | None = None,
     ) -> tuple[Planned, bool]:
         """When step `step` (1-based) goes, planned from `after` (the previous send, or the
         enrolment), and whether that time is a promise. A promise that has already passed
@@ -136,6 +137,7 @@ class Etiquette:
             min_gap=self.min_gap,
             last_contact=last_contact,
             paused_until=paused_until,
+            not_before=not_before,
         )
         if promise is not None:
             planned = Planned(planned.at, ("promise_missed", *planned.reasons))
@@ -210,14 +212,22 @@ def timeline(
     *,
     promises: Mapping[int, Promise] | None = None,
     last_contact: datetime | None = None,
+    not_before: datetime | None = None,
 ) -> list[PlannedStep]:
     """Every step's send time for a contact enrolled at `now`, assuming no reply and that
-    each step goes when planned. What `preview` shows and what `enroll` checks promises by."""
+    each step goes when planned. What `preview` shows and what `enroll` checks promises by.
+    `not_before`: step 1 goes no earlier (the day a reply asked to be contacted again)."""
     out: list[PlannedStep] = []
     after, last = now, last_contact
     for step in range(1, len(seq.steps) + 1):
         planned, promised = etiquette.step_time(
-            seq, step, values, after=after, last_contact=last, promises=promises
+            seq,
+            step,
+            values,
+            after=after,
+            last_contact=last,
+            promises=promises,
+            not_before=not_before if step == 1 else None,
         )
         out.append(PlannedStep(step, planned, promised))
         after = last = planned.at

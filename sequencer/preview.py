@@ -115,6 +115,7 @@ def explain(
         "promise": "promised: sent exactly then; no window, holiday, gap or pace rule moves it",
         "promise_missed": "its promise had passed when its turn came: planned by the rules",
         "out_of_office": "waits for the contact's return from leave",
+        "follow_up_on": "waits for the day their reply asked to be contacted again",
     }
     return words.get(reason, reason)
 

@@ -1,25 +1,39 @@
 """What an inbound message does: match it to an enrollment, then act on its verdict.
 
-Owns the policy (the action table below); classification itself is pure and lives in
-classify.py, the IMAP I/O in inbox.py. The whole effect of one message is written in one
-short transaction, so a message is handled exactly once even if the daemon restarts.
+Owns the policy (the action table below) and what a person's reply asks for afterwards (its
+intent kept with the enrollment, the agenda, the sequence's `on_reply`); classification itself
+is pure and lives in classify/, the IMAP I/O in inbox.py. The whole effect of one message is
+written in one short transaction, so a message is handled exactly once even if the daemon
+restarts.
+
+Entry points: `handle` (raw bytes: classify, then act) and `act_on` (a Classification already
+made, with the raw bytes for the excerpt and the sender's name), which tests drive directly.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import datetime, time, timedelta
+from email.header import decode_header, make_header
 from email.parser import BytesHeaderParser
 from email.policy import compat32
+from email.utils import getaddresses
+from functools import cached_property
+from zoneinfo import ZoneInfo
 
 import structlog
 from tortoise.transactions import in_transaction
 
-from sequencer.classify import BounceKind, Classification, Verdict, classify
+from sequencer import contacts, enrolment, safetext
+from sequencer.classify import BounceKind, Classification, Intent, Verdict, classify
+from sequencer.companies import company_domain
+from sequencer.errors import EnrollError
 from sequencer.etiquette import Etiquette
+from sequencer.excerpt import excerpt
+from sequencer.schedule import wall_to_instant
 from sequencer.sequences import Sequence
-from sequencer.states import Hold, State
+from sequencer.states import Agenda, Hold, State
 from sequencer.store import queries
 from sequencer.store.models import Enrollment, InboundMessage
 
@@ -32,6 +46,8 @@ class Outcome:
     action: str
     enrollment_id: int | None
     ended: tuple[int, ...] = ()
+    enrolled: tuple[int, ...] = ()  # enrollments an on_reply action started
+    agenda: tuple[int, ...] = ()  # agenda items it added
 
 
 async def handle(
@@ -47,19 +63,54 @@ async def handle(
     replaces: int | None = None,
 ) -> Outcome | None:
     """Classify and act. None when the message is not about any enrollment (left alone).
-    `replaces`: the recorded failed attempt at this same message, settled now."""
-    c = classify(raw)
+    `replaces`: the recorded failed attempt at this same message, settled now. The settings
+    (through `etiquette`) give the fiscal year's start, for "try me in Q3"."""
+    fiscal = etiquette.settings.fiscal_year if etiquette is not None else (1, 1)
+    c = classify(raw, fiscal_year_start=fiscal)
     if c.rules == ("unparseable",):
         # Too complex to parse: its headers still say who it is from and what it answers.
         c = replace(header_facts(raw), rules=("unparseable",))
+    return await act_on(
+        c,
+        raw,
+        mailbox,
+        uidvalidity,
+        uid,
+        now=now,
+        own_addresses=own_addresses,
+        etiquette=etiquette,
+        sequences=sequences,
+        replaces=replaces,
+    )
+
+
+async def act_on(
+    c: Classification,
+    raw: bytes,
+    mailbox: str,
+    uidvalidity: int,
+    uid: int,
+    *,
+    now: datetime,
+    own_addresses: Iterable[str],
+    etiquette: Etiquette | None = None,
+    sequences: Mapping[str, Sequence] | None = None,
+    replaces: int | None = None,
+) -> Outcome | None:
+    """Act on a message already classified (`raw`: its bytes, for the agenda's excerpt and
+    the sender's display name). None when it is not about any enrollment."""
     own = {a.lower() for a in own_addresses}
     if c.from_address in own or await queries.is_our_message(c.message_id):
         await _settled(replaces)  # a copy of our own message is never a reply
         return None
+    # Never our own mailboxes, whatever a request names (a quoted signature, a Cc).
+    c = replace(
+        c, suppress=tuple(dict.fromkeys(a.lower() for a in c.suppress if a.lower() not in own))
+    )
     enrollment, by_thread = await _match(c)
     if enrollment is None:
-        if c.verdict == Verdict.UNSUBSCRIBE_REQUEST and c.from_address:
-            return await _stranger_removal(c, mailbox, uidvalidity, uid, now, replaces)
+        if asks_removal(c) and c.from_address:
+            return await _stranger_removal(c, raw, mailbox, uidvalidity, uid, now, replaces)
         await _settled(replaces)
         return None
     unread = c.rules[-1:] == ("unparseable",)
@@ -74,7 +125,8 @@ async def handle(
         row = await _record(c, mailbox, uidvalidity, uid, now, replaces, enrollment.id)
         if row is None:
             return None  # handled before (a restart replayed it)
-        action, ended = await _act(c, enrollment, row.id, now, etiquette, sequences or {})
+        message = _Message(c, raw, enrollment, row.id, now, etiquette, sequences or {}, own)
+        action, ended = await _act(message)
         await queries.set_inbound_action(row.id, action)
     if replaces is not None:
         await queries.release_hold(await _concerned_ids(c), Hold.INBOUND_FAILED)
@@ -93,7 +145,14 @@ async def handle(
         action=action,
         **({"alternatives": list(c.alternatives)} if c.alternatives else {}),
     )
-    return Outcome(c.verdict, action, enrollment.id, tuple(e.id for e in ended))
+    return Outcome(
+        c.verdict,
+        action,
+        enrollment.id,
+        tuple(e.id for e in ended),
+        tuple(message.enrolled),
+        tuple(message.agenda),
+    )
 
 
 async def _record(
@@ -124,21 +183,36 @@ async def _record(
 
 async def _stranger_removal(
     c: Classification,
+    raw: bytes,
     mailbox: str,
     uidvalidity: int,
     uid: int,
     now: datetime,
     replaces: int | None,
 ) -> Outcome | None:
-    """Someone we are not writing to (yet) asks to be left alone: suppress them anyway,
-    so no later enrolment ever reaches them."""
+    """Someone we are not writing to (yet) asks to be left alone, or to leave someone else
+    alone: suppress whoever it names (themselves when nobody else), so no later enrolment
+    ever reaches them, and stop anything active for those it names."""
     address = c.from_address or ""
+    named = sorted(set(c.suppress) or {address})
+    subject = c.subject or "(no subject)"
+    items: list[int] = []
     async with in_transaction():
         row = await _record(c, mailbox, uidvalidity, uid, now, replaces, None)
         if row is None:
             return None
-        await queries.suppress(address, "unsubscribe", c.subject or "(no subject)", now)
-        action = f"suppressed {address} (not enrolled)"
+        ended: list[Enrollment] = []
+        for target in named:
+            await queries.suppress(target, "unsubscribe", subject, now)
+            why = f"removal requested by {address}: {subject}"
+            ended += await queries.finish_address(target, State.UNSUBSCRIBED, why, now, row.id)
+        if c.erasure:
+            for target in named:
+                item = await _erasure_item(target, None, row.id, now, raw)
+                items.append(item)
+        action = f"suppressed {', '.join(named)} (not enrolled)"
+        if ended:
+            action += f"; stopped {len(ended)}"
         await queries.set_inbound_action(row.id, action)
     log.info(
         _EVENTS[c.verdict],
@@ -150,7 +224,23 @@ async def _stranger_removal(
         rules=list(c.rules),
         action=action,
     )
-    return Outcome(c.verdict, action, None)
+    return Outcome(c.verdict, action, None, tuple(e.id for e in ended), (), tuple(items))
+
+
+async def _erasure_item(
+    address: str, enrollment: Enrollment | None, inbound_id: int, now: datetime, raw: bytes
+) -> int:
+    item = await queries.add_agenda(
+        Agenda.ERASURE,
+        address,
+        received_at=now,
+        sequence=enrollment.sequence if enrollment else None,
+        enrollment_id=enrollment.id if enrollment else None,
+        inbound_id=inbound_id,
+        excerpt=excerpt(raw),
+        note=f"asked for their data to be erased (GDPR Art. 17): sequencer forget {address}",
+    )
+    return int(item.id)
 
 
 async def _settled(replaces: int | None) -> None:
@@ -176,6 +266,27 @@ def header_facts(raw: bytes) -> Classification:
         return classify(bytes(msg))
     except Exception:  # hostile headers: we know nothing, and say so
         return Classification(Verdict.OTHER, rules=("unparseable",))
+
+
+def sender_name(raw: bytes) -> str | None:
+    """The display name in From, decoded, on one line (None when there is none): how a
+    referred colleague is told who sent us to them."""
+    try:
+        head = BytesHeaderParser(policy=compat32).parsebytes(_head(raw))
+        pairs = getaddresses([str(make_header(decode_header(str(head.get("From", "")))))])
+    except Exception:  # hostile headers: no name
+        return None
+    name = " ".join(pairs[0][0].split()) if pairs else ""
+    if not name or "@" in name or len(name) > 100 or safetext.problem(name):
+        return None
+    return name
+
+
+def _head(raw: bytes) -> bytes:
+    end = raw.find(b"\r\n\r\n", 0, _MAX_HEADER_BYTES)
+    if end < 0:
+        end = raw.find(b"\n\n", 0, _MAX_HEADER_BYTES)
+    return raw[: end if end >= 0 else _MAX_HEADER_BYTES]
 
 
 async def concerned(raw: bytes) -> list[int]:
@@ -220,20 +331,37 @@ async def _match(c: Classification) -> tuple[Enrollment | None, bool]:
     return None, False
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Message:
-    """One matched inbound message, as the actions below see it."""
+    """One matched inbound message, as the actions below see it; what its actions started
+    (enrollments, agenda items) is collected here for the Outcome."""
 
     c: Classification
+    raw: bytes
     enrollment: Enrollment
     inbound_id: int
     now: datetime
     etiquette: Etiquette | None
     sequences: Mapping[str, Sequence]
+    own: set[str] = field(default_factory=set)
+    enrolled: list[int] = field(default_factory=list)
+    agenda: list[int] = field(default_factory=list)
 
     @property
     def subject(self) -> str:
         return self.c.subject or "(no subject)"
+
+    @cached_property
+    def excerpt(self) -> str:
+        return excerpt(self.raw)
+
+    @cached_property
+    def sender_name(self) -> str | None:
+        return sender_name(self.raw)
+
+    @property
+    def stop_on_reply(self) -> str:
+        return self.etiquette.settings.stop_on_reply if self.etiquette else "contact"
 
     @property
     def reported(self) -> list[str]:
@@ -248,16 +376,180 @@ async def _replied(m: _Message) -> Done:
     ended = await _end(
         m.enrollment, m.c, State.REPLIED, f"replied: {m.subject}", m.inbound_id, m.now
     )
-    return (f"stopped {len(ended)} enrollment(s)" if ended else "recorded"), ended
+    ended += await _stop_domain(m)
+    notes = await _follow_up(m)
+    action = f"stopped {len(ended)} enrollment(s)" if ended else "recorded"
+    return "; ".join([action, *notes]), ended
 
 
 async def _removal(m: _Message) -> Done:
-    targets = _addresses(m.enrollment, m.c)
-    for address in targets:
+    """Suppress exactly whom the request names (the sender when it names nobody else). When
+    it names only others ("unsubscribe my colleague"), the sender's own sequence stops as at
+    any reply, and what they asked for is followed up like any reply."""
+    sender_side = _addresses(m.enrollment, m.c)
+    targets = set(m.c.suppress) or sender_side
+    for address in sorted(targets):
         await queries.suppress(address, "unsubscribe", m.subject, m.now)
     why = f"asked to be removed: {m.subject}"
-    ended = await _end(m.enrollment, m.c, State.UNSUBSCRIBED, why, m.inbound_id, m.now)
-    return f"suppressed {', '.join(sorted(targets))}; stopped {len(ended)}", ended
+    ended: list[Enrollment] = []
+    for address in sorted(targets):
+        ended += await queries.finish_address(address, State.UNSUBSCRIBED, why, m.now, m.inbound_id)
+    notes: list[str] = []
+    askers = sender_side - targets
+    if askers:
+        for address in sorted(askers):
+            ended += await queries.finish_address(
+                address, State.REPLIED, f"replied: {m.subject}", m.now, m.inbound_id
+            )
+    ended += await _stop_domain(m)
+    if askers and m.enrollment.email in askers:
+        notes += await _follow_up(m)
+    if m.c.erasure:
+        for address in sorted(targets):
+            mine = m.enrollment if address == m.enrollment.email else None
+            m.agenda.append(await _erasure_item(address, mine, m.inbound_id, m.now, m.raw))
+        notes.append("erasure requested: on the agenda")
+    action = f"suppressed {', '.join(sorted(targets))}; stopped {len(ended)}"
+    return "; ".join([action, *notes]), ended
+
+
+async def _stop_domain(m: _Message) -> list[Enrollment]:
+    """`stop_on_reply: domain`: a person's reply (or removal request) stops every active
+    enrollment at their company's domain; free-mail domains are never a company."""
+    if m.stop_on_reply != "domain":
+        return []
+    domains = {company_domain(a) for a in _addresses(m.enrollment, m.c)} - {None}
+    ended: list[Enrollment] = []
+    for domain in sorted(d for d in domains if d):
+        why = f"someone at {domain} replied: {m.subject}"
+        for enr in await queries.active_at_domain(domain):
+            if await queries.finish(enr.id, State.STOPPED, why, m.now, m.inbound_id):
+                ended.append(enr)
+    return ended
+
+
+async def _follow_up(m: _Message) -> list[str]:
+    """What a person's reply asked for: kept with the enrollment it answered, put on the
+    agenda, and acted on where the sequence's `on_reply` says so. Nothing here ever sends
+    to anyone the reply did not ask us to write to, and suppression always wins."""
+    c, enr = m.c, m.enrollment
+    referral = [r.to_json() for r in c.referral]
+    if c.intent is None and c.follow_up_on is None and not referral:
+        return []
+    await queries.record_reply(
+        enr.id, str(c.intent) if c.intent else None, c.follow_up_on, referral
+    )
+    seq = m.sequences.get(enr.sequence)
+    notes = [f"intent {c.intent}"] if c.intent else []
+    if c.intent is Intent.INTERESTED:
+        await _agenda(m, Agenda.INTERESTED, "interested: answer now")
+    elif c.intent is Intent.NOT_NOW:
+        note = await _again_later(m, seq.on_reply.not_now if seq else None)
+        await _agenda(m, Agenda.NOT_NOW, note, follow_up_on=c.follow_up_on)
+        notes.append(note)
+    elif c.intent is Intent.REFERRAL:
+        note = await _referred(m, seq.on_reply.referral if seq else None)
+        await _agenda(m, Agenda.REFERRAL, note, referral=referral)
+        notes.append(note)
+    return notes
+
+
+async def _agenda(m: _Message, kind: Agenda, note: str, **more: object) -> None:
+    item = await queries.add_agenda(
+        kind,
+        m.c.from_address or m.enrollment.email,  # whom to answer: who wrote (usually the contact)
+        received_at=m.now,
+        sequence=m.enrollment.sequence,
+        enrollment_id=m.enrollment.id,
+        inbound_id=m.inbound_id,
+        excerpt=m.excerpt,
+        note=note,
+        **more,  # type: ignore[arg-type]
+    )
+    m.agenda.append(item.id)
+
+
+async def _again_later(m: _Message, target: str | None) -> str:
+    """`on_reply.not_now`: enroll the contact in `target`, its first step at the first
+    opening on or after the day they named. Returns what happened, for the agenda."""
+    day, email = m.c.follow_up_on, m.enrollment.email
+    if day is None:
+        return "not now, with no date: decide when to write again"
+    if target is None:
+        return f"not now: write again from {day.isoformat()} (no on_reply: nothing is sent)"
+    seq = m.sequences.get(target)
+    if seq is None or m.etiquette is None:
+        return f"not enrolled: on_reply.not_now names '{target}', which is not loaded"
+    given = {k: v for k, v in m.enrollment.variables.items() if k != "email"}
+    try:
+        person = contacts.contact(seq, email, given)
+    except EnrollError as exc:
+        return f"not enrolled in '{target}': {'; '.join(exc.problems)}"
+    place = m.etiquette.place(person.values)
+    start = wall_to_instant(day, time(0), place.zone)
+    # This contact just replied, so only the re-enrolment guard is passed (again=True), for
+    # them alone; suppression still applies inside enroll.
+    done = await enrolment.enroll(m.etiquette, seq, [person], m.now, again=True, not_before=start)
+    return _enrolled_note(m, done, target, email, place.zone)
+
+
+async def _referred(m: _Message, target: str | None) -> str:
+    """`on_reply.referral`: enroll each person the reply points to in `target`, with
+    `referred_by` (the replier's name, else address) and a first name from their display
+    name. A referred address obeys suppression and the re-enrolment guard like any other;
+    one the sequence cannot address (no name where it needs one) stays on the agenda."""
+    people = [r for r in m.c.referral if r.address not in m.own]
+    if not people:
+        return "referral with no address: find out whom they mean"
+    if target is None:
+        return "referral: write to them yourself (no on_reply: nothing is sent)"
+    seq = m.sequences.get(target)
+    if seq is None or m.etiquette is None:
+        return f"not enrolled: on_reply.referral names '{target}', which is not loaded"
+    by = m.sender_name or m.c.from_address or m.enrollment.email
+    notes = []
+    for person in people:
+        given = {"referred_by": by, queries.REFERRED_BY_EMAIL: m.c.from_address or ""}
+        name = contacts.first_name(person.name)
+        if name:
+            given["first_name"] = name
+        # The template variable checks: what the target's templates read without a fallback.
+        needed = sorted(
+            f
+            for f in seq.required_fields
+            if f != "email" and not given.get(f) and seq.variables.get(f) is None
+        )
+        if needed:
+            what = "name" if needed == ["first_name"] else ", ".join(needed)
+            notes.append(
+                f"{person.address}: no {what} given, and '{target}' needs "
+                f"{', '.join(needed)}: write to them yourself"
+            )
+            continue
+        try:
+            contact = contacts.contact(seq, person.address, given)
+        except EnrollError as exc:
+            notes.append(f"{person.address}: not enrolled in '{target}': {'; '.join(exc.problems)}")
+            continue
+        done = await enrolment.enroll(m.etiquette, seq, [contact], m.now)
+        zone = m.etiquette.place(contact.values).zone
+        notes.append(_enrolled_note(m, done, target, contact.email, zone))
+    return "; ".join(notes)
+
+
+def _enrolled_note(
+    m: _Message, done: enrolment.Enrolled, target: str, email: str, zone: ZoneInfo
+) -> str:
+    if done.created:
+        m.enrolled += done.created
+        first = done.first[email]
+        local = first.at.astimezone(zone)
+        return f"enrolled {email} in '{target}': first step {local:%a %Y-%m-%d %H:%M %Z}"
+    if email in done.blocked:
+        return f"{email}: suppressed, not enrolled"
+    if email in done.skipped_before:
+        return f"{email}: {enrolment.describe(done.skipped_before[email])}; not enrolled"
+    return f"{email}: already active in a sequence, not enrolled in '{target}'"
 
 
 async def _hard_bounce(m: _Message) -> Done:
@@ -340,6 +632,14 @@ async def _recorded(m: _Message) -> Done:
     return "recorded", []
 
 
+def asks_removal(c: Classification) -> bool:
+    """A removal request, or a person's reply that names whom to remove or asks for erasure:
+    when a reading says both, the one that sends nothing more wins."""
+    if c.verdict == Verdict.UNSUBSCRIBE_REQUEST:
+        return True
+    return c.verdict == Verdict.HUMAN_REPLY and (c.erasure or bool(c.suppress))
+
+
 def _bounce(kind: BounceKind | None = None) -> Callable[[Classification], bool]:
     return lambda c: c.verdict == Verdict.BOUNCE and (kind is None or c.kind == kind)
 
@@ -350,8 +650,8 @@ def _bounce(kind: BounceKind | None = None) -> Callable[[Classification], bool]:
 ACTIONS: tuple[
     tuple[str, Callable[[Classification], bool], Callable[[_Message], Awaitable[Done]]], ...
 ] = (
+    ("removal_request", lambda c: asks_removal(c), _removal),
     ("human_reply", lambda c: c.verdict == Verdict.HUMAN_REPLY, _replied),
-    ("removal_request", lambda c: c.verdict == Verdict.UNSUBSCRIBE_REQUEST, _removal),
     ("hard_bounce", lambda c: _bounce()(c) and bool(c.hard), _hard_bounce),
     ("complaint", lambda c: _complaint(c), _complained),
     ("delay", _bounce(BounceKind.DELAY), _delayed),
@@ -373,17 +673,9 @@ ACTIONS: tuple[
 )
 
 
-async def _act(
-    c: Classification,
-    enrollment: Enrollment,
-    inbound_id: int,
-    now: datetime,
-    etiquette: Etiquette | None,
-    sequences: Mapping[str, Sequence],
-) -> Done:
-    message = _Message(c, enrollment, inbound_id, now, etiquette, sequences)
+async def _act(message: _Message) -> Done:
     for _name, applies, act in ACTIONS:
-        if applies(c):
+        if applies(message.c):
             return await act(message)
     raise AssertionError("the last row of ACTIONS applies to everything")
 

@@ -442,11 +442,13 @@ def plan(
     paused_until: datetime | None = None,
     promise: datetime | None = None,
     business_days_only: bool = False,
+    not_before: datetime | None = None,
 ) -> Planned:
     """When a step goes: a promise exactly as given; otherwise its wait after `after` (the
     previous send, or the enrolment), then no sooner than `min_gap` after the last email to
-    this address and the end of an out-of-office pause, then the next window opening that is
-    not a public holiday. Every rule only ever moves the time later."""
+    this address, the end of an out-of-office pause and `not_before` (the day a reply asked to
+    be contacted again), then the next window opening that is not a public holiday. Every rule
+    only ever moves the time later."""
     if after.tzinfo is None:
         raise ValueError("times must be timezone-aware")
     if promise is not None:
@@ -466,6 +468,9 @@ def plan(
     if paused_until is not None and paused_until > at:
         at = paused_until
         _add(reasons, "out_of_office")
+    if not_before is not None and not_before > at:
+        at = not_before
+        _add(reasons, "follow_up_on")
     return _land(
         at, place, window, reasons, business_days_only=business_days_only or wait.business_days > 0
     )

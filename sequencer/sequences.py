@@ -38,12 +38,34 @@ class StepModel(BaseModel):
         return str(v)
 
 
+class EnrollModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    enroll: str
+
+    @field_validator("enroll")
+    @classmethod
+    def _target(cls, v: str) -> str:
+        if not _ID.match(v):
+            raise ValueError(f"'{v}' is not a sequence id (a file name in the sequences folder)")
+        return v
+
+
+class OnReplyModel(BaseModel):
+    """`on_reply: {not_now: {enroll: SEQ}, referral: {enroll: SEQ}}`: what a human reply
+    may start, besides stopping the sequence (which it always does)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    not_now: EnrollModel | None = None
+    referral: EnrollModel | None = None
+
+
 class SequenceModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     mailbox: str
     window: WindowModel | None = None
     variables: dict[str, str | None] = Field(default_factory=dict)
     steps: list[StepModel] = Field(min_length=1)
+    on_reply: OnReplyModel | None = None
 
     @field_validator("variables")
     @classmethod
@@ -71,6 +93,22 @@ class Step:
 
 
 @dataclass(frozen=True)
+class OnReply:
+    """Sequences a human reply may enroll someone in (ids), with the lines that name them."""
+
+    not_now: str | None = None  # the replier, from the day they named
+    referral: str | None = None  # each colleague they point to
+    not_now_line: int | None = None
+    referral_line: int | None = None
+
+    def targets(self) -> list[tuple[str, str, int | None]]:
+        """(intent, target sequence id, line) for each action set."""
+        found = [("not_now", self.not_now, self.not_now_line)]
+        found.append(("referral", self.referral, self.referral_line))
+        return [(k, t, line) for k, t, line in found if t is not None]
+
+
+@dataclass(frozen=True)
 class Sequence:
     id: str
     path: Path
@@ -81,6 +119,7 @@ class Sequence:
     window: Window | None = None  # None: the settings' default window applies
     # Read only under a fallback (`| default(...)`, `is defined`): a contact may lack them.
     fields_optional: frozenset[str] = frozenset()
+    on_reply: OnReply = OnReply()
 
     @property
     def required_fields(self) -> frozenset[str]:
@@ -228,6 +267,15 @@ def sequence_from(doc: YamlDoc, mailboxes: Iterable[str] | None = None) -> Seque
         )
     if problems:
         raise SequenceError(problems)
+    on_reply = OnReply()
+    if model.on_reply is not None:
+        rules = model.on_reply
+        on_reply = OnReply(
+            rules.not_now.enroll if rules.not_now else None,
+            rules.referral.enroll if rules.referral else None,
+            doc.line(("on_reply", "not_now", "enroll")),
+            doc.line(("on_reply", "referral", "enroll")),
+        )
     return Sequence(
         seq_id,
         path,
@@ -237,6 +285,7 @@ def sequence_from(doc: YamlDoc, mailboxes: Iterable[str] | None = None) -> Seque
         frozenset(used),
         window,
         frozenset(used - bare),
+        on_reply,
     )
 
 
@@ -264,9 +313,27 @@ def _body_line(doc: YamlDoc, loc: tuple[str | int, ...]) -> int | None:
 def load_all(folder: Path, mailboxes: Iterable[str] | None = None) -> dict[str, Sequence]:
     """Every `*.yaml` in `folder`, validated together; all problems are raised at once."""
     found, broken = load_each(folder, mailboxes)
-    if broken:
-        raise SequenceError([p for problems in broken.values() for p in problems])
+    problems = [p for problems in broken.values() for p in problems]
+    problems += missing_targets(found, set(found) | set(broken))
+    if problems:
+        raise SequenceError(problems)
     return found
+
+
+def missing_targets(seqs: Mapping[str, Sequence], present: Iterable[str]) -> list[str]:
+    """`on_reply` actions naming a sequence that has no file (a file that is there but broken
+    reports its own problems). The daemon, meanwhile, puts such a reply on the agenda."""
+    known = set(present)
+    problems = []
+    for seq in sorted(seqs.values(), key=lambda s: s.id):
+        for intent, target, line in seq.on_reply.targets():
+            if target not in known:
+                problems.append(
+                    f"{seq.path}:{line}: on_reply.{intent}.enroll: no sequence '{target}' "
+                    f"(create {target}.yaml in {seq.path.parent}, or name one of: "
+                    f"{', '.join(sorted(known)) or 'none'})"
+                )
+    return problems
 
 
 def load_each(

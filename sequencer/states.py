@@ -66,3 +66,12 @@ class Inbound(enum.StrEnum):
 
     HANDLED = "handled"
     FAILED = "failed"  # handling raised: kept with its error and bytes, retried, visible
+
+
+class Agenda(enum.StrEnum):
+    """What an agenda item asks of the salesperson (`sequencer agenda`)."""
+
+    INTERESTED = "interested"  # they want to talk: answer now
+    NOT_NOW = "not_now"  # contact them again from follow_up_on (or decide when: no date)
+    REFERRAL = "referral"  # they point to someone else
+    ERASURE = "erasure"  # they asked for their data to be erased: `sequencer forget`

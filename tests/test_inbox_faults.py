@@ -127,10 +127,10 @@ async def test_an_inbound_handler_that_raises_holds_the_contact_and_the_watcher_
 ) -> None:
     real = replies.classify
 
-    def broken(raw: bytes) -> Any:
+    def broken(raw: bytes, **options: Any) -> Any:
         if b"BOOM" in raw:
             raise RuntimeError("a bug in the classifier")
-        return real(raw)
+        return real(raw, **options)
 
     async with world(tmp_path, smtp, imap, database, monkeypatch) as w:
         await w.enroll(JO)

@@ -4,6 +4,7 @@ listed, added to, lifted with a logged reason and imported, on SQLite and Postgr
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -380,7 +381,12 @@ def test_entries_are_normalised_like_enrolment_addresses() -> None:
     for bad in ("@", "@@x.test", "@x", "@-x.test", "jo@", "jo"):
         with pytest.raises(ValueError, match=r"domain|e-mail address|invalid"):
             suppression.normalize_entry(bad)
-    assert suppression.keys("Jo@Prospect.test") == (JO, "@prospect.test")
+    # A forgotten address is blocked by its hash: SHA-256 of the documented prefix + address.
+    digest = hashlib.sha256(b"sequencer-forget-v1:" + JO.encode()).hexdigest()
+    assert suppression.keys("Jo@Prospect.test") == (JO, "@prospect.test", "sha256:" + digest)
+    assert suppression.normalize_entry("SHA256:" + digest.upper()) == "sha256:" + digest
+    with pytest.raises(ValueError, match="forgotten"):
+        suppression.normalize_entry("sha256:abc")
     assert suppression.check_reason("  two\r\nlines ") == "two lines"
     with pytest.raises(ValueError, match="control character"):
         suppression.check_reason("bell\x07")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from tortoise import fields
 from tortoise.models import Model
 
-from sequencer.states import FINAL, Hold, Inbound, Inbox, Send, State
+from sequencer.states import FINAL, Agenda, Hold, Inbound, Inbox, Send, State
 
 ACTIVE = State.ACTIVE
 FINAL_STATES = FINAL
@@ -47,6 +47,12 @@ class Enrollment(Model):
     hold = fields.CharEnumField(Hold, max_length=32, null=True)
     hold_since = fields.DatetimeField(null=True)
     hold_detail = fields.TextField(null=True)
+    # What a human reply asked for: its intent (interested, not_now, referral, decline,
+    # unclear), the day a not-now named, and the people a referral points to
+    # ([{"address": ..., "name": ...}]). Kept so `status` shows it and nothing is forgotten.
+    reply_intent = fields.CharField(max_length=16, null=True)
+    follow_up_on = fields.DateField(null=True)
+    referral: fields.Field[list[dict[str, str | None]]] = fields.JSONField(default=list)
 
     class Meta:
         table = "enrollment"
@@ -111,6 +117,27 @@ class InboundMessage(Model):
     class Meta:
         table = "inbound_message"
         unique_together = (("mailbox", "uidvalidity", "uid"),)
+
+
+class AgendaItem(Model):
+    """Something a reply asks of the salesperson (`sequencer agenda`): an interested reply to
+    answer, a not-now date, a referral, an erasure request. Cleared (deleted) when done."""
+
+    id = fields.BigIntField(primary_key=True)
+    kind = fields.CharEnumField(Agenda, max_length=16)
+    email = fields.CharField(max_length=320, db_index=True)  # who it is about
+    sequence = fields.CharField(max_length=200, null=True)
+    # Plain ids: the enrollment and message it came from (either may be erased by `forget`).
+    enrollment_id = fields.BigIntField(null=True)
+    inbound_id = fields.BigIntField(null=True)
+    received_at = fields.DatetimeField(db_index=True)
+    follow_up_on = fields.DateField(null=True)
+    referral: fields.Field[list[dict[str, str | None]]] = fields.JSONField(default=list)
+    excerpt = fields.TextField(default="")  # the first lines of the reply's new text
+    note = fields.TextField(default="")  # what sequencer did about it, or why it could not
+
+    class Meta:
+        table = "agenda_item"
 
 
 class Suppression(Model):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
 
 from tortoise.exceptions import IntegrityError
@@ -15,10 +15,11 @@ from tortoise.transactions import in_transaction
 
 from sequencer import suppression
 from sequencer.pacing import Load
-from sequencer.states import ON_THE_WIRE, Hold, Inbound, Inbox, Send, State
+from sequencer.states import ON_THE_WIRE, Agenda, Hold, Inbound, Inbox, Send, State
 from sequencer.store.models import (
     ACTIVE,
     FINAL_STATES,
+    AgendaItem,
     Enrollment,
     InboundMessage,
     MailboxCursor,
@@ -606,17 +607,20 @@ async def suppression_lifts() -> list[SuppressionLift]:
 async def stop_suppressed(entries: Iterable[str], reason: str, now: datetime) -> list[Enrollment]:
     """Stop every active enrollment these entries (addresses or @domains) cover."""
     wanted = set(entries)
-    addresses = sorted(e for e in wanted if not suppression.is_domain(e))
+    addresses = sorted(
+        e for e in wanted if not (suppression.is_domain(e) or suppression.is_hashed(e))
+    )
     ids: set[int] = set()
     for chunk in _chunks(addresses):
         found = await Enrollment.filter(email__in=chunk, state=ACTIVE).values_list("id", flat=True)
         ids |= {int(str(i)) for i in found}
-    if any(suppression.is_domain(e) for e in wanted):
-        # Matched here rather than with LIKE: the active set is small and indexed by state.
+    if len(addresses) < len(wanted):
+        # @domains and hashed entries are matched here rather than in SQL: the active set is
+        # small and indexed by state.
         for enrollment_id, address in await Enrollment.filter(state=ACTIVE).values_list(
             "id", "email"
         ):
-            if suppression.keys(str(address))[1] in wanted:
+            if set(suppression.keys(str(address))[1:]) & wanted:
                 ids.add(int(str(enrollment_id)))
     ended = []
     for chunk_ids in _chunks(sorted(ids)):
@@ -805,3 +809,179 @@ async def listing(email: str | None = None) -> list[tuple[Enrollment, InboundMes
 
 async def stop_by_hand(email: str, sequence: str | None, now: datetime) -> list[Enrollment]:
     return await finish_address(email, State.STOPPED, "manual", now, sequence=sequence)
+
+
+async def active_at_domain(domain: str) -> list[Enrollment]:
+    """Every active enrollment of an address at exactly this domain."""
+    suffix = "@" + domain.lower()
+    rows = await Enrollment.filter(state=ACTIVE, email__endswith=suffix).order_by("id")
+    return [r for r in rows if r.email.endswith(suffix)]  # LIKE may fold case or wildcards
+
+
+async def record_reply(
+    enrollment_id: int,
+    intent: str | None,
+    follow_up_on: date | None,
+    referral: list[dict[str, str | None]],
+) -> None:
+    """What a human reply asked for, kept with the enrollment it answered."""
+    await Enrollment.filter(id=enrollment_id).update(
+        reply_intent=intent, follow_up_on=follow_up_on, referral=referral
+    )
+
+
+async def add_agenda(
+    kind: Agenda,
+    email: str,
+    *,
+    received_at: datetime,
+    sequence: str | None = None,
+    enrollment_id: int | None = None,
+    inbound_id: int | None = None,
+    follow_up_on: date | None = None,
+    referral: list[dict[str, str | None]] | None = None,
+    excerpt: str = "",
+    note: str = "",
+) -> AgendaItem:
+    return await AgendaItem.create(
+        kind=kind,
+        email=email,
+        sequence=sequence,
+        enrollment_id=enrollment_id,
+        inbound_id=inbound_id,
+        received_at=received_at,
+        follow_up_on=follow_up_on,
+        referral=referral or [],
+        excerpt=excerpt,
+        note=note,
+    )
+
+
+async def agenda(due_by: date | None) -> list[AgendaItem]:
+    """Open items, newest first. `due_by`: a not-now item with a date shows only from 14 days
+    before it (the caller's horizon); None shows every item."""
+    query = AgendaItem.all()
+    if due_by is not None:
+        query = query.filter(
+            Q(kind__not=Agenda.NOT_NOW) | Q(follow_up_on__isnull=True) | Q(follow_up_on__lte=due_by)
+        )
+    return list(await query.order_by("-received_at", "-id"))
+
+
+async def agenda_done(item_id: int) -> AgendaItem | None:
+    """Clear one item; None when there is no such item."""
+    async with in_transaction():
+        row = await AgendaItem.get_or_none(id=item_id)
+        if row is None:
+            return None
+        await AgendaItem.filter(id=item_id).delete()
+    return row
+
+
+@dataclass
+class Forgotten:
+    """What `forget` erased, by kind, and the hashed entry that keeps them suppressed."""
+
+    entry: str
+    enrollments: int = 0
+    sent_messages: int = 0
+    inbound_messages: int = 0
+    agenda_items: int = 0
+    suppressions: int = 0
+    referrals: int = 0  # entries naming them in other people's referral lists, removed
+    mentions: int = 0  # other rows whose text named them (an action, a reason, a note)
+
+
+async def forget(email: str, now: datetime) -> Forgotten:
+    """Erase everything stored about an address, in one transaction, and keep only its hashed
+    suppression entry so it is never written to again (GDPR Art. 17 with Art. 21 kept)."""
+    entry = suppression.hashed(email)
+    done = Forgotten(entry)
+    async with in_transaction():
+        ids = [
+            int(str(i)) for i in await Enrollment.filter(email=email).values_list("id", flat=True)
+        ]
+        inbound = InboundMessage.filter(Q(from_address=email) | Q(enrollment_id__in=ids or [-1]))
+        gone = [int(str(i)) for i in await inbound.values_list("id", flat=True)]
+        if gone:
+            # Other people's enrollments a message of theirs ended (a colleague's reply that
+            # stopped the whole domain) keep their state, not a pointer to erased mail.
+            await Enrollment.filter(ended_by_id__in=gone).update(ended_by_id=None)
+        done.inbound_messages = await InboundMessage.filter(id__in=gone or [-1]).delete()
+        done.agenda_items = await AgendaItem.filter(
+            Q(email=email) | Q(enrollment_id__in=ids or [-1]) | Q(inbound_id__in=gone or [-1])
+        ).delete()
+        done.sent_messages = await SentMessage.filter(
+            Q(email=email) | Q(enrollment_id__in=ids or [-1])
+        ).delete()
+        done.enrollments = await Enrollment.filter(id__in=ids or [-1]).delete()
+        done.suppressions = await Suppression.filter(email=email).delete()
+        await SuppressionLift.filter(email=email).delete()
+        done.referrals = await _scrub_referrals(email)
+        done.mentions = await _scrub_mentions(email, now)
+        if not await Suppression.exists(email=entry):
+            await Suppression.create(
+                email=entry,
+                reason="forgotten",
+                detail="erased on request; kept hashed so they are never written to again",
+                source="forget",
+                created_at=now,
+            )
+    return done
+
+
+async def _scrub_referrals(email: str) -> int:
+    """Remove an address from the referral lists of other people's replies and agenda items
+    (a referral item left naming nobody is dropped)."""
+    removed = 0
+    for enr in await Enrollment.filter(reply_intent__isnull=False):
+        kept = [r for r in enr.referral if r.get("address") != email]
+        if len(kept) != len(enr.referral):
+            removed += len(enr.referral) - len(kept)
+            await Enrollment.filter(id=enr.id).update(referral=kept)
+    for item in await AgendaItem.all():
+        kept = [r for r in item.referral if r.get("address") != email]
+        if len(kept) == len(item.referral):
+            continue
+        removed += len(item.referral) - len(kept)
+        if not kept and item.kind is Agenda.REFERRAL:
+            await AgendaItem.filter(id=item.id).delete()
+        else:
+            await AgendaItem.filter(id=item.id).update(referral=kept)
+    return removed
+
+
+ERASED = "[erased]"
+
+
+#: The variable that records who referred a contact (`referred_by` holds their name).
+REFERRED_BY_EMAIL = "referred_by_email"
+
+
+async def _scrub_mentions(email: str, now: datetime) -> int:
+    """Their address where other rows mention it in text: what the daemon did about a message
+    (`suppressed pat@...`), why an enrollment ended, an agenda note, a referral's referred_by."""
+    changed = 0
+    for inbound in await InboundMessage.filter(action__contains=email):
+        await InboundMessage.filter(id=inbound.id).update(
+            action=inbound.action.replace(email, ERASED)
+        )
+        changed += 1
+    for enr in await Enrollment.filter(reason__contains=email):
+        await Enrollment.filter(id=enr.id).update(reason=(enr.reason or "").replace(email, ERASED))
+        changed += 1
+    for item in await AgendaItem.filter(Q(note__contains=email) | Q(excerpt__contains=email)):
+        await AgendaItem.filter(id=item.id).update(
+            note=item.note.replace(email, ERASED), excerpt=item.excerpt.replace(email, ERASED)
+        )
+        changed += 1
+    for enrollment_id, values in await Enrollment.all().values_list("id", "variables"):
+        if isinstance(values, dict) and values.get(REFERRED_BY_EMAIL) == email:
+            # A colleague they referred: the messages would name someone who asked to be
+            # erased, so the sequence stops (fail closed) and the name goes.
+            await finish(int(str(enrollment_id)), State.STOPPED, "referrer forgotten", now)
+            await Enrollment.filter(id=enrollment_id).update(
+                variables={**values, "referred_by": ERASED, REFERRED_BY_EMAIL: ERASED}
+            )
+            changed += 1
+    return changed
