@@ -47,7 +47,7 @@ def classify(raw: bytes, *, fiscal_year_start: tuple[int, int] = (1, 1)) -> Clas
     in Q3"): calendar quarters by default, the config's `fiscal_year_start` when given.
     """
     try:
-        return rules.run(raw)
+        return rules.run(raw, fiscal_year_start)
     except lexicon.LexiconError:  # a broken phrase file is the operator's to fix: say so
         raise
     except Exception:  # anything the stdlib parser or a detector trips on

@@ -44,9 +44,10 @@ from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
-from sequencer.classify import Intent, Referral, lexicon, periods
+from sequencer.classify import lexicon, periods
 from sequencer.classify.languages import COMMON_WORDS, guess_languages, numeric_date_order
 from sequencer.classify.phrasematch import Compiled, phrases
+from sequencer.classify.verdict import Intent, Referral
 
 INTERESTED = lexicon.section(
     "intent_interested",

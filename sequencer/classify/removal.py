@@ -13,8 +13,8 @@ import re
 
 # removal_request declares its sections of lang/*.yaml (read_removal is wired in later).
 from sequencer.classify import lexicon
-from sequencer.classify import removal_request as _removal_sections  # noqa: F401
-from sequencer.classify.parse import Mail
+from sequencer.classify.parse import Mail, addresses
+from sequencer.classify.removal_request import read_removal
 from sequencer.classify.verdict import Hit, Verdict
 
 REQUEST = lexicon.section(
@@ -56,6 +56,33 @@ def _subject() -> re.Pattern[str]:
 @functools.cache
 def _answer_no() -> re.Pattern[str]:
     return re.compile(r"\s*" + lexicon.alternation(lexicon.phrases(ANSWER_NO).every))
+
+
+def rule_removal(mail: Mail) -> Hit | None:
+    """A person asking to be removed (removal_request.read_removal reads the words), with whom
+    to suppress and whether they also ask for their data to be erased."""
+    found = read_removal(
+        mail.new_text,
+        subject=mail.subject,
+        sender=mail.from_address,
+        reply_relation=mail.reply_relation,
+        recipients=tuple(addresses(mail.header("To")) + addresses(mail.header("Cc"))),
+    )
+    if found is None:
+        old = removal_request(mail)
+        if old is None:
+            return None
+        return Hit(old.verdict, also=(*old.also, "old_rule"), suppress=_sender(mail))
+    return Hit(
+        Verdict.UNSUBSCRIBE_REQUEST,
+        also=found.evidence,
+        suppress=found.suppress,
+        erasure=found.erasure,
+    )
+
+
+def _sender(mail: Mail) -> tuple[str, ...]:
+    return (mail.from_address,) if mail.from_address else ()
 
 
 def removal_request(mail: Mail) -> Hit | None:

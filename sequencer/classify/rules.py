@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from email.utils import getaddresses
 
 from sequencer.classify import autoreply, bounces, removal
-from sequencer.classify.parse import Mail, first_msgid, msgids, parse
+from sequencer.classify.intent import read_intent
+from sequencer.classify.parse import Mail, addresses, first_msgid, msgids, parse
 from sequencer.classify.verdict import Classification, Hit, Verdict
 
 _CAL_METHOD = re.compile(r"^METHOD:\s*REPLY\s*$", re.I | re.M)
@@ -81,7 +83,7 @@ _RULES: tuple[tuple[str, Rule], ...] = (
     ("autoreply_header", autoreply.rule_autoreply_headers),
     ("precedence", autoreply.rule_precedence),
     ("list_mail", rule_list),
-    ("unsubscribe_text", removal.removal_request),
+    ("unsubscribe_text", removal.rule_removal),
     ("ooo_subject", autoreply.rule_ooo_subject),
     ("ooo_text", autoreply.rule_ooo_text),
     ("not_a_reply", rule_not_a_reply),
@@ -89,13 +91,32 @@ _RULES: tuple[tuple[str, Rule], ...] = (
 )
 
 
+def _others(mail: Mail) -> tuple[tuple[str | None, str], ...]:
+    """The reply's Cc recipients other than the sender and the people it answers (To: the
+    salesperson and their colleagues' domain), as (display name, address): who a person added
+    when they wrote "adding Bob, who handles this"."""
+    ours = {a.rpartition("@")[2] for a in addresses(mail.header("To"))}
+    theirs = (mail.from_address or "").rpartition("@")[2]
+    found: list[tuple[str | None, str]] = []
+    for name, address in getaddresses([mail.header("Cc")]):
+        address = address.strip().lower()
+        domain = address.rpartition("@")[2]
+        if "@" not in address or address == mail.from_address:
+            continue
+        if domain in ours and domain != theirs:
+            continue
+        found.append((name.strip() or None, address))
+    return tuple(found)
+
+
 def names() -> tuple[str, ...]:
     """The rules' names in the order they are tried."""
     return tuple(name for name, _ in _RULES)
 
 
-def run(raw: bytes) -> Classification:
-    """Parse `raw` and try the rules in order; the first Hit decides."""
+def run(raw: bytes, fiscal_year_start: tuple[int, int] = (1, 1)) -> Classification:
+    """Parse `raw` and try the rules in order; the first Hit decides. A human reply is then
+    read for what it asks (intent.read_intent)."""
     mail = parse(raw)
     if mail is None:  # no header at all: not a message
         return Classification(Verdict.OTHER, rules=("unparseable",))
@@ -108,6 +129,16 @@ def run(raw: bytes) -> Classification:
         name = hit.name or name
         if hit.verdict is Verdict.BOUNCE or name in {"dsn_success", "arf_complaint"}:
             related += bounces.returned_ids(mail)
+        reading = None
+        if hit.verdict is Verdict.HUMAN_REPLY:
+            reading = read_intent(
+                mail.new_text,
+                subject=mail.subject,
+                sent=mail.sent,
+                cc=_others(mail),
+                sender=mail.from_address,
+                fiscal_year_start=fiscal_year_start,
+            )
         return Classification(
             verdict=hit.verdict,
             kind=hit.kind,
@@ -116,10 +147,15 @@ def run(raw: bytes) -> Classification:
             return_date=hit.return_date,
             alternatives=hit.alternatives,
             reputation=hit.reputation,
-            rules=(name, *hit.also),
+            rules=(name, *hit.also, *(reading.evidence if reading else ())),
             message_id=own,
             from_address=mail.from_address,
             subject=mail.subject,
             related_message_ids=tuple(i for i in dict.fromkeys(related) if i != own),
+            intent=reading.intent if reading else None,
+            follow_up_on=reading.follow_up_on if reading else None,
+            referral=reading.referral if reading else (),
+            suppress=hit.suppress,
+            erasure=hit.erasure,
         )
     raise AssertionError("the rule table ends with a catch-all")  # pragma: no cover

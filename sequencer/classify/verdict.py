@@ -115,3 +115,5 @@ class Hit:
     reputation: bool = False
     also: tuple[str, ...] = ()
     name: str | None = None  # overrides the rule's name when one rule has two outcomes
+    suppress: tuple[str, ...] = ()  # removal requests: whom to remove
+    erasure: bool = False
