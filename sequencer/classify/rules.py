@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from email.utils import getaddresses
 
-from sequencer.classify import autoreply, bounces, removal
-from sequencer.classify.intent import read_intent
+from sequencer.classify import autoreply, bounces, lexicon, removal
+from sequencer.classify.intent import IntentReading, read_intent
 from sequencer.classify.parse import Mail, addresses, first_msgid, msgids, parse
-from sequencer.classify.verdict import Classification, Hit, Verdict
+from sequencer.classify.verdict import Classification, Hit, Intent, Verdict
 
 _CAL_METHOD = re.compile(r"^METHOD:\s*REPLY\s*$", re.I | re.M)
 _CAL_PARTSTAT = re.compile(r"PARTSTAT=\"?([A-Z-]+)", re.I)
@@ -66,6 +67,36 @@ def rule_not_a_reply(mail: Mail) -> Hit | None:
 def rule_human(mail: Mail) -> Hit | None:
     """What is left answers our mail and shows no robot: a person wrote it."""
     return Hit(Verdict.HUMAN_REPLY)
+
+
+OTHER_LIST = lexicon.section(
+    "removal_other_list",
+    "phrases",
+    "a mailing other than this conversation (the newsletter), named in a removal request",
+)
+
+
+def _read_intent(mail: Mail, fiscal_year_start: tuple[int, int]) -> IntentReading:
+    return read_intent(
+        mail.new_text,
+        subject=mail.subject,
+        sent=mail.sent,
+        cc=_others(mail),
+        sender=mail.from_address,
+        fiscal_year_start=fiscal_year_start,
+    )
+
+
+def _interested_despite(hit: Hit, mail: Mail, fiscal: tuple[int, int]) -> IntentReading | None:
+    """A reply that asks off another mailing (the newsletter) and for a meeting in the same
+    breath ("take me off the newsletter; a call on Thursday?") is an interested reply: reading
+    it as a removal request would hide the lead and answer a request about something else."""
+    if hit.verdict is not Verdict.UNSUBSCRIBE_REQUEST or hit.erasure or not mail.reply_relation:
+        return None
+    if not lexicon.phrases(OTHER_LIST).search(mail.new_lowered):
+        return None
+    reading = _read_intent(mail, fiscal)
+    return reading if reading.intent is Intent.INTERESTED else None
 
 
 Rule = Callable[[Mail], Hit | None]
@@ -131,13 +162,13 @@ def run(raw: bytes, fiscal_year_start: tuple[int, int] = (1, 1)) -> Classificati
             related += bounces.returned_ids(mail)
         reading = None
         if hit.verdict is Verdict.HUMAN_REPLY:
-            reading = read_intent(
-                mail.new_text,
-                subject=mail.subject,
-                sent=mail.sent,
-                cc=_others(mail),
-                sender=mail.from_address,
-                fiscal_year_start=fiscal_year_start,
+            reading = _read_intent(mail, fiscal_year_start)
+        elif (reading := _interested_despite(hit, mail, fiscal_year_start)) is not None:
+            hit = replace(
+                hit,
+                verdict=Verdict.HUMAN_REPLY,
+                suppress=(),
+                also=(*hit.also, "removal_from_another_list"),
             )
         return Classification(
             verdict=hit.verdict,
