@@ -2,7 +2,7 @@
 
 Run from the repository root:
 
-    .venv/bin/python bench/classify.py [--repeat N] [--rounds 3]
+    .venv/bin/python bench/classify.py [--repeat N] [--rounds 3] [--replies DIR ...]
 
 Reads every message the classifier tests read (tests/corpus/ and tests/mail/) with the labels
 those tests use: the label mapping is imported from tests/test_classify.py, so the benchmark
@@ -11,6 +11,11 @@ recall per category, the confusion matrix (true category x predicted category), 
 hard bounces whose failed recipient was found, and messages per second through `classify`
 beside a baseline of flufl.bounce alone (`scan_message` on the same bytes, parsed with
 `email.message_from_bytes`), each the best of several rounds over the corpus repeated N times.
+
+Then, for the labelled replies in tests/mail/replies.csv (and any other folder labelled the same
+way, given with --replies), what each reply asks: removal-request and intent precision and
+recall, their confusion matrix, and how many follow-up dates, suppressions and referrals were
+exactly right (the labels are read by tests/test_reply_intent.py's loader).
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ from flufl.bounce import scan_message  # noqa: E402
 
 from sequencer.classify import Classification, Verdict, classify  # noqa: E402
 from tests.test_classify import Case, _cases, _raw  # noqa: E402
+from tests.test_reply_intent import Label, load_labels  # noqa: E402
+
+READINGS = ("removal", "interested", "not_now", "referral", "decline", "unclear", "other")
 
 CATEGORIES = (
     "human_reply",
@@ -116,6 +124,77 @@ def quality(cases: tuple[Case, ...], results: dict[str, Classification]) -> list
     return lines
 
 
+def reading(verdict: Verdict, intent: object) -> str:
+    """What a reply asks, as one of READINGS: a removal request, a human reply's intent."""
+    if verdict is Verdict.UNSUBSCRIBE_REQUEST:
+        return "removal"
+    if verdict is Verdict.HUMAN_REPLY and intent is not None:
+        return str(intent)
+    return "other"
+
+
+def replies(folder: Path) -> list[str]:
+    """Removal-request and intent precision/recall on a folder of labelled replies."""
+    labels: tuple[Label, ...] = load_labels(folder)
+    got = {lb.path: classify((folder / lb.path).read_bytes()) for lb in labels}
+    pairs = [
+        (reading(lb.verdict, lb.intent), reading(got[lb.path].verdict, got[lb.path].intent))
+        for lb in labels
+    ]
+    confusion = Counter(pairs)
+    shown = folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder
+    lines = [
+        f"## What replies ask: {shown} ({len(labels)} labelled replies)",
+        "",
+        "| reading | n | predicted | correct | precision | recall |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for cat in READINGS[:-1]:
+        n = sum(1 for truth, _ in pairs if truth == cat)
+        guessed = sum(1 for _, guess in pairs if guess == cat)
+        hits = confusion[(cat, cat)]
+        lines.append(
+            f"| {cat} | {n} | {guessed} | {hits} | {pct(hits, guessed)} | {pct(hits, n)} |"
+        )
+    humans = [(t, g) for t, g in pairs if t not in {"removal", "other"}]
+    right = sum(1 for t, g in humans if t == g)
+    lines += [
+        "",
+        f"Intent accuracy over human replies: {right}/{len(humans)} = {pct(right, len(humans))}.",
+        "",
+    ]
+    lines += [
+        "| true \\ predicted | " + " | ".join(READINGS) + " |",
+        "|---|" + "---:|" * len(READINGS),
+    ]
+    for truth in READINGS[:-1]:
+        cells = [str(confusion[(truth, guess)] or ".") for guess in READINGS]
+        lines.append(f"| {truth} | " + " | ".join(cells) + " |")
+    dated = [lb for lb in labels if lb.follow_up]
+    inside = [
+        lb
+        for lb in dated
+        if (d := got[lb.path].follow_up_on)
+        and lb.follow_up
+        and lb.follow_up[0] <= d <= lb.follow_up[1]
+    ]
+    removals = [lb for lb in labels if lb.verdict is Verdict.UNSUBSCRIBE_REQUEST]
+    exact = [lb for lb in removals if frozenset(got[lb.path].suppress) == lb.suppress]
+    referred = [lb for lb in labels if lb.referral]
+    named = [lb for lb in referred if {r.address for r in got[lb.path].referral} == lb.referral]
+    lines += [
+        "",
+        f"- `follow_up_on` within the named period: {len(inside)}/{len(dated)}",
+        f"- removal requests suppressing exactly whom they ask: {len(exact)}/{len(removals)}",
+        f"- referrals naming exactly the people pointed to: {len(named)}/{len(referred)}",
+        "",
+    ]
+    wrong = [(lb.path, t, g) for lb, (t, g) in zip(labels, pairs, strict=True) if t != g]
+    if wrong:
+        lines += ["Misread:", ""] + [f"- `{p}`: {t} -> {g}" for p, t, g in wrong] + [""]
+    return lines
+
+
 def best_rate(run: Callable[[list[bytes]], None], data: list[bytes], rounds: int) -> float:
     """Messages per second, best of `rounds` passes over `data`."""
     best = float("inf")
@@ -160,6 +239,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5, help="corpus copies per round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds; the best one counts")
+    parser.add_argument(
+        "--replies",
+        type=Path,
+        action="append",
+        help="a folder of replies labelled like tests/mail/replies.csv (default: tests/mail)",
+    )
     args = parser.parse_args()
     logging.disable(logging.CRITICAL)  # flufl.bounce logs every detector that raises
     if hasattr(os, "sched_setaffinity"):  # one core, whatever the machine has
@@ -171,6 +256,8 @@ def main() -> None:
     lines = ["# Inbox classification", "", *machine(), ""]
     lines += [f"Messages: {len(cases)} (tests/corpus + tests/mail).", ""]
     lines += quality(cases, results)
+    for folder in args.replies or [ROOT / "tests" / "mail"]:
+        lines += replies(folder.resolve())
 
     data = raws * args.repeat
     ours = best_rate(run_classify, data, args.rounds)

@@ -61,9 +61,14 @@ def _names(cell: str) -> dict[str, str]:
     return {address.strip(): name.strip() for address, name in pairs}
 
 
-@functools.cache
 def _labels() -> tuple[Label, ...]:
-    with (MAIL / "replies.csv").open(encoding="utf-8") as fh:
+    return load_labels(MAIL)
+
+
+@functools.cache
+def load_labels(folder: Path) -> tuple[Label, ...]:
+    """The labels of `folder`/replies.csv (bench/classify.py reads them too)."""
+    with (folder / "replies.csv").open(encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     labels = []
     for row in rows:
