@@ -16,6 +16,7 @@ from sequencer.classify.removal_request import (
     NO_SENDER,
     OTHERS,
     OTHERS_NO_ADDRESS,
+    PHRASE,
     SHORT,
     SUBJECT,
     Removal,
@@ -510,3 +511,266 @@ def test_filler_and_footers_alone_are_never_a_request(
     text = "\n\n".join([*filler, *footers])
     assert reply(text) is None, text
     assert new(text, subject="Newsletter") is None, text
+
+
+# Someone else named as "him", "her", "them" or "my colleague", their address written in an
+# earlier sentence or in the one after: they are suppressed, the writer is not.
+THIRD_PERSON = [
+    (
+        "Bob Hansen (bob@client.test) left the company in June and his mail comes to me. "
+        "Please remove him from your mailing list.",
+        ("bob@client.test",),
+    ),
+    (
+        "Bob Hansen (bob@client.test) has retired. Please take them off your list.",
+        ("bob@client.test",),
+    ),
+    (
+        "Jane Roe <jane@client.test>\n\nShe no longer works here, please remove her.",
+        ("jane@client.test",),
+    ),
+    (
+        "Please remove my colleague from your list. Her address is tina@client.test.",
+        ("tina@client.test",),
+    ),
+    (
+        "Frau Petra Vogel (p.vogel@client.test) ist seit März nicht mehr bei uns beschäftigt. "
+        "Bitte streichen Sie sie aus Ihrem Verteiler.",
+        ("p.vogel@client.test",),
+    ),
+    (
+        "Marie Dubois (marie@client.test) a quitté la société en mars. "
+        "Merci de la retirer de votre liste.",
+        ("marie@client.test",),
+    ),
+    (
+        "Luis Pérez (luis@client.test) ya no trabaja con nosotros. "
+        "Por favor, elimínenlo de su lista.",
+        ("luis@client.test",),
+    ),
+    (
+        "Mario Rossi (mario@client.test) non lavora più con noi. "
+        "Vi prego di rimuoverlo dalla lista.",
+        ("mario@client.test",),
+    ),
+    (
+        "Piet Jansen (piet@client.test) werkt hier niet meer. Wilt u hem van uw lijst verwijderen?",
+        ("piet@client.test",),
+    ),
+    (
+        "O João Silva (joao@client.test) já não trabalha connosco. "
+        "Por favor, removam-no da vossa lista.",
+        ("joao@client.test",),
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "suppress"), THIRD_PERSON)
+def test_a_third_person_whose_address_is_in_another_sentence_is_suppressed_alone(
+    text: str, suppress: tuple[str, ...]
+) -> None:
+    got = reply(text)
+    assert got is not None, text
+    assert got.suppress == suppress, text
+    assert OTHERS in got.evidence
+    assert OTHERS_NO_ADDRESS not in got.evidence
+
+
+def test_who_takes_over_a_recipient_or_a_signature_is_never_taken_for_the_one_who_left() -> None:
+    got = reply(
+        "Bob (bob@client.test) has left. Please remove him. "
+        "Carla Diaz (carla@client.test) takes over his accounts."
+    )
+    assert got is not None and got.suppress == ("bob@client.test",)
+    got = reply("Bob has left. Please contact carla@client.test instead and remove him.")
+    assert got is not None and got.suppress == ()
+    # Cc'd on the reply: the writer's new colleague, not the one to remove.
+    got = read_removal(
+        "Please copy in my colleague. Bob (cc.person@client.test) reads these now. "
+        "Please remove him from your list.",
+        subject="Re: x",
+        sender=SENDER,
+        reply_relation=True,
+        recipients=(*OURS, "cc.person@client.test"),
+    )
+    assert got is not None and got.suppress == ()
+    # After a blank line comes the writer's signature, not the person they meant.
+    got = reply("Bob has left, please remove him.\n\nThanks,\nAna\nOffice | office@client.test")
+    assert got is not None
+    assert got.suppress == ()
+    assert OTHERS_NO_ADDRESS in got.evidence
+
+
+# Formal, subjunctive, imperative and infinitive requests, and "don't contact me again".
+FORMAL_REQUESTS = {
+    "en": [
+        "Please do not contact me again.",
+        "Kindly refrain from contacting me in the future.",
+        "Never email me again.",
+        "I do not wish to be contacted again.",
+        "Please cease emailing this address.",
+    ],
+    "de": [
+        "Ich bitte um Austragung aus Ihrem Verteiler.",
+        "Bitte sehen Sie von weiteren Kontaktaufnahmen ab.",
+        "Ich bitte Sie, mich künftig nicht mehr zu kontaktieren.",
+        "Ich ersuche um sofortige Streichung aus Ihrer Liste.",
+    ],
+    "fr": [
+        "Je vous prie de me retirer de votre fichier.",
+        "Merci de ne plus me recontacter.",
+        "Je souhaite que vous me retiriez de vos listes.",
+        "Je ne souhaite plus être sollicité.",
+        "Veuillez cesser tout envoi à cette adresse.",
+    ],
+    "es": [
+        "Les ruego que me quiten de su lista y que no vuelvan a contactarme.",
+        "Quítenme de la lista, por favor.",
+        "Les pido que me den de baja.",
+        "Solicito mi baja de su base de datos.",
+        "Le agradecería que me saque de su lista de envíos.",
+        "Por favor, no me contacten más.",
+        "No vuelvan a escribirme.",
+        "No deseo seguir recibiendo sus correos.",
+    ],
+    "it": [
+        "Vi chiedo di cancellarmi dalla mailing list.",
+        "Vi prego di non contattarmi più.",
+        "Mi cancelli dalla vostra lista, grazie.",
+        "Vi chiedo che mi rimuoviate dalla lista.",
+        "Non desidero ricevere ulteriori comunicazioni.",
+    ],
+    "nl": [
+        "Gelieve mij uit te schrijven.",
+        "Neem geen contact meer met mij op.",
+        "Ik wens niet langer benaderd te worden.",
+        "Wilt u mij van uw lijst halen?",
+    ],
+    "pt": [
+        "Peço que me retirem da vossa lista.",
+        "Por favor, não voltem a contactar-me.",
+        "Gostaria de deixar de receber os vossos e-mails.",
+        "Não me contactem mais.",
+        "Solicito a remoção do meu e-mail da vossa lista.",
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("lang", "text"), [(lang, t) for lang, texts in FORMAL_REQUESTS.items() for t in texts]
+)
+def test_formal_subjunctive_and_infinitive_requests_are_found(lang: str, text: str) -> None:
+    for got in (reply(text), new(text)):
+        assert got is not None, f"{lang}: missed {text!r}"
+        assert got.suppress == (SENDER,), f"{lang}: {text!r} -> {got}"
+        assert not got.erasure
+
+
+# The same verbs in everyday senses, or negated: not requests.
+FORMAL_LOOKALIKES = [
+    "It took me quite a while to find the mailing list.",
+    "Could you email me again next week with the figures?",
+    "Wir liegen in einer Entfernung von 20 km vom Werk.",
+    "Je vais cesser de m'inquiéter pour le planning.",
+    "Espero que no me quiten el descuento.",
+    "No quiero que me quiten de la lista, me interesa.",
+    "Vorrei togliermi un dubbio: quanto costa?",
+    "Non voglio che mi cancelliate dalla lista.",
+    "Kunt u me morgen van het station halen?",
+    "Bob werkt hier niet meer, ik heb geen contact meer met hem.",
+    "Você pode me tirar uma dúvida sobre o preço?",
+]
+
+
+@pytest.mark.parametrize("text", FORMAL_LOOKALIKES)
+def test_removal_verbs_in_everyday_senses_are_not_requests(text: str) -> None:
+    assert reply(text) is None, text
+
+
+# Erasure as people cite the statute (with its full name, paragraph and ordinal marks) or ask
+# for the deletion of what is held, in every language.
+STATUTE_ERASURES = [
+    (
+        "en",
+        "Pursuant to Article 17(1) of the General Data Protection Regulation, I request the "
+        "deletion of all personal data you hold about me.",
+    ),
+    ("en", "Under Art. 17 UK GDPR please erase the data concerning me."),
+    ("de", "Gemäß Art. 17 Abs. 1 DSGVO verlange ich die Löschung aller meiner Daten."),
+    ("de", "Nach Artikel 17 der Datenschutz-Grundverordnung beantrage ich die Löschung."),
+    (
+        "fr",
+        "Conformément à l'article 17 du Règlement général sur la protection des données, "
+        "je demande la suppression de mes données personnelles.",
+    ),
+    ("fr", "Je vous demande l'effacement de l'ensemble des données me concernant."),
+    (
+        "es",
+        "En virtud del artículo 17 del Reglamento General de Protección de Datos, solicito la "
+        "supresión de todos los datos que tengan sobre mí.",
+    ),
+    ("es", "Solicito el borrado de mis datos personales."),
+    (
+        "it",
+        "Ai sensi dell'art. 17 del Regolamento (UE) 2016/679 chiedo l'eliminazione dei miei dati.",
+    ),
+    ("it", "Chiedo la cancellazione di tutti i dati personali che mi riguardano."),
+    (
+        "nl",
+        "Op grond van artikel 17 van de Algemene verordening gegevensbescherming verzoek ik om "
+        "verwijdering van al mijn persoonsgegevens.",
+    ),
+    ("nl", "Ik verzoek u op grond van art. 17 AVG mijn gegevens te wissen."),
+    ("pt", "Nos termos do n.º 1 do artigo 17.º do RGPD, solicito o apagamento dos meus dados."),
+    (
+        "pt",
+        "Ao abrigo do artigo 17.º do Regulamento Geral sobre a Proteção de Dados, venho "
+        "solicitar o apagamento de todos os dados pessoais que mantêm a meu respeito.",
+    ),
+]
+
+
+@pytest.mark.parametrize(("lang", "text"), STATUTE_ERASURES)
+def test_erasure_is_read_however_the_statute_is_cited(lang: str, text: str) -> None:
+    for got in (new(text, subject="Pedido"), reply(text)):
+        assert got is not None, f"{lang}: missed {text!r}"
+        assert got.erasure, f"{lang}: {text!r} not read as erasure"
+        assert got.suppress == (SENDER,)
+
+
+def test_a_new_message_whose_subject_cites_article_17_is_an_erasure_request() -> None:
+    got = new("Exmos. Senhores,", subject="Pedido de apagamento de dados (artigo 17.º do RGPD)")
+    assert got is not None
+    assert got.erasure
+    assert ERASE in got.evidence
+
+
+# Deleting my details FROM YOUR LIST is unsubscribing: a removal, not an erasure request.
+LIST_DELETIONS = [
+    ("en", "Please delete my details from your mailing list."),
+    ("en", "Please erase my data from your newsletter list."),
+    ("de", "Bitte löschen Sie meine Daten aus Ihrem Verteiler."),
+    ("fr", "Merci de supprimer mes données de votre liste de diffusion."),
+    ("es", "Por favor, borren mis datos de su lista de correo."),
+    ("it", "Vi prego di cancellare i miei dati dalla vostra mailing list."),
+    ("nl", "Wilt u mijn gegevens uit uw mailinglijst verwijderen? Wij hebben geen interesse."),
+    ("nl", "Graag mijn gegevens verwijderen van de verzendlijst."),
+    ("pt", "Por favor apaguem os meus dados da vossa lista de e-mails."),
+]
+
+
+@pytest.mark.parametrize(("lang", "text"), LIST_DELETIONS)
+def test_deleting_my_details_from_the_list_is_a_removal_not_an_erasure(
+    lang: str, text: str
+) -> None:
+    got = reply(text)
+    assert got is not None, f"{lang}: missed {text!r}"
+    assert got.suppress == (SENDER,)
+    assert not got.erasure, f"{lang}: {text!r} read as erasure"
+    assert PHRASE in got.evidence
+
+
+def test_article_17_still_asks_for_erasure_when_the_list_is_named_too() -> None:
+    got = new("Under Art. 17 GDPR, delete my data from your mailing list and everywhere else.")
+    assert got is not None
+    assert got.erasure

@@ -90,6 +90,12 @@ REMOVAL_FOOTER = lexicon.section(
     "phrases",
     "a sender's footer line (click here, manage preferences, to unsubscribe): never a request",
 )
+REMOVAL_LIST_PLACE = lexicon.section(
+    "removal_list_place",
+    "phrases",
+    "a mailing list as the place to delete from (from your mailing list, aus Ihrem Verteiler): "
+    "deleting my details there is unsubscribing, not erasure",
+)
 REMOVAL_NOTICE = lexicon.section(
     "removal_notice",
     "phrases",
@@ -160,7 +166,7 @@ def read_removal(
     sender_l = sender.strip().lower() if sender else None
     ours = _our_domains(sender_l, recipients)
     body = _clean(text)
-    reading = _Reading(body, sender_l, ours)
+    reading = _Reading(body, sender_l, ours, frozenset(r.strip().lower() for r in recipients))
 
     words = _scan(REMOVAL_WORD)
     for match in _scan(REMOVAL).finditer(body):
@@ -172,7 +178,10 @@ def read_removal(
     for match in _scan(REMOVAL_LEGAL).finditer(body):
         reading.request(match, LEGAL, legal=True)
     for match in _scan(ERASURE).finditer(body):
-        reading.request(match, ERASE, legal=True)
+        if _from_a_list(body, match):
+            reading.request(match, PHRASE)  # "delete my details from your mailing list"
+        else:
+            reading.request(match, ERASE, legal=True)
     reading.short_sentences()
     reading.subject(_clean(subject), reply_relation)
     return reading.result()
@@ -220,6 +229,16 @@ def _clean(text: str) -> str:
     return joined
 
 
+def _from_a_list(text: str, match: re.Match[str]) -> bool:
+    """Whether a data-deletion phrase names a mailing list as where to delete from, inside it
+    or in the words right after it in its clause ("mijn gegevens uit uw mailinglijst
+    verwijderen", "delete my data from your mailing list"): that asks off the list, it does
+    not ask to erase what is held. "Art. 17" or "right to erasure" are read on their own."""
+    clause_after = _CLAUSE_END.split(text[match.end() : match.end() + 80], maxsplit=1)[0]
+    place = _scan(REMOVAL_LIST_PLACE)
+    return bool(place.search(match.group()) or place.search(clause_after[:50]))
+
+
 def _wrap(match: re.Match[str]) -> str:
     follows = match.string[match.end()]
     return " " if follows.islower() else "\n"
@@ -247,10 +266,13 @@ def _core(sentence: str) -> str:
 class _Reading:
     """What the text asks so far: whom to suppress and why. One per call."""
 
-    def __init__(self, body: str, sender: str | None, ours: frozenset[str]) -> None:
+    def __init__(
+        self, body: str, sender: str | None, ours: frozenset[str], recipients: frozenset[str]
+    ) -> None:
         self.body = body
         self.sender = sender
         self.ours = ours
+        self.recipients = recipients  # To/Cc: never the one to remove (Cc'd successor, us)
         self.bounds = _sentences(body)
         self.starts = [a for a, _ in self.bounds]
         self.evidence: dict[str, None] = {}
@@ -297,7 +319,12 @@ class _Reading:
             if selfish:
                 self.about_sender = True
         elif others and not selfish:
-            self.evidence[OTHERS_NO_ADDRESS] = None
+            nearby = self._named_nearby(a, b)
+            if nearby:
+                self.evidence[OTHERS] = None
+                self.targets.update(dict.fromkeys(nearby))
+            else:
+                self.evidence[OTHERS_NO_ADDRESS] = None
         else:
             self.about_sender = True
 
@@ -313,16 +340,50 @@ class _Reading:
             address = m.group().rstrip(".")
             lead = sentence[max(previous, m.start() - 40) : m.start()]
             previous = m.end()
-            if address == self.sender or address.rpartition("@")[2] in self.ours:
-                continue
-            if keep.search(lead):
+            if self._ours_or_sender(address) or keep.search(lead):
                 continue
             found.append(address)
         return found
 
+    def _ours_or_sender(self, address: str) -> bool:
+        return (
+            address == self.sender
+            or address in self.recipients
+            or address.rpartition("@")[2] in self.ours
+        )
+
+    def _named_nearby(self, a: int, b: int) -> list[str]:
+        """Addresses of the person a request names only as "him", "her" or "my colleague":
+        written in an earlier sentence ("Bob Hansen (bob@...) has left. Please remove him.")
+        or in the two sentences after it ("...remove my colleague. Her address is ...").
+        Not the sender's or a recipient's, and not one introduced as the one to write to
+        instead, before it ("contact carla@...") or just after it ("carla@... takes over")."""
+        i = bisect.bisect_right(self.starts, a)
+        end = self.bounds[min(i + 1, len(self.bounds) - 1)][1] if i < len(self.bounds) else b
+        # A blank line after the request ends it: what follows is a signature.
+        blank = self.body.find("\n\n", b, end)
+        end = blank if blank != -1 else end
+        keep = lexicon.phrases(REMOVAL_KEEP)
+        found: list[str] = []
+        for start, stop in ((0, a), (b, end)):
+            region = self.body[start:stop]
+            if "@" not in region:
+                continue
+            for m in _ADDRESS.finditer(region):
+                address = m.group().rstrip(".")
+                lead = region[max(0, m.start() - 40) : m.start()]
+                follow = _CLAUSE_END.split(region[m.end() : m.end() + 80].lstrip(")>] "), 1)[0]
+                if self._ours_or_sender(address) or keep.search(lead):
+                    continue
+                if keep.search(follow[:30]):
+                    continue
+                found.append(address)
+        return list(dict.fromkeys(found))
+
     def short_sentences(self) -> None:
         """A sentence that is a request and nothing else: "Stop." "Remove me please.\""""
         short = lexicon.phrases(REMOVAL_SHORT)
+        selfish = lexicon.phrases(REMOVAL_SELF)
         whole = (short, lexicon.phrases(REMOVAL), lexicon.phrases(REMOVAL_WORD))
         for a, b in self.bounds:
             if b - a > 120:
@@ -330,6 +391,8 @@ class _Reading:
             core = _core(self.body[a:b])
             if not core or not any(p.pattern and p.pattern.fullmatch(core) for p in whole):
                 continue
+            if _scan(SOMEONE_ELSE).search(core) and not selfish.search(core):
+                continue  # "Take them off your list.": request() has read whom it names
             if _negated(self.body, a, b):
                 self.negated = True
             else:
