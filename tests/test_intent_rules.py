@@ -255,7 +255,7 @@ def test_any_month_phrase_gives_the_next_first_of_that_month(
         ("Recontactez-moi à partir de septembre.", date(2026, 9, 1)),
         ("Pas pour le moment, relancez-moi à la rentrée.", date(2026, 9, 1)),
         ("Ahora mismo no, escríbeme el año que viene.", date(2027, 1, 1)),
-        ("Non adesso, ricontattami tra un mese.", date(2026, 4, 9)),
+        ("Non adesso, ricontattami tra un mese.", date(2026, 4, 10)),  # calendar month
         ("Op dit moment niet, neem na de zomer weer contact op.", date(2026, 9, 1)),
         ("Agora não. Volte a falar comigo no próximo trimestre.", date(2026, 4, 1)),
     ],
@@ -474,7 +474,7 @@ def test_a_colleague_in_cc_without_a_referral_phrase_leaves_a_yes_a_yes() -> Non
         ),
         (
             "Wenden Sie sich bitte an Frau Anna Müller: anna.mueller@kunde.test",
-            [("anna.mueller@kunde.test", "Frau Anna Müller")],
+            [("anna.mueller@kunde.test", "Anna Müller")],
         ),
         (
             "Please talk to either ann@client.test or bob@client.test.",
@@ -592,3 +592,268 @@ def test_a_bare_year_is_its_first_day() -> None:
     reading = read("Not a priority for this year, maybe 2027.")
     assert reading.intent is Intent.NOT_NOW
     assert reading.follow_up_on == date(2027, 1, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Which date: the sentence that asks says when; a month named outright is read from the tables
+
+
+@pytest.mark.parametrize(
+    ("text", "sent", "expected"),
+    [
+        # A constraint in another sentence says why; the sentence that asks says when.
+        (
+            "Our licence runs until the end of June. Please circle back in mid-July.",
+            date(2026, 5, 4),
+            date(2026, 7, 11),
+        ),
+        (
+            "We signed for a year in January. Try me again in late October.",
+            date(2026, 3, 2),
+            date(2026, 10, 21),
+        ),
+        (
+            "Wir sind bis Ende März gebunden. Melden Sie sich bitte Anfang Mai wieder.",
+            date(2026, 1, 12),
+            date(2026, 5, 1),
+        ),
+        (
+            "Nous sommes engagés jusqu'à fin mars. Recontactez-moi début mai.",
+            date(2026, 1, 12),
+            date(2026, 5, 1),
+        ),
+        # Within one sentence, the date nearest the request.
+        (
+            "We're tied up until the end of February, so write again in early April.",
+            date(2026, 1, 20),
+            date(2026, 4, 1),
+        ),
+        # No sentence asks with a date: the earliest named, as before.
+        ("We're busy until May. Reach out then.", date(2026, 3, 10), date(2026, 5, 1)),
+    ],
+)
+def test_the_sentence_that_asks_for_later_gives_the_date(
+    text: str, sent: date, expected: date
+) -> None:
+    reading = read(text, sent=sent)
+    assert reading.intent is Intent.NOT_NOW, reading
+    assert reading.follow_up_on == expected, reading
+
+
+@pytest.mark.parametrize(
+    ("text", "day"),
+    [
+        ("Write again in early March.", 1),
+        ("Try me mid-March.", 11),
+        ("Ping me in the middle of March.", 11),
+        ("Try again late March.", 21),
+        ("Bitte Anfang März erneut melden.", 1),
+        ("Bitte Mitte März nochmal melden.", 11),
+        ("Recontactez-moi début mars.", 1),
+        ("Relancez-moi à la mi-mars.", 11),
+        ("Escríbame a principios de marzo.", 1),
+        ("Vuelva a contactarme a mediados de marzo.", 11),
+        ("Mi ricontatti a fine marzo.", 21),
+        ("Mail me eind maart opnieuw.", 21),
+        ("Volte a falar comigo em meados de março.", 11),
+    ],
+)
+def test_a_part_of_a_month_is_read_from_the_month_part_table(text: str, day: int) -> None:
+    sent = date(2026, 11, 20)
+    reading = read(text, sent=sent)
+    assert reading.intent is Intent.NOT_NOW, reading
+    assert reading.follow_up_on == date(2027, 3, day), reading
+    assert "date:month_part" in reading.evidence, reading
+
+
+def test_a_part_of_this_month_still_ahead_is_this_years() -> None:
+    reading = read("Not now, try me late March.", sent=date(2026, 3, 10))
+    assert reading.follow_up_on == date(2026, 3, 21)
+    reading = read("Not now, try me early March 2028.", sent=date(2026, 3, 10))
+    assert reading.follow_up_on == date(2028, 3, 1)
+
+
+@pytest.mark.parametrize(
+    ("text", "sent", "expected"),
+    [
+        # A month named beside a table period is more precise than the period.
+        (
+            "Budget is frozen until the new fiscal year starts in April; circle back then.",
+            date(2027, 2, 3),
+            date(2027, 4, 1),
+        ),
+        (
+            "Our financial year begins in July, so please reach out then.",
+            date(2026, 3, 2),
+            date(2026, 7, 1),
+        ),
+        (
+            "Nach den Feiertagen, am besten Mitte Januar, gerne wieder melden.",
+            date(2026, 12, 1),
+            date(2027, 1, 11),
+        ),
+        ("Not now - early next year, say in March.", date(2026, 1, 23), date(2027, 3, 1)),
+        (
+            "Après les fêtes, disons fin janvier, relancez-moi.",
+            date(2026, 12, 3),
+            date(2027, 1, 21),
+        ),
+        # A day and month beside a period: dateparser reads the day.
+        (
+            "Circle back after the holidays, around 12 January.",
+            date(2026, 12, 1),
+            date(2027, 1, 12),
+        ),
+    ],
+)
+def test_a_month_named_with_a_period_wins_over_the_period(
+    text: str, sent: date, expected: date
+) -> None:
+    reading = read(text, sent=sent)
+    assert reading.intent is Intent.NOT_NOW, reading
+    assert reading.follow_up_on == expected, reading
+
+
+def test_a_period_alone_still_reads_from_the_table() -> None:
+    reading = read("Circle back after our new fiscal year starts.", sent=date(2027, 2, 3))
+    assert reading.follow_up_on == date(2028, 1, 1)
+    assert read("We may look again in the new year.", sent=date(2026, 11, 2)).follow_up_on == (
+        date(2027, 1, 1)
+    )
+
+
+SPANS = [
+    ("Revenez vers moi dans 3 mois.", 3, "months"),
+    ("Pas maintenant, recontactez-moi dans quelques semaines.", 21, "days"),
+    ("Bitte melden Sie sich in 3 Monaten wieder.", 3, "months"),
+    ("Momentan nicht, gerne in zwei Monaten nochmal.", 2, "months"),
+    ("Ahora no, vuelva a escribirme en 3 meses.", 3, "months"),
+    ("Escríbame dentro de dos semanas.", 14, "days"),
+    ("Non ora, ci risentiamo tra 3 mesi.", 3, "months"),
+    ("Mi ricontatti fra qualche settimana.", 21, "days"),
+    ("Nu niet, mail me over 3 maanden opnieuw.", 3, "months"),
+    ("Neem over een paar weken weer contact op.", 21, "days"),
+    ("Agora não, volte a falar comigo daqui a 3 meses.", 3, "months"),
+    ("Entre em contato novamente em duas semanas.", 14, "days"),
+    ("Not now, check back in a couple of months.", 2, "months"),
+    ("Ping me in a few weeks.", 21, "days"),
+    ("Try me again 4 months from now.", 4, "months"),
+    ("Reach out in 10 days, we'll know more.", 10, "days"),
+]
+
+
+@pytest.mark.parametrize(("text", "count", "unit"), SPANS)
+@given(sent=st.dates(min_value=date(2015, 1, 1), max_value=date(2040, 12, 31)))
+@settings(max_examples=15, deadline=None)
+def test_in_n_units_is_the_reply_date_plus_that_span(
+    text: str, count: int, unit: str, sent: date
+) -> None:
+    reading = read(text, sent=sent)
+    assert reading.intent is Intent.NOT_NOW, reading
+    if unit == "days":
+        expected = sent + timedelta(days=count)
+    else:  # calendar months, the same day (the month's last when shorter)
+        expected = periods.add_months(sent, count, sent.day)
+        assert months_between(sent, expected) == count
+    assert reading.follow_up_on == expected, (text, reading)
+
+
+def test_an_absurd_span_gives_no_date() -> None:
+    assert read("Not now, try me in 40 years.").follow_up_on is None
+    assert read("Not now, try me in 0 months.").follow_up_on is None
+
+
+def test_a_months_rule_is_calendar_months_and_bounded() -> None:
+    assert periods.resolve("months:3", date(2026, 11, 23)) == date(2027, 2, 23)
+    assert periods.resolve("months:1", date(2027, 1, 31)) == date(2027, 2, 28)
+    assert periods.valid_rule("months:24")
+    assert not periods.valid_rule("months:25")
+    assert not periods.valid_rule("months:0")
+
+
+# ---------------------------------------------------------------------------------------------
+# Names: titles left out, and a name found by its address
+
+
+@pytest.mark.parametrize(
+    ("text", "address", "name"),
+    [
+        ("Please contact Mr. John Carter <jc@client.test>.", "jc@client.test", "John Carter"),
+        ("Talk to Dr Priya Nair (priya@client.test).", "priya@client.test", "Priya Nair"),
+        ("Wenden Sie sich an Herrn Jonas Weber: jw@kunde.test", "jw@kunde.test", "Jonas Weber"),
+        ("Contactez Mme Claire Petit : cp@client.test", "cp@client.test", "Claire Petit"),
+        ("Contactez M. Hugo Marchand : hm@client.test", "hm@client.test", "Hugo Marchand"),
+        ("Escriba a la Sra. Lucía Gómez <lg@cliente.test>", "lg@cliente.test", "Lucía Gómez"),
+        ("Contacte con D. Andrés Vidal <av@cliente.test>", "av@cliente.test", "Andrés Vidal"),
+        ("Scriva alla Dott.ssa Elena Conti: ec@cliente.test", "ec@cliente.test", "Elena Conti"),
+        ("Contatti il Sig. Paolo Greco (pg@cliente.test)", "pg@cliente.test", "Paolo Greco"),
+        ("Mail Dhr. Kees de Vries: kdv@klant.test", "kdv@klant.test", "Kees de Vries"),
+        ("Fale com a Sra. Ana Lima <al@cliente.test>", "al@cliente.test", "Ana Lima"),
+    ],
+)
+def test_titles_are_not_part_of_a_referred_name(text: str, address: str, name: str) -> None:
+    reading = read(text)
+    assert reading.intent is Intent.REFERRAL, reading
+    assert reading.referral == (Referral(address, name),)
+
+
+def test_a_title_in_a_cc_display_name_is_left_out() -> None:
+    reading = read("Not my area, I've cc'd him.", cc=(("Herr Jonas Weber", "jw@kunde.test"),))
+    assert reading.referral == (Referral("jw@kunde.test", "Jonas Weber"),)
+
+
+@pytest.mark.parametrize(
+    ("text", "address", "name"),
+    [
+        (
+            "Je vous invite à contacter Sophie Laurent, notre responsable logistique : "
+            "sophie.laurent@client.test",
+            "sophie.laurent@client.test",
+            "Sophie Laurent",
+        ),
+        (
+            "Best to speak with Owen Hughes, who runs our warehouses. His email is "
+            "o.hughes@client.test",
+            "o.hughes@client.test",
+            "Owen Hughes",
+        ),
+        (
+            "Zuständig ist Jürgen Schäfer aus dem Einkauf; schreiben Sie an "
+            "juergenschaefer@kunde.test",
+            "juergenschaefer@kunde.test",
+            "Jürgen Schäfer",
+        ),
+        (
+            "La persona giusta è Chiara Ferri, responsabile acquisti, scrivete a "
+            "ferri_chiara@cliente.test",
+            "ferri_chiara@cliente.test",
+            "Chiara Ferri",
+        ),
+        (
+            "Hable con María José Pérez, ella decide: mjperez@cliente.test",
+            "mjperez@cliente.test",
+            "María José Pérez",
+        ),
+        (
+            "Neem contact op met Jan van der Berg, hij gaat erover: jan.vanderberg@klant.test",
+            "jan.vanderberg@klant.test",
+            "Jan van der Berg",
+        ),
+        (
+            "Please contact Dr. Ines Walter, our CTO; she's on iw@client.test",
+            "iw@client.test",
+            "Ines Walter",
+        ),
+    ],
+)
+def test_a_name_is_found_by_the_address_it_spells(text: str, address: str, name: str) -> None:
+    reading = read(text)
+    assert reading.intent is Intent.REFERRAL, reading
+    assert reading.referral == (Referral(address, name),)
+
+
+def test_a_name_that_does_not_spell_the_address_is_not_given() -> None:
+    reading = read("Please talk to Owen Hughes in purchasing: purchasing@client.test")
+    assert reading.referral == (Referral("purchasing@client.test", None),)
+    reading = read("Thanks, Alice Martin. The right person is kd@client.test")
+    assert reading.referral == (Referral("kd@client.test", None),)

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -129,6 +130,35 @@ PERIODS = lexicon.section(
     "table",
     "phrase: period rule, for periods a person names ('next quarter': quarter:next, 'after the "
     "summer': month:09); the rules are listed in sequencer/classify/periods.py",
+)
+SPAN_BEFORE = lexicon.section(
+    "intent_span_before",
+    "phrases",
+    "words before a count and a time unit meaning 'that long from now' ('in', 'dans', 'tra', "
+    "'over', 'daqui a'): 'in 3 months' is the reply's date plus three months",
+)
+SPAN_AFTER = lexicon.section(
+    "intent_span_after",
+    "phrases",
+    "words after a count and a time unit meaning 'from now' ('3 months from now')",
+)
+SPAN_COUNT = lexicon.section(
+    "intent_span_count",
+    "table",
+    "word: number, for the count before a time unit ('a': 1, 'a couple of': 2, 'a few': 3, "
+    "'drei': 3); digits need no entry",
+)
+SPAN_UNIT = lexicon.section(
+    "intent_span_unit",
+    "table",
+    "time unit: its length as days:N or months:N ('week': days:7, 'mois': months:1); months "
+    "are added on the calendar",
+)
+HONORIFIC = lexicon.section(
+    "intent_honorific",
+    "phrases",
+    "titles and forms of address written before a name ('mr', 'herr', 'mme', 'sra', 'dhr', "
+    "'dott'), without their dot: left out of a referred person's name",
 )
 
 _SOON = timedelta(days=14)  # a meeting proposed within this is interest, not "later"
@@ -243,7 +273,10 @@ def read_intent(
     follow_up: date | None = None
     when: list[str] = []  # how the date was read; evidence only when the reply is a not-now
     if sent is not None:
-        follow_up, when = _follow_up(lowered, sent, codes, fiscal_year_start, sure, bool(not_now))
+        cues = (tuple(h.start for h in not_now), tuple(h.start for h in interested))
+        follow_up, when = _follow_up(
+            lowered, sent, codes, fiscal_year_start, sure, bool(not_now), cues
+        )
     if follow_up is not None and sent is not None and (not_now or follow_up - sent > _SOON):
         return IntentReading(Intent.NOT_NOW, follow_up, (), (*evidence, *when))
     if named and not interested:
@@ -370,6 +403,16 @@ def _sentences(lowered: str) -> Iterable[tuple[int, str]]:
         yield start, lowered[start:]
 
 
+@dataclass(frozen=True)
+class _When:
+    """A date read from one sentence, where it was written, and how it was read."""
+
+    day: date
+    how: str
+    at: int  # position in the lowered text
+    sentence: tuple[int, int]  # the sentence's bounds in the lowered text
+
+
 def _follow_up(
     lowered: str,
     sent: date,
@@ -377,33 +420,255 @@ def _follow_up(
     fiscal_year_start: tuple[int, int],
     sure: bool,
     later: bool,
+    cues: tuple[tuple[int, ...], ...] = (),
 ) -> tuple[date | None, list[str]]:
-    """The earliest period named in the reply: from the `intent_periods` table in any
-    sentence, else from an explicit date that dateparser reads in a sentence that carries a
-    date word (a month name, a time unit), or a digit when the reply asked for `later`
-    ("Thursday at 2pm" or "40 seats" in a yes is not worth parsing). The caller decides
-    whether it matters."""
-    cue = phrases(LATER_CUE)
-    found: list[tuple[date, str]] = []
-    for _, sentence in _sentences(lowered):
-        from_table = _table_periods(sentence, sent, codes, fiscal_year_start)
-        if from_table:
-            found.extend(from_table)
-            continue
-        hits = list(cue.finditer(sentence))
-        digit = _DIGIT.search(sentence) if later else None
-        if not (hits or digit):
-            continue
-        words = {" ".join(m.group(0).split()) for m in hits}
-        parse_in = _date_languages(words, codes, sure, cue)
-        anchor = hits[0].start() if hits else digit.start() if digit else 0
-        parsed = _parsed_date(_around(sentence, anchor), sent, codes, parse_in, cue)
-        if parsed is not None:
-            found.append(parsed)
+    """The period the reply asks to be contacted in, read sentence by sentence (see
+    `_sentence_dates`); the caller decides whether it matters.
+
+    Which date wins: one in a sentence that carries a cue of the first tier of `cues` (the
+    not-now phrases' positions, then the interested ones'), nearest that cue; else the
+    earliest anywhere. "We're locked in until the end of February. Write again in early
+    March": the first sentence says why, the one that asks says when."""
+    found: list[_When] = []
+    for start, sentence in _sentences(lowered):
+        bounds = (start, start + len(sentence))
+        for day, how, at in _sentence_dates(sentence, sent, codes, fiscal_year_start, sure, later):
+            found.append(_When(day, how, start + at, bounds))
     if not found:
         return None, []
-    when, how = min(found)
-    return when, [how]
+    for tier in cues:
+        near = [
+            (min(abs(w.at - c) for c in inside), w.day, w.how)
+            for w in found
+            if (inside := [c for c in tier if w.sentence[0] <= c < w.sentence[1]])
+        ]
+        if near:
+            _, when, how = min(near)
+            return when, [how]
+    best = min(found, key=lambda w: w.day)
+    return best.day, [best.how]
+
+
+def _sentence_dates(
+    sentence: str,
+    sent: date,
+    codes: tuple[str, ...],
+    fiscal_year_start: tuple[int, int],
+    sure: bool,
+    later: bool,
+) -> list[tuple[date, str, int]]:
+    """The dates one sentence names, with their positions in it. The most precise reading
+    wins: a month named outright ("in early March", "Anfang März", "starts in April") or a
+    day and month, then a span or a table period ("in 3 months", "next quarter", "the new
+    fiscal year"), then whatever dateparser reads in a sentence with a date word (a month
+    name, a time unit), or a digit when the reply asked for `later` ("Thursday at 2pm" or
+    "40 seats" in a yes is not worth parsing)."""
+    langs = (*codes, *(() if "en" in codes else ("en",))) if sure else ()
+    masked = _masked(sentence, codes)
+    spans = _span_periods(sentence, sent, langs)
+    taken = [(start, end) for _, _, start, end in spans]
+    periodic = [(day, how, at) for day, how, at, _ in spans]
+    periodic += _table_periods(sentence, sent, codes, fiscal_year_start, taken)
+    months = _named_months(masked, sent, langs)
+    if months:
+        # "next year, in March": March of the year the period begins in.
+        year_starts = [day for day, how, _ in periodic if how.startswith("period:year")]
+        if year_starts:
+            floor = max(year_starts) - timedelta(days=1)
+            months = [
+                (periods.next_on(floor, day.month, day.day) if day <= floor else day, how, at)
+                for day, how, at in months
+            ]
+        return months
+    cue = phrases(LATER_CUE)
+    dated = _month_with_day(masked, langs)
+    if periodic and dated is None:
+        return periodic
+    hits = list(cue.finditer(sentence))
+    digit = _DIGIT.search(sentence) if later else None
+    if not (hits or digit):
+        return periodic
+    words = {" ".join(m.group(0).split()) for m in hits}
+    parse_in = _date_languages(words, codes, sure, cue)
+    anchor = (
+        dated if dated is not None else hits[0].start() if hits else digit.start() if digit else 0
+    )
+    parsed = _parsed_date(_around(sentence, anchor), sent, codes, parse_in, cue)
+    if parsed is not None:
+        return [(parsed[0], parsed[1], anchor)]
+    return periodic
+
+
+def _masked(sentence: str, codes: tuple[str, ...]) -> str:
+    """The sentence with the words that only look like dates ("we may", "march on") blanked,
+    positions kept."""
+    noise = phrases(DATE_NOISE, *codes).pattern
+    return noise.sub(_blank, sentence) if noise is not None else sentence
+
+
+@dataclass(frozen=True)
+class _Spans:
+    pattern: re.Pattern[str] | None
+    counts: dict[str, int]
+    units: dict[str, str]
+
+
+@functools.cache
+def _span_words(langs: tuple[str, ...]) -> _Spans:
+    """ "in 3 months", "dans quelques semaines", "tra un mese", "over twee weken", "3 months
+    from now": a word before (or after), a count (digits or a counting word) and a unit,
+    from the languages' tables (every language's when `langs` is empty)."""
+    chosen = langs or tuple(lexicon.languages())
+    counts: dict[str, int] = {}
+    units: dict[str, str] = {}
+    for code in chosen:
+        for word, value in lexicon.table(SPAN_COUNT, code).items():
+            if not value.isdigit() or not 0 < int(value) <= 400:
+                raise lexicon.LexiconError(
+                    f"{_where(code, word)}: {SPAN_COUNT}: {word!r}: {value!r} is not a count; "
+                    "write a whole number from 1 to 400"
+                )
+            counts.setdefault(word, int(value))
+        for word, rule in lexicon.table(SPAN_UNIT, code).items():
+            if not re.fullmatch(r"(?:days|months):[1-9]\d{0,2}", rule):
+                raise lexicon.LexiconError(
+                    f"{_where(code, word)}: {SPAN_UNIT}: {word!r}: {rule!r} is not a unit; "
+                    'write "days:N" or "months:N" (a week is days:7)'
+                )
+            units.setdefault(word, rule)
+    before = phrases(SPAN_BEFORE, *langs).pattern
+    after = phrases(SPAN_AFTER, *langs).pattern
+    if not units or (before is None and after is None):
+        return _Spans(None, counts, units)
+    count = "|".join([r"\d{1,3}", *(_phrase_pattern(w) for w in sorted(counts, key=len)[::-1])])
+    unit = "|".join(_phrase_pattern(w) for w in sorted(units, key=len, reverse=True))
+    core = rf"(?P<count>{count})\s+(?P<unit>{unit})"
+    forms = []
+    if before is not None:
+        forms.append(rf"(?:{before.pattern})\s+{core}")
+    if after is not None:
+        forms.append(rf"\b{core}\s+(?:{after.pattern})".replace("?P<", "?P<a_"))
+    return _Spans(re.compile("|".join(forms)), counts, units)
+
+
+def _span_periods(
+    sentence: str, sent: date, langs: tuple[str, ...]
+) -> list[tuple[date, str, int, int]]:
+    """Each "in N <unit>" of the sentence: the reply's date plus that span (months on the
+    calendar: "dans 3 mois" written on 23 November is 23 February), with its bounds."""
+    spans = _span_words(langs)
+    if spans.pattern is None:
+        return []
+    found = []
+    for m in spans.pattern.finditer(sentence):
+        raw_count = m.group("count") or m.group("a_count")
+        raw_unit = m.group("unit") or m.group("a_unit")
+        count = (
+            int(raw_count)
+            if raw_count.isdigit()
+            else spans.counts.get(" ".join(raw_count.split()), 0)
+        )
+        kind, _, length = spans.units[" ".join(raw_unit.split())].partition(":")
+        rule = f"{kind}:{count * int(length)}"
+        if count <= 0 or not periods.valid_rule(rule):
+            continue  # "in 0 days", "in 30 years": no date rather than a wrong one
+        found.append((periods.resolve(rule, sent), "period:span", m.start(), m.end()))
+    return found
+
+
+@dataclass(frozen=True)
+class _Months:
+    names: dict[str, int]  # full names only ("march", "märz", "mai")
+    full: re.Pattern[str] | None
+    every: re.Pattern[str] | None  # abbreviations too ("mar", "sept"), for a day and month
+    parts: tuple[tuple[re.Pattern[str], int], ...]
+
+
+_DAY_BEFORE = re.compile(r"\b\d{1,2}(?:st|nd|rd|th|er|º|ª|°|e|\.)?\s*(?:(?:of|de|del|di)\s+)?$")
+_DAY_AFTER = re.compile(r"\.?\s*\d{1,2}(?!\d)(?!\s*[:h]\s*\d)")
+_PART_LINK = r"(?:\s+(?:of|de|del|della|di|van|do|da|des|du|d'))?"
+
+
+@functools.cache
+def _month_words(langs: tuple[str, ...]) -> _Months:
+    """The month names of the languages' `months` tables (every language when `langs` is
+    empty) and their month-part phrases. A name that begins a longer name of the same month
+    in its language ("jan", "sept") is an abbreviation: too often a word or a name alone."""
+    chosen = langs or tuple(lexicon.languages())
+    names: dict[str, int] = {}
+    every: dict[str, int] = {}
+    parts: list[tuple[re.Pattern[str], int]] = []
+    for code in chosen:
+        table = {k: int(v) for k, v in lexicon.table("months", code).items()}
+        for name, month in table.items():
+            every.setdefault(name, month)
+            shorter = any(o != name and o.startswith(name) and m == month for o, m in table.items())
+            if not shorter:
+                names.setdefault(name, month)
+        for phrase, day in lexicon.table(MONTH_PART, code).items():
+            first = min(28, int(day)) if day.isdigit() else 1
+            parts.append(
+                (re.compile(rf"(?:^|\s)({re.escape(phrase)}){_PART_LINK}\s*$"), max(first, 1))
+            )
+
+    def pattern(words: dict[str, int]) -> re.Pattern[str] | None:
+        if not words:
+            return None
+        return re.compile("|".join(_phrase_pattern(w) for w in sorted(words, key=len)[::-1]))
+
+    return _Months(names, pattern(names), pattern(every), tuple(parts))
+
+
+def _named_months(sentence: str, sent: date, langs: tuple[str, ...]) -> list[tuple[date, str, int]]:
+    """Each month named without a day ("in March", "early March", "Anfang März", "a
+    principios de marzo", "mid-April 2027"): its first day, or the first day of the part
+    named before it (the `intent_month_part` table), the next one after the reply (this
+    year's when still ahead); "after March" is 1 April. A month written with a day is left
+    to dateparser."""
+    months = _month_words(langs)
+    if months.full is None:
+        return []
+    after_words = phrases(AFTER, *langs)
+    found = []
+    for m in months.full.finditer(sentence):
+        before = sentence[: m.start()]
+        if _DAY_BEFORE.search(before) or _DAY_AFTER.match(sentence, m.end()):
+            continue
+        month = months.names[" ".join(m.group(0).split())]
+        hyphenless = before.replace("-", " ")
+        part, part_at, parted = 1, m.start(), False
+        for regex, day in months.parts:
+            hit = regex.search(hyphenless)
+            if hit and day >= part:
+                part, part_at, parted = day, hit.start(1), True
+        year = _YEAR_AFTER.match(sentence, m.end())
+        if year:
+            day_named = periods.on_day(int(year.group(1)), month, part)
+            if not sent < day_named <= sent + _FARTHEST:
+                continue
+        else:
+            day_named = periods.next_on(sent, month, part)
+        how = "date:month_part" if parted else "date:month"
+        if not parted and _preceded_by(after_words, sentence, part_at):
+            day_named = periods.add_months(day_named, 1)  # after March: 1 April
+            how += "+after"
+        found.append((day_named, how, part_at))
+    return found
+
+
+def _month_with_day(sentence: str, langs: tuple[str, ...]) -> int | None:
+    """Where a month written with a day begins ("15 March", "April 20th", "3. Februar"),
+    for dateparser; None when there is none."""
+    months = _month_words(langs)
+    if months.every is None:
+        return None
+    for m in months.every.finditer(sentence):
+        day = _DAY_BEFORE.search(sentence[: m.start()])
+        if day:
+            return day.start()
+        if _DAY_AFTER.match(sentence, m.end()):
+            return m.start()
+    return None
 
 
 def _around(sentence: str, at: int) -> str:
@@ -477,14 +742,22 @@ def _where(code: str, phrase: str) -> str:
 
 
 def _table_periods(
-    sentence: str, sent: date, codes: tuple[str, ...], fiscal_year_start: tuple[int, int]
-) -> list[tuple[date, str]]:
+    sentence: str,
+    sent: date,
+    codes: tuple[str, ...],
+    fiscal_year_start: tuple[int, int],
+    taken: list[tuple[int, int]] | None = None,
+) -> list[tuple[date, str, int]]:
+    """The `intent_periods` phrases of a sentence, resolved; a phrase inside a span already
+    read (`taken`: "in a few weeks" read as a count of weeks) is skipped."""
     table = _period_table(codes)
     if table.pattern is None:
         return []
     after_words = phrases(AFTER, *codes)
     found = []
     for m in table.pattern.finditer(sentence):
+        if any(start < m.end() and m.start() < end for start, end in taken or ()):
+            continue
         phrase = " ".join(m.group(0).split())
         rule = table.rules.get(phrase) or _regex_rule(table, phrase)
         if rule is None:
@@ -500,7 +773,7 @@ def _table_periods(
         if _preceded_by(after_words, sentence, m.start()):
             when = periods.after(rule, sent, fiscal_year_start)
             how += "+after"
-        found.append((when, how))
+        found.append((when, how, m.start()))
     return found
 
 
@@ -628,7 +901,12 @@ def _named_people(text: str, lowered: str, sender: str) -> tuple[Referral, ...]:
         if address in seen or _is_self(text, m.start()):
             continue
         seen.add(address)
-        people.append(Referral(address, _name_near(text, m.start(), m.end())))
+        name = _name_near(text, m.start(), m.end())
+        if name is None:
+            name = _name_from_address(text, m.start(), address)
+        elif len(name.split()) > 2:  # "Contactez Mme Claire Petit": the words that spell cp@
+            name = _spelled(name.split(), address) or name
+        people.append(Referral(address, name))
     return tuple(people)
 
 
@@ -669,12 +947,102 @@ def _cue_words() -> frozenset[str]:
 def _clean_name(raw: str) -> str | None:
     words = raw.replace("’", "'").split()
     cue = _cue_words()
-    while words and (words[0].lower().strip(".,:") in cue or _acronym(words[0])):
-        words.pop(0)
+    while words:  # "our CFO Herr Dr. Markus Brandt": Markus Brandt
+        if words[0].lower().strip(".,:") in cue or _acronym(words[0]):
+            words.pop(0)
+        elif n := _honorific_at(words):
+            words = words[n:]
+        else:
+            break
     while words and (words[-1].lower().strip(".,:") in cue or _acronym(words[-1])):
         words.pop()
     name = " ".join(words).strip(" .,:'\"")
     return name or None
+
+
+@functools.cache
+def _honorifics() -> tuple[tuple[str, ...], ...]:
+    """Every language's titles and forms of address as word tuples, longest first."""
+    every = lexicon.phrases(HONORIFIC).every
+    return tuple(sorted({tuple(p.split()) for p in every}, key=len, reverse=True))
+
+
+def _honorific_at(words: list[str]) -> int:
+    """How many of the leading words are a title ("Herr", "Sig.ra", "De heer"), 0 if none.
+    A one-letter title ("M.", "D.") could be an initial: only taken before two more words."""
+    bare = [w.lower().rstrip(".,:") for w in words]
+    for title in _honorifics():
+        n = len(title)
+        if tuple(bare[:n]) == title and len(words) > n:
+            if len(title) == 1 and len(title[0]) == 1 and len(words) - n < 2:
+                continue
+            return n
+    return 0
+
+
+def _without_honorific(words: list[str]) -> list[str]:
+    """`words` without the titles before the name ("Herr Dr. Markus Brandt": Markus Brandt)."""
+    while n := _honorific_at(words):
+        words = words[n:]
+    return words
+
+
+_CAPITALISED = re.compile(rf"{_NAME_WORD}(?:\s+(?:{_PARTICLE}\s+)*{_NAME_WORD})+")
+
+
+def _name_from_address(text: str, at: int, address: str) -> str | None:
+    """A name written elsewhere in the text whose words spell the address's local part
+    ("contact Sophie Laurent, our logistics lead: sophie.laurent@x.test"; first.last, f.last,
+    firstlast, last.first, first_last, initials), accents folded; the one nearest the
+    address when several do. None when no 2-4 word capitalised name fits."""
+    best: tuple[int, str] | None = None
+    for m in _CAPITALISED.finditer(text[: at + 2000]):
+        name = _spelled(m.group(0).split(), address)
+        distance = abs(at - m.start())
+        if name and (best is None or distance < best[0]):
+            best = (distance, name)
+    return best[1] if best else None
+
+
+def _spelled(words: list[str], address: str) -> str | None:
+    """The first run of 2-4 of `words` (titles left out) that spells the address's local
+    part, or None."""
+    flat = re.sub(r"[^a-z]", "", _fold(address.partition("@")[0]))
+    if len(flat) < 2:
+        return None
+    for i in range(len(words)):
+        for j in range(min(len(words), i + 4), i + 1, -1):
+            name = _without_honorific(words[i:j])
+            if len(name) >= 2 and flat in _spellings(name):
+                return " ".join(name).strip(" .,:'\"")
+    return None
+
+
+def _fold(text: str) -> str:
+    """Lower case without accents: "Müller" is "muller" (the caller adds "mueller")."""
+    decomposed = unicodedata.normalize("NFKD", text.lower())
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+_UMLAUT = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss"})
+
+
+def _spellings(words: list[str]) -> set[str]:
+    """How a mailbox can spell a name, separators removed: first+last, f+last, last+first,
+    first+l, initials, initials+last ("mjperez"), with the middle words (particles, second
+    first names) kept or dropped and umlauts folded or written out ("mueller")."""
+    found: set[str] = set()
+    for variant in {" ".join(words).lower(), " ".join(words).lower().translate(_UMLAUT)}:
+        parts = [re.sub(r"[^a-z]", "", _fold(w)) for w in variant.split()]
+        parts = [p for p in parts if p]
+        if len(parts) < 2:
+            continue
+        first, last = parts[0], parts[-1]
+        initials = "".join(p[0] for p in parts)
+        found |= {initials, initials[:-1] + last, "".join(parts[:-1]) + last}
+        for lastname in (last, "".join(parts[1:])):
+            found |= {first + lastname, first[0] + lastname, lastname + first, first + lastname[0]}
+    return found
 
 
 def _acronym(word: str) -> bool:
@@ -694,7 +1062,7 @@ def _copied_people(
         if "@" not in address or address in seen:
             continue
         seen.add(address)
-        name = " ".join((display or "").split()).strip("'\"") or None
+        name = " ".join(_without_honorific((display or "").split())).strip("'\"") or None
         if name and (name.lower() == address or "@" in name):
             name = None
         people.append(Referral(address, name))

@@ -2,8 +2,9 @@
 
 Owns: turning a period rule (the values of the `intent_periods` table in `lang/<code>.yaml`)
 and the reply's date into a calendar date. Pure and total: every function takes the reply's
-date and returns a day strictly after it, at most 15 months later, so a follow-up is never in
-the past and never absurdly far off.
+date and returns a day strictly after it, at most 15 months later (a span a person counted,
+days:N or months:N, at most two years), so a follow-up is never in the past and never absurdly
+far off.
 
 The rule vocabulary (one value per phrase in the table; `README`-level documentation lives in
 `RULES` below, which is also what a broken table entry's error lists):
@@ -18,6 +19,8 @@ The rule vocabulary (one value per phrase in the table; `README`-level documenta
     fiscal_year:next  the next start of the fiscal year
     week:next       the next Monday
     days:N          N days after the reply (1..400)
+    months:N        N calendar months after the reply, on the same day of the month (the
+                    month's last day when it is shorter; 1..24)
     holidays        "after the holidays": the next 1 January when written in Oct-Dec, the next
                     1 September when written in May-Aug, else the 1st of the next month
 """
@@ -40,12 +43,13 @@ RULES = (
     "fiscal_year:next",
     "week:next",
     "days:N (1..400)",
+    "months:N (1..24)",
     "holidays",
 )
 
 _RULE = re.compile(
     r"month:(?:0?[1-9]|1[0-2]|next)|quarter:(?:[1-4]|next)|half:(?:[12]|next)"
-    r"|year:next|fiscal_year:next|week:next|days:(?:[1-9]\d{0,2})|holidays"
+    r"|year:next|fiscal_year:next|week:next|days:(?:[1-9]\d{0,2})|months:(?:[1-9]\d?)|holidays"
 )
 
 
@@ -61,16 +65,21 @@ def check_fiscal_year_start(value: tuple[int, int]) -> tuple[int, int]:
 
 
 def valid_rule(rule: str) -> bool:
-    """Whether `rule` is in the vocabulary above (days up to 400)."""
+    """Whether `rule` is in the vocabulary above (days up to 400, months up to 24)."""
     if not _RULE.fullmatch(rule):
         return False
-    return not rule.startswith("days:") or int(rule[5:]) <= 400
+    kind, _, arg = rule.partition(":")
+    limit = {"days": 400, "months": 24}.get(kind)
+    return limit is None or int(arg) <= limit
 
 
-def _on(year: int, month: int, day: int) -> date:
+def on_day(year: int, month: int, day: int) -> date:
     """`day` of that month, or its last day when the month is shorter (a fiscal year that
     starts on the 31st still has quarters)."""
     return date(year, month, min(day, calendar.monthrange(year, month)[1]))
+
+
+_on = on_day
 
 
 def next_on(sent: date, month: int, day: int = 1) -> date:
@@ -131,6 +140,8 @@ def resolve(rule: str, sent: date, fiscal_year_start: tuple[int, int] = (1, 1)) 
         return sent + timedelta(days=7 - sent.weekday())
     if kind == "days":
         return sent + timedelta(days=int(arg))
+    if kind == "months":
+        return add_months(sent, int(arg), sent.day)
     # holidays: the season decides which holidays a person means.
     if sent.month >= 10:
         return next_on(sent, 1)
