@@ -4,7 +4,7 @@ with SQLite and PostgreSQL. The clock is frozen and moved by hand; the servers a
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import date, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
@@ -118,6 +118,35 @@ async def test_out_of_office_does_not_stop_it(setup: Any) -> None:
         assert await w.tick(timedelta(days=2)) == 1
         noted = await InboundMessage.get(enrollment_id=enr.id)
         assert noted.verdict == "auto_reply"
+
+
+async def test_out_of_office_without_thread_headers_waits_for_their_return(setup: Any) -> None:
+    """A Japanese absence notice sent as a new message (no In-Reply-To, its own subject) is
+    matched by the sender's address and read for its return date: the next step waits until
+    they are back, and the sequence is not stopped as if a person had replied."""
+    async with setup as w:
+        await w.enroll(JO)
+        await w.tick()
+        notice = EmailMessage()
+        notice["From"], notice["To"] = f"Jo <{JO}>", SALES
+        notice["Subject"] = "不在のお知らせ"
+        notice["Auto-Submitted"] = "auto-generated"
+        notice["Date"], notice["Message-ID"] = format_datetime(START), make_msgid("prospect.test")
+        notice.set_content(
+            "お世話になっております。\n誠に勝手ながら、12月1日から12月10日まで出張のため"
+            "不在にしております。12月11日より出社いたします。\n"
+        )
+        await w.imap.deliver(notice.as_bytes())
+        await w.tick(timedelta(minutes=5))
+        enr = await w.enrollment(JO)
+        noted = await InboundMessage.get(from_address=JO)
+        assert (noted.verdict, noted.kind) == ("auto_reply", "out_of_office")
+        assert enr.state == "active"
+        assert enr.paused_until is not None
+        assert enr.paused_until.date() >= date(2026, 12, 11)
+        assert enr.next_at is not None and enr.next_at >= enr.paused_until
+        await w.tick(timedelta(days=5))  # step 2's wait is over, but they are away
+        assert len(w.sent_to(JO)) == 1
 
 
 async def test_hard_bounce_stops_and_suppresses(setup: Any) -> None:

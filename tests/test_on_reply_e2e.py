@@ -1,16 +1,13 @@
 """A reply's meaning acted on, end to end on real servers (aiosmtpd, pymap and Dovecot, SQLite
 and PostgreSQL), with the daemon reading its inbox as it runs.
 
-Until the classifier reads intents, `reading` wraps the real classifier and adds to its
-reading of these messages what the intent rules are to add (intent, follow_up_on, suppress,
-erasure); everything else (matching, the handler, the store, the scheduler, SMTP) is real."""
+The replies are read by the real classifier: what they ask (not now, until March; erase my
+data; a demo, please) is in their words, as a person would write it."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
-from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -22,8 +19,7 @@ import pytest
 from conftest import ImapServer
 from world import SALES, START, cli, reply, world
 
-from sequencer import replies, suppression
-from sequencer.classify import Classification, Intent, Verdict
+from sequencer import suppression
 from sequencer.devservers import SmtpSink
 from sequencer.store import queries
 from sequencer.store.models import Enrollment, Suppression
@@ -69,38 +65,18 @@ def setup(
     )
 
 
-def reading(monkeypatch: pytest.MonkeyPatch, **by_phrase: dict[str, Any]) -> list[tuple[int, int]]:
-    """The real classifier, plus what the intent rules will read in messages containing each
-    phrase. Returns the fiscal_year_start each call was given."""
-    real: Callable[..., Classification] = replies.classify
-    seen: list[tuple[int, int]] = []
-
-    def classify(raw: bytes, *, fiscal_year_start: tuple[int, int] = (1, 1)) -> Classification:
-        seen.append(fiscal_year_start)
-        c = real(raw, fiscal_year_start=fiscal_year_start)
-        for phrase, what in by_phrase.items():
-            if phrase.encode() in raw:
-                return replace(c, **what)
-        return c
-
-    monkeypatch.setattr(replies, "classify", classify)
-    return seen
-
-
 async def test_not_now_try_me_in_march_stops_and_writes_again_in_march_in_their_window(
-    setup: Any, monkeypatch: pytest.MonkeyPatch
+    setup: Any,
 ) -> None:
-    seen = reading(
-        monkeypatch,
-        try_me_in_March={"intent": Intent.NOT_NOW, "follow_up_on": date(2027, 3, 1)},
-    )
     async with setup as w:
         await w.enroll(JO, "outreach")
         await w.tick()
         [first] = w.sent_to(JO)
-        await w.imap.deliver(reply(first, "Not now, busy with year-end. try_me_in_March please."))
+        await w.imap.deliver(reply(first, "Not now, we're swamped with year-end. Try me in March?"))
         await w.tick(timedelta(minutes=5))
-        assert (await w.enrollment(JO, "outreach")).state == "replied"
+        replied = await w.enrollment(JO, "outreach")
+        assert (replied.state, replied.reply_intent) == ("replied", "not_now")
+        assert replied.follow_up_on == date(2027, 3, 1)
         later = await w.enrollment(JO, "later")
         assert later.state == "active" and later.variables["first_name"] == "Jo"
         # 1 March 2027 is a Monday, outside the Tue-Thu window: Tuesday 2 March, 10:00 Berlin.
@@ -113,21 +89,11 @@ async def test_not_now_try_me_in_march_stops_and_writes_again_in_march_in_their_
         assert str(again["Subject"]) == "As you asked, Jo"
         assert "In-Reply-To" not in again  # a new thread, not step 2 of the old one
         assert w.sent_times(JO)[-1] == opening
-        assert seen and set(seen) == {(1, 1)}
 
 
 async def test_gdpr_request_as_a_new_message_suppresses_and_agenda_lists_an_interested_reply(
-    setup: Any, monkeypatch: pytest.MonkeyPatch
+    setup: Any,
 ) -> None:
-    reading(
-        monkeypatch,
-        Article_17={
-            "verdict": Verdict.UNSUBSCRIBE_REQUEST,
-            "suppress": (JO,),
-            "erasure": True,
-        },
-        demo_please={"intent": Intent.INTERESTED},
-    )
     async with setup as w:
         await w.enroll(JO, "outreach")
         await w.enroll(ANN, "outreach", first_name="Ann")
@@ -136,9 +102,13 @@ async def test_gdpr_request_as_a_new_message_suppresses_and_agenda_lists_an_inte
         ask["From"], ask["To"] = f"Jo Park <{JO}>", SALES
         ask["Subject"] = "Request under the GDPR"
         ask["Date"], ask["Message-ID"] = format_datetime(START), make_msgid("prospect.test")
-        ask.set_content("Under Article_17 I ask you to erase my data and never write again.")
+        ask.set_content(
+            "Dear Sir or Madam,\n\nUnder Article 17 of the GDPR I request that you erase all "
+            "personal data you hold about me, and that you do not contact me again.\n\nJo Park"
+        )
         await w.imap.deliver(ask.as_bytes())
-        await w.imap.deliver(reply(w.sent_to(ANN)[0], "Yes! A demo_please, Thursday at 10?"))
+        yes = "Yes! Could you show us a demo, Thursday at 10?"
+        await w.imap.deliver(reply(w.sent_to(ANN)[0], yes))
         await w.tick(timedelta(minutes=5))
         assert (await w.enrollment(JO)).state == "unsubscribed"
         assert await Suppression.filter(email=JO).exists()
@@ -151,9 +121,7 @@ async def test_gdpr_request_as_a_new_message_suppresses_and_agenda_lists_an_inte
             ("erasure", JO),
             ("interested", ANN),
         ]
-        assert next(i for i in items if i["kind"] == "interested")["excerpt"] == (
-            "Yes! A demo_please, Thursday at 10?"
-        )
+        assert next(i for i in items if i["kind"] == "interested")["excerpt"] == yes
         # Erase Jo: nothing stays but a hash, which still blocks the send itself.
         res = await asyncio.to_thread(cli, cfg, "forget", JO, "--yes")
         assert res.returncode == 0, res.stderr

@@ -20,14 +20,7 @@ from email import message_from_bytes
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 
-import pytest
-
 from sequencer.classify import Classification, Intent, Verdict, classify
-
-pytestmark = pytest.mark.skipif(
-    not os.environ.get("SEQUENCER_INTENT_TESTS"),
-    reason="reply intent (issue 12) is not in the classifier yet; SEQUENCER_INTENT_TESTS=1 runs it",
-)
 
 # Another directory labelled the same way (its own replies.csv) can be measured with
 # SEQUENCER_REPLIES_DIR=/path; the size and coverage minimums hold for tests/mail only.
