@@ -28,7 +28,7 @@ from sequencer.devservers import Pymap, SmtpSink, delivery_report, imap_append
 from sequencer.errors import SequencerError
 from sequencer.etiquette import Etiquette
 from sequencer.sequences import load_all
-from sequencer.store import db
+from sequencer.store import db, queries
 from sequencer.store.models import Enrollment, SentMessage
 from sequencer.worker import Daemon
 
@@ -176,7 +176,7 @@ async def _respond(
         ("ben@prospect.test", 1): (
             "Ben <ben@prospect.test>",
             "Sounds good, let's talk Thursday.",
-            "replies",
+            'replies: "Sounds good, let\'s talk Thursday."',
             {},
         ),
         ("dee@prospect.test", 1): (
@@ -229,3 +229,6 @@ async def _report(out: Console, steps: int) -> None:
     out.print("\nAda's thread, as her mail client shows it (one conversation):")
     for s in sent:
         out.print(f"  step {s.step}: {s.message_id}  {s.subject}")
+    out.print("\nWhat needs you (`sequencer agenda`): what the replies asked for")
+    for item in await queries.agenda(None):
+        out.print(f"  {item.kind:<11} {item.email:<20} {item.excerpt!r}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -421,6 +422,8 @@ def test_demo_plays_the_whole_story(tmp_path: Path) -> None:
         "dee@prospect.test": "completed",
         "eve@prospect.test": "unsubscribed",
     }
+    # Ben's "let's talk Thursday" is read as interested: the agenda asks the salesperson to answer.
+    assert re.search(r"interested\s+ben@prospect\.test\s+\"Sounds good", res.stdout)
     assert "the temporary folder is removed" in res.stdout
     assert list(tmp_path.iterdir()) == []
 
