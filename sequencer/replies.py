@@ -27,6 +27,7 @@ from tortoise.transactions import in_transaction
 
 from sequencer import contacts, enrolment, safetext
 from sequencer.classify import BounceKind, Classification, Intent, Verdict, classify
+from sequencer.classify.removal_request import OTHERS_NO_ADDRESS
 from sequencer.companies import company_domain
 from sequencer.errors import EnrollError
 from sequencer.etiquette import Etiquette
@@ -388,6 +389,10 @@ async def _removal(m: _Message) -> Done:
     any reply, and what they asked for is followed up like any reply."""
     sender_side = _addresses(m.enrollment, m.c)
     targets = set(m.c.suppress) or sender_side
+    if not m.c.suppress and OTHERS_NO_ADDRESS in m.c.rules:
+        # "Unsubscribe my colleague and add me instead", with no address: the colleague is
+        # whom the thread was written to when someone else answers it; never the asker.
+        targets = {m.enrollment.email} - {m.c.from_address}
     for address in sorted(targets):
         await queries.suppress(address, "unsubscribe", m.subject, m.now)
     why = f"asked to be removed: {m.subject}"
@@ -409,7 +414,8 @@ async def _removal(m: _Message) -> Done:
             mine = m.enrollment if address == m.enrollment.email else None
             m.agenda.append(await _erasure_item(address, mine, m.inbound_id, m.now, m.raw))
         notes.append("erasure requested: on the agenda")
-    action = f"suppressed {', '.join(sorted(targets))}; stopped {len(ended)}"
+    named = ", ".join(sorted(targets)) or "nobody (no address for whom they named)"
+    action = f"suppressed {named}; stopped {len(ended)}"
     return "; ".join([action, *notes]), ended
 
 

@@ -26,6 +26,7 @@ from world import cli
 
 from sequencer import contacts, enrolment, replies, suppression
 from sequencer.classify import Classification, Intent, Referral, Verdict
+from sequencer.classify.removal_request import OTHERS_NO_ADDRESS
 from sequencer.config import Settings, load_settings
 from sequencer.etiquette import Etiquette
 from sequencer.sequences import Sequence, load_all
@@ -354,6 +355,47 @@ async def test_a_removal_request_for_someone_else_suppresses_them_not_the_sender
         assert (await Enrollment.get(id=jo.id)).reply_intent == "interested"
         [item] = await AgendaItem.all()
         assert (item.kind, item.email) == ("interested", JO)
+
+
+async def test_unsubscribe_my_colleague_without_an_address_never_suppresses_the_asker(
+    make_env: MakeEnv,
+) -> None:
+    """Jo answers the thread we wrote to Pat: "please unsubscribe my colleague and add me
+    instead" gives no address, so the colleague is Pat, whom the thread was written to: Pat
+    is suppressed, Jo is not. When Jo says it in Jo's own thread, nobody can be named with
+    certainty: Jo's sequence stops as at any reply and nobody is suppressed."""
+    async with make_env() as env:
+        pat = await env.enroll(PAT)
+        jo = await env.enroll(JO)
+        await SentMessage.create(
+            enrollment=pat,
+            step=1,
+            email=PAT,
+            mailbox="sales",
+            message_id="<p1@vendor.test>",
+            subject="Hello Pat",
+            status="sent",
+            created_at=NOW,
+            sent_at=NOW,
+        )
+        rules = ("unsubscribe_text", OTHERS_NO_ADDRESS)
+        raw, facts = message(JO, "Could you unsubscribe my colleague and add me instead?")
+        c = Classification(
+            Verdict.UNSUBSCRIBE_REQUEST,
+            rules=rules,
+            related_message_ids=("<p1@vendor.test>",),
+            **facts,
+        )
+        await env.reply(c, raw)
+        assert [s.email for s in await Suppression.all()] == [PAT]
+        assert (await Enrollment.get(id=pat.id)).state == "unsubscribed"
+        assert (await Enrollment.get(id=jo.id)).state == "replied"
+
+        ann = await env.enroll(ANN)
+        raw, facts = message(ANN, "Please take my colleague off your list.")
+        await env.reply(Classification(Verdict.UNSUBSCRIBE_REQUEST, rules=rules, **facts), raw)
+        assert not await Suppression.filter(email=ANN).exists()
+        assert (await Enrollment.get(id=ann.id)).state == "replied"
 
 
 async def test_a_removal_request_naming_nobody_suppresses_the_sender(make_env: MakeEnv) -> None:
