@@ -13,7 +13,11 @@ Must not import asyncio, tortoise or any network library.
 Precedence, when several sections fire (first that applies wins; `evidence` lists them all):
 
 1. referral   a referral phrase ("the right person", "talk to my colleague", "I've cc'd") and
-              someone named: an address in the text, or someone new in Cc.
+              someone named: an address in the text, or someone new in Cc; or an address
+              after a forwarding instruction in its sentence ("send it to", "wenden Sie sich
+              an", `intent_forward`), or a department's address (purchasing@, einkauf@,
+              `intent_role_address`), whatever else the reply says ("happy to look at it,
+              but please send it to achats@x.test").
 2. not_now    a period was found in a later-cue sentence, and either a not-now phrase fired or
               the period starts more than 14 days after the reply ("not now, maybe Q3";
               "happy to talk in September"). A concrete later date beats a polite decline.
@@ -21,11 +25,13 @@ Precedence, when several sections fire (first that applies wins; `evidence` list
               interested ("not for me - try jane@x.test").
 4. referral   a referral phrase with nobody named ("I'm not the right person"), not interested:
               `referral` is then empty and the caller asks the salesperson.
-5. not_now    a not-now phrase without a usable date ("maybe later"), and no decline phrase.
+5. not_now    a not-now phrase without a usable date ("maybe later"), and no decline phrase
+              (a negated interest is not one: "passt zeitlich nicht, gerne später").
 6. interested / decline, whichever fired LAST in the text when both did ("no to the webinar,
               but a demo next week would be great" is interested). A negated interest ("no need
-              for a demo", "das interessiert uns nicht") or a negated later-phrase ("no need to
-              follow up") counts as a decline.
+              for a demo", "das interessiert uns nicht"), a negated later-phrase ("no need to
+              follow up") or a negated fit ("I don't think this is a fit", `intent_fit`)
+              counts as a decline.
 7. unclear    nothing fired with confidence.
 
 Fail closed: nothing here sends mail; a `not_now` without a date and a referral without an
@@ -967,14 +973,13 @@ def _modifiers(
             before = not negation.search(" ".join(tokens[:-n][-3:]))
             after = not before
             break
-        if n := _ends_with(tokens, words.determiners):
-            tokens = tokens[:-n]
+        if (tokens[-1],) in words.determiners:  # one word at a time: "end OF the"
+            tokens = tokens[:-1]
             continue
         break
     if not (after or before) and words.tails is not None:
         following = " ".join(sentence[end : end + 40].split()[:3])
-        hit = words.tails.search(following)
-        after = hit is not None and hit.start() == 0
+        after = words.tails.search(following) is not None
     return at_end, after, before
 
 

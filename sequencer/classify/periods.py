@@ -45,7 +45,8 @@ before a period ("end of Q2", "after the first quarter", "before Easter"):
               day the period is over). A named period that is over is next year's ("the end of
               Q1" written in May is next 1 March).
     +after    the first day after the period (after Q1 is 1 April; after the end of the year
-              is 1 January; after Easter is the Tuesday after Easter Monday)
+              is 1 January; after Easter is the Tuesday after Easter Monday); a ":next"
+              period keeps its first day ("after the new year" is 1 January)
     +before   feasts only: the Monday two weeks before the feast's Sunday, or the Monday of the
               week before it when that has passed, or, when the feast is too close for either,
               the day after its last holiday (a "before" that can no longer be met)
@@ -281,7 +282,7 @@ def feast(name: str, modifier: str, sent: date) -> date:
     late for both, "after")."""
     sunday, last = FEASTS[name]
     for year in (sent.year, sent.year + 1):
-        base = easter(year)
+        base: date = easter(year)
         after_it = base + timedelta(days=last + 1)
         if after_it <= sent:
             continue  # this year's is over: next year's
