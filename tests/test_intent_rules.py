@@ -857,3 +857,363 @@ def test_a_name_that_does_not_spell_the_address_is_not_given() -> None:
     assert reading.referral == (Referral("purchasing@client.test", None),)
     reading = read("Thanks, Alice Martin. The right person is kd@client.test")
     assert reading.referral == (Referral("kd@client.test", None),)
+
+
+# ---------------------------------------------------------------------------------------------
+# The end of a period: the first day of its last part that is still ahead
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Let's talk towards the end of the year.",
+        "Reach out at year end.",
+        "Maybe late this year, we'll see.",
+        "Circle back around year-end please.",
+        "Bitte Ende des Jahres nochmal melden.",
+        "Gerne zum Jahresende wieder.",
+        "Recontactez-moi en fin d'année.",
+        "Revenez vers nous vers la fin de l'année.",
+        "Escríbame a finales de año.",
+        "Hablamos a fin de año.",
+        "Mi ricontatti a fine anno.",
+        "Sentiamoci verso la fine dell'anno.",
+        "Mail me eind dit jaar opnieuw.",
+        "Neem tegen het einde van het jaar contact op.",
+        "Volte a falar comigo no final do ano.",
+        "Fale comigo lá para o fim do ano.",
+    ],
+)
+def test_the_end_of_the_year_is_its_last_quarter(text: str) -> None:
+    reading = read(text)
+    assert reading.intent is Intent.NOT_NOW, reading
+    assert reading.follow_up_on == date(2026, 10, 1), reading
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Try me at the end of Q2.", date(2026, 6, 1)),
+        ("Ping me towards the end of the second quarter.", date(2026, 6, 1)),
+        ("Ende Q3 passt besser.", date(2026, 9, 1)),
+        ("Melden Sie sich Ende des dritten Quartals.", date(2026, 9, 1)),
+        ("Recontactez-moi fin T2.", date(2026, 6, 1)),
+        ("Escríbame a finales del segundo trimestre.", date(2026, 6, 1)),
+        ("Ci sentiamo a fine del terzo trimestre.", date(2026, 9, 1)),
+        ("Neem eind van het tweede kwartaal contact op.", date(2026, 6, 1)),
+        ("Fale comigo no final do segundo trimestre.", date(2026, 6, 1)),
+        # This quarter's last month has begun on 10 March: its last part, the 21st.
+        ("Let's reconnect at the end of this quarter.", date(2026, 3, 21)),
+        ("Let's reconnect at the end of the month.", date(2026, 3, 21)),
+        ("Try again at the end of next month.", date(2026, 4, 21)),
+        ("Not this year - end of next year at the earliest.", date(2027, 10, 1)),
+        # A month named with its end keeps the month-part table's day.
+        ("Recontactez-moi fin juin.", date(2026, 6, 21)),
+    ],
+)
+def test_the_end_of_a_quarter_is_its_last_month(text: str, expected: date) -> None:
+    reading = read(text)
+    assert reading.intent is Intent.NOT_NOW, reading
+    assert reading.follow_up_on == expected, reading
+
+
+def test_the_end_of_the_year_narrows_as_it_comes() -> None:
+    text = "Please come back to me at the end of the year."
+    assert read(text, sent=date(2026, 9, 30)).follow_up_on == date(2026, 10, 1)
+    assert read(text, sent=date(2026, 11, 15)).follow_up_on == date(2026, 12, 1)
+    assert read(text, sent=date(2026, 12, 5)).follow_up_on == date(2026, 12, 21)
+    assert read(text, sent=date(2026, 12, 22)).follow_up_on == date(2027, 1, 1)
+    # A named quarter that is over is next year's.
+    assert read("Try me at the end of Q1.", sent=date(2026, 5, 4)).follow_up_on == date(2027, 3, 1)
+
+
+def test_the_end_of_a_fiscal_year_follows_the_configured_year() -> None:
+    april = (4, 1)
+    reading = read("Reach out at year end.", sent=date(2026, 6, 1), fiscal_year_start=april)
+    assert reading.follow_up_on == date(2027, 1, 1)  # FY Apr 2026-Mar 2027: its last quarter
+    reading = read("Try me at the end of Q2.", sent=date(2026, 6, 1), fiscal_year_start=april)
+    assert reading.follow_up_on == date(2026, 9, 1)  # fiscal Q2 is Jul-Sep
+
+
+@given(
+    sent=dates,
+    base=st.sampled_from(
+        [
+            "year:this",
+            "year:next",
+            "fiscal_year:this",
+            "half:1",
+            "half:2",
+            "half:this",
+            "quarter:1",
+            "quarter:4",
+            "quarter:this",
+            "quarter:next",
+            "month:02",
+            "month:12",
+            "month:this",
+            "month:next",
+        ]
+    ),
+    fiscal=fiscal_starts,
+)
+def test_the_end_of_any_period_is_ahead_and_inside_it_or_the_day_it_is_over(
+    sent: date, base: str, fiscal: tuple[int, int]
+) -> None:
+    start, stop = periods.span(base, sent, fiscal)
+    assert stop > sent
+    at_end = periods.resolve(f"{base}+end", sent, fiscal)
+    assert sent < at_end <= stop
+    assert at_end >= start
+    if not base.endswith(":next"):  # "after the new year" is when it starts: resolve()'s
+        assert periods.resolve(f"{base}+after", sent, fiscal) == stop
+
+
+# ---------------------------------------------------------------------------------------------
+# After a period: the first day of the period that follows it
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Try me after Q1 ends.",
+        "Please get back to me once Q1 is over.",
+        "After the first quarter, please.",
+        "Let's pick this up when Q1 is done.",
+        "Bitte nach dem ersten Quartal wieder melden.",
+        "Wenn das erste Quartal vorbei ist, gerne.",
+        "Recontactez-moi après le premier trimestre.",
+        "Une fois le premier trimestre terminé, recontactez-moi.",
+        "Escríbame después del primer trimestre.",
+        "Cuando termine el primer trimestre, escríbame.",
+        "Mi ricontatti dopo il primo trimestre.",
+        "Quando il primo trimestre è finito, ci sentiamo.",
+        "Neem na het eerste kwartaal contact op.",
+        "Zodra het eerste kwartaal voorbij is, mail me.",
+        "Volte a falar comigo depois do primeiro trimestre.",
+        "Quando o primeiro trimestre terminar, fale comigo.",
+    ],
+)
+def test_after_the_first_quarter_is_the_first_day_of_the_second(text: str) -> None:
+    reading = read(text)
+    assert reading.intent is Intent.NOT_NOW, reading
+    assert reading.follow_up_on == date(2026, 4, 1), reading
+    assert any(how.endswith("+after") for how in reading.evidence), reading
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # Written in March: this 1 April, not next year's.
+        ("Reach out after March.", date(2026, 4, 1)),
+        ("Bitte erst nach März melden.", date(2026, 4, 1)),
+        ("Try me after the end of the year.", date(2027, 1, 1)),
+        ("Let's wait until Q2 is over.", date(2026, 7, 1)),
+        ("After this quarter, please.", date(2026, 4, 1)),
+        ("Try again after the summer.", date(2026, 9, 1)),
+    ],
+)
+def test_after_a_period_is_the_day_it_is_over(text: str, expected: date) -> None:
+    reading = read(text)
+    assert reading.intent is Intent.NOT_NOW, reading
+    assert reading.follow_up_on == expected, reading
+
+
+def test_this_year_alone_names_no_date() -> None:
+    reading = read("Not this year, sorry.")
+    assert reading.intent is Intent.NOT_NOW
+    assert reading.follow_up_on is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Moveable feasts, from the calendar (Easter 2026 is 5 April, Easter 2027 28 March)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Let's talk after Easter.",
+        "Not before Easter, please.",
+        "Bitte nach Ostern melden.",
+        "Nach den Osterferien gerne wieder.",
+        "Revenez vers moi après Pâques.",
+        "Escríbame después de Semana Santa.",
+        "Escríbame después de Pascua.",
+        "Ci sentiamo dopo Pasqua.",
+        "Neem na Pasen contact op.",
+        "Fale comigo depois da Páscoa.",
+        "Non prima di Pasqua, grazie.",
+    ],
+)
+def test_after_easter_is_the_day_after_easter_monday(text: str) -> None:
+    reading = read(text)
+    assert reading.intent is Intent.NOT_NOW, reading
+    assert reading.follow_up_on == date(2026, 4, 7), reading
+    # Written after this year's Easter: next year's.
+    assert read(text, sent=date(2026, 4, 20)).follow_up_on == date(2027, 3, 30)
+
+
+def test_before_easter_leaves_time_before_it() -> None:
+    text = "Can you get back to me before Easter?"
+    assert read(text).follow_up_on == date(2026, 3, 23)  # two weeks before Easter Sunday
+    assert read(text, sent=date(2026, 3, 25)).follow_up_on == date(2026, 3, 30)  # one week
+    # Too close for a "before": right after the holiday, not next year.
+    assert read(text, sent=date(2026, 4, 1)).follow_up_on == date(2026, 4, 7)
+    reading = read("Melden Sie sich bitte noch vor Ostern wieder.", sent=date(2026, 1, 15))
+    assert reading.follow_up_on == date(2026, 3, 23)
+
+
+def test_other_moveable_feasts() -> None:
+    reading = read("Melden Sie sich nach Pfingsten wieder.")
+    assert reading.follow_up_on == date(2026, 5, 26)  # Whit Monday 25 May 2026
+    reading = read("Depois do carnaval a gente conversa.", sent=date(2027, 1, 10))
+    assert reading.follow_up_on == date(2027, 2, 10)  # Ash Wednesday 2027
+
+
+@given(sent=dates)
+def test_a_feast_is_always_ahead_and_within_a_year(sent: date) -> None:
+    for rule in ("easter", "easter+before", "pentecost", "carnival+before"):
+        when = periods.resolve(rule, sent)
+        assert sent < when <= sent + timedelta(days=400), rule
+
+
+# ---------------------------------------------------------------------------------------------
+# A forwarding instruction or a department's address is a referral, even when interested
+
+
+@pytest.mark.parametrize(
+    ("text", "address"),
+    [
+        (
+            "Happy to look at it, but please send it to our purchasing department at "
+            "achats@client.test.",
+            "achats@client.test",
+        ),
+        ("Yes, interested - send the pricing to procurement@client.test please.", None),
+        ("Thanks, happy to review it. Could you email it to Mark at m.roe@client.test?", None),
+        ("Sounds interesting. Our buying team is at buying@client.test, they'd love a demo.", None),
+        ("Ja, gerne. Schicken Sie das Angebot bitte an einkauf@client.test.", None),
+        ("Interessant, bitte das Angebot an unseren Einkauf: einkauf@client.test", None),
+        ("Klingt gut, wenden Sie sich an m.braun@client.test.", None),
+        ("Oui, intéressant. Envoyez votre proposition à achats@client.test.", None),
+        ("Volontiers ; écrivez à claire.petit@client.test, elle décide.", None),
+        ("Sí, me interesa. Mande la propuesta a compras@client.test.", None),
+        ("Nos interesa, diríjase a ana.ruiz@client.test por favor.", None),
+        ("Sì, mi interessa. Mandi il preventivo a acquisti@client.test.", None),
+        ("Interessante, si rivolga a l.conti@client.test.", None),
+        ("Ja graag, stuur de offerte naar inkoop@client.test.", None),
+        ("Leuk! Neem contact op met j.devries@client.test.", None),
+        ("Sim, tenho interesse. Envie a proposta para compras@client.test.", None),
+        ("Interessante, fale com rita.lopes@client.test.", None),
+        ("Happy to talk in September; meanwhile send details to purchasing@client.test.", None),
+    ],
+)
+def test_a_forwarding_instruction_with_an_address_is_a_referral(
+    text: str, address: str | None
+) -> None:
+    reading = read(text)
+    assert reading.intent is Intent.REFERRAL, reading
+    assert len(reading.referral) == 1
+    assert reading.referral[0].address == (address or reading.referral[0].address)
+    assert reading.referral[0].address.endswith("@client.test")
+
+
+def test_an_address_that_is_not_a_forwarding_target_leaves_a_yes_a_yes() -> None:
+    reading = read("Yes please, send me the deck. My colleague jane@client.test will join too.")
+    assert reading.intent is Intent.INTERESTED
+    reading = read("Sounds good - send the invite to pat@client.test.", sender="pat@client.test")
+    assert reading.intent is Intent.INTERESTED  # their own address
+
+
+# ---------------------------------------------------------------------------------------------
+# Declines that say they already have it; thanks and questions that are not interest
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Appreciate the persistence, but I don't think this is a fit.",
+        "We run our own fleet and have no plans to outsource any of it.",
+        "We handle all our freight with our own fleet.",
+        "I don't think it would be useful for us.",
+        "vielen Dank, wir arbeiten bereits mit einem anderen Dienstleister zusammen.",
+        "Wir haben einen eigenen Fuhrpark.",
+        "Wir arbeiten seit Jahren mit einem festen Partner zusammen.",
+        "Das ist für uns nicht sinnvoll.",
+        "Nous avons notre propre flotte de camions.",
+        "Nous travaillons déjà avec un autre prestataire.",
+        "Je ne pense pas que ce soit pertinent pour nous.",
+        "Tenemos flota propia, gracias.",
+        "Trabajamos con otro proveedor desde hace años.",
+        "No creo que tenga sentido para nosotros.",
+        "Abbiamo una flotta propria.",
+        "Lavoriamo già con un altro fornitore.",
+        "Non credo che abbia senso per noi.",
+        "Wij hebben een eigen vloot.",
+        "We werken al samen met een andere partij.",
+        "Ik denk niet dat dit relevant is voor ons.",
+        "Obrigado, mas não faz sentido para nós: trabalhamos só com transporte próprio.",
+        "Temos frota própria.",
+        "Já trabalhamos com outro parceiro.",
+    ],
+)
+def test_we_already_have_one_or_it_does_not_fit_is_a_decline(text: str) -> None:
+    assert read(text).intent is Intent.DECLINE, read(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # A yes said after the doubt still wins.
+        "Not sure it's relevant, but could you send a case study?",
+        "No worries if it's not a fit - but I'd love a demo.",
+        "Could you run this with our own data in a pilot?",
+    ],
+)
+def test_a_doubt_before_a_request_stays_interested(text: str) -> None:
+    assert read(text).intent is Intent.INTERESTED
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Thanks for the info.",
+        "Danke für die Info!",
+        "Merci pour l'information.",
+        "Gracias por la información.",
+        "Grazie per le informazioni.",
+        "Bedankt voor de info.",
+        "Obrigado pela informação.",
+        "Wat bedoelt u precies met 12% besparing? Op welke kosten?",
+        "Was meinen Sie genau mit 12 % Ersparnis? Bei welchen Kosten?",
+        "Qu'entendez-vous par 12 % d'économies ?",
+    ],
+)
+def test_a_thanks_or_a_question_about_the_pitch_is_not_interest(text: str) -> None:
+    assert read(text).intent is Intent.UNCLEAR, read(text)
+
+
+def test_a_price_question_is_still_interest() -> None:
+    assert read("Wat kost het voor 20 gebruikers?").intent is Intent.INTERESTED
+    assert read("Was würde das für uns kosten?").intent is Intent.INTERESTED
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Momentan passt es zeitlich nicht, gerne zu einem späteren Zeitpunkt nochmal.",
+        "Im Moment passt es nicht, gerne später wieder.",
+        "Ça ne tombe pas bien en ce moment, volontiers plus tard.",
+    ],
+)
+def test_a_gladly_later_is_not_now_not_interest(text: str) -> None:
+    reading = read(text)
+    assert reading.intent is Intent.NOT_NOW, reading
+    assert reading.follow_up_on is None
+
+
+def test_a_quoted_header_left_above_the_cut_is_not_read() -> None:
+    text = "\n\nDanke für die Info.\n\n \n\nGesendet: Dienstag, 24. November 2026 09:16 Uhr\n"
+    assert read(text).intent is Intent.UNCLEAR
+    text = "Thanks, noted.\n\nSent: Tuesday, November 24, 2026 9:16 AM\n"
+    assert read(text).intent is Intent.UNCLEAR

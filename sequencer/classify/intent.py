@@ -13,7 +13,11 @@ Must not import asyncio, tortoise or any network library.
 Precedence, when several sections fire (first that applies wins; `evidence` lists them all):
 
 1. referral   a referral phrase ("the right person", "talk to my colleague", "I've cc'd") and
-              someone named: an address in the text, or someone new in Cc.
+              someone named: an address in the text, or someone new in Cc; or an address
+              after a forwarding instruction in its sentence ("send it to", "wenden Sie sich
+              an", `intent_forward`), or a department's address (purchasing@, einkauf@,
+              `intent_role_address`), whatever else the reply says ("happy to look at it,
+              but please send it to achats@x.test").
 2. not_now    a period was found in a later-cue sentence, and either a not-now phrase fired or
               the period starts more than 14 days after the reply ("not now, maybe Q3";
               "happy to talk in September"). A concrete later date beats a polite decline.
@@ -21,11 +25,13 @@ Precedence, when several sections fire (first that applies wins; `evidence` list
               interested ("not for me - try jane@x.test").
 4. referral   a referral phrase with nobody named ("I'm not the right person"), not interested:
               `referral` is then empty and the caller asks the salesperson.
-5. not_now    a not-now phrase without a usable date ("maybe later"), and no decline phrase.
+5. not_now    a not-now phrase without a usable date ("maybe later"), and no decline phrase
+              (a negated interest is not one: "passt zeitlich nicht, gerne später").
 6. interested / decline, whichever fired LAST in the text when both did ("no to the webinar,
               but a demo next week would be great" is interested). A negated interest ("no need
-              for a demo", "das interessiert uns nicht") or a negated later-phrase ("no need to
-              follow up") counts as a decline.
+              for a demo", "das interessiert uns nicht"), a negated later-phrase ("no need to
+              follow up") or a negated fit ("I don't think this is a fit", `intent_fit`)
+              counts as a decline.
 7. unclear    nothing fired with confidence.
 
 Fail closed: nothing here sends mail; a `not_now` without a date and a referral without an
@@ -45,7 +51,7 @@ from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
-from sequencer.classify import lexicon, periods
+from sequencer.classify import lexicon, periods, quotes
 from sequencer.classify.languages import COMMON_WORDS, guess_languages, numeric_date_order
 from sequencer.classify.phrasematch import Compiled, phrases
 from sequencer.classify.verdict import Intent, Referral
@@ -161,6 +167,44 @@ HONORIFIC = lexicon.section(
     "'dott'), without their dot: left out of a referred person's name",
 )
 
+BEFORE = lexicon.section(
+    "intent_before",
+    "phrases",
+    "words meaning 'before' in front of a period ('before Easter', 'vor Ostern', 'avant "
+    "Pâques'); read for feasts, whose +before is in sequencer/classify/periods.py",
+)
+AFTER_TAIL = lexicon.section(
+    "intent_after_tail",
+    "phrases",
+    "words just after a period meaning it is over ('Q1 is over', 'Q1 ends', 'vorbei', "
+    "'terminé', 'voorbij'): 'once Q1 is over' is after Q1",
+)
+DETERMINER = lexicon.section(
+    "intent_determiner",
+    "phrases",
+    "articles, demonstratives and possessives that may stand between 'after'/'end of' and a "
+    "period ('after THE first quarter', 'nach DEM Sommer', 'eind VAN HET jaar'), skipped",
+)
+FIT = lexicon.section(
+    "intent_fit",
+    "phrases",
+    "words saying the offer suits them ('a fit', 'relevant', 'makes sense', 'faz sentido'): "
+    "nothing alone, a decline when negated ('I don't think this is a fit')",
+)
+FORWARD = lexicon.section(
+    "intent_forward",
+    "phrases",
+    "words telling the salesperson to write or send to someone else ('send it to', 'forward "
+    "to', 'wenden Sie sich an', 'escriba a', 'stuur het naar'): with an address after them in "
+    "the sentence the reply is a referral, even when it is also interested",
+)
+ROLE_ADDRESS = lexicon.section(
+    "intent_role_address",
+    "phrases",
+    "the local part of a department's address, lower case ('purchasing', 'einkauf', "
+    "'achats', 'compras'): an address written with one is a referral to that department",
+)
+
 _SOON = timedelta(days=14)  # a meeting proposed within this is interest, not "later"
 _FARTHEST = timedelta(days=731)  # an explicit date further off is not read (a typo, a year)
 _TEXT_LIMIT = 8_000  # a reply's own words; hostile input is cut here
@@ -222,7 +266,7 @@ def read_intent(
     - `fiscal_year_start`: (month, day) where quarter 1 begins ((1, 1): calendar quarters).
     """
     periods.check_fiscal_year_start(fiscal_year_start)
-    text = _without_signature(new_text[:_TEXT_LIMIT])
+    text = _without_header_tail(_without_signature(new_text[:_TEXT_LIMIT]))
     if subject and not _REPLY_SUBJECT.match(subject):
         text = f"{subject.strip()[:300]}.\n\n{text}"
     lowered = text.lower().replace("’", "'").replace("‘", "'")
@@ -240,6 +284,8 @@ def read_intent(
     interested = _hits(INTERESTED, lowered, marked, read)
     not_now = _hits(NOT_NOW, lowered, marked, read)
     decline = [_Hit(m.start(), m.end(), False) for m in phrases(DECLINE, *read).finditer(lowered)]
+    # "I don't think this is a fit", "não faz sentido para nós": a negated fit is a no.
+    unfit = [h for h in _hits(FIT, lowered, marked, read) if h.negated]
     refer = phrases(REFERRAL, *read).search(lowered)
     if interested and any(not h.negated for h in interested):
         evidence.append("interested:phrase")
@@ -247,12 +293,19 @@ def read_intent(
         evidence.append("not_now:phrase")
     if decline:
         evidence.append("decline:phrase")
+    if unfit:
+        evidence.append("decline:negated_fit")
     # A negated interest or later-phrase is a no: "no need for a demo", "no need to follow up".
     if any(h.negated for h in interested):
         evidence.append("decline:negated_interest")
     if any(h.negated for h in not_now):
         evidence.append("decline:negated_later")
-    decline += [h for h in interested + not_now if h.negated]
+    decline += unfit + [h for h in not_now if h.negated]
+    # A negated interest is a softer no: "das passt zeitlich nicht, gerne später" asks for
+    # later, so it does not outweigh a later-phrase the way "no thanks" does.
+    soft_no = [h for h in interested if h.negated]
+    explicit_no = bool(decline)
+    decline += soft_no
     interested = [h for h in interested if not h.negated]
     not_now = [h for h in not_now if not h.negated]
     if refer:
@@ -269,6 +322,13 @@ def read_intent(
     people = named + copied
     if refer and people:
         return IntentReading(Intent.REFERRAL, None, people, tuple(evidence))
+    # "Happy to look at it, but please send it to purchasing@x.test": an instruction to write
+    # to someone else's address, or a department's address, is a referral whatever else the
+    # reply says.
+    forwarded = _forwarded_to(text.lower(), named, read)
+    if forwarded:
+        evidence.append(forwarded)
+        return IntentReading(Intent.REFERRAL, None, people, tuple(evidence))
     # Read the date only now that it can decide (a referral above never needs one).
     follow_up: date | None = None
     when: list[str] = []  # how the date was read; evidence only when the reply is a not-now
@@ -283,7 +343,7 @@ def read_intent(
         return IntentReading(Intent.REFERRAL, None, named, tuple(evidence))
     if refer and not interested:
         return IntentReading(Intent.REFERRAL, None, people, tuple(evidence))
-    if not_now and not decline:
+    if not_now and not explicit_no:
         return IntentReading(Intent.NOT_NOW, None, (), tuple(evidence))
     if interested and decline:
         last_yes = max(h.end for h in interested)
@@ -333,6 +393,50 @@ def _without_signature(text: str) -> str:
         if bare:
             content_seen = True
     return "\n".join(lines[:cut])
+
+
+@functools.cache
+def _header_label() -> re.Pattern[str]:
+    """A line that is a label of a quoted header block ("Gesendet: Dienstag, 24. November",
+    "Sent: ...", "Von: ..."), in any language."""
+    labels = lexicon.phrases(quotes.HEADER_FROM).every + lexicon.phrases(quotes.HEADER_NEXT).every
+    return re.compile(rf"^\s*\*?{lexicon.alternation(labels)}\s*\*?\s*[:：]", re.I)
+
+
+def _without_header_tail(text: str) -> str:
+    """The text without header lines left at its end when a quoted block was cut at its
+    "From:" line but began with another label (GMX writes "Gesendet:" first): the time in
+    "Gesendet: ... 09:16 Uhr" is not the person proposing a meeting."""
+    lines = text.rstrip().split("\n")
+    label = _header_label()
+    while len(lines) > 1 and label.match(lines[-1]):
+        lines.pop()
+        while lines and not lines[-1].strip():
+            lines.pop()
+    return "\n".join(lines)
+
+
+def _forwarded_to(written: str, named: tuple[Referral, ...], codes: tuple[str, ...]) -> str:
+    """Why the addresses named make the reply a referral ("referral:forward" when a
+    forwarding instruction precedes one in its sentence, "referral:role_address" when one is
+    a department's), or "" when they do not."""
+    if not named:
+        return ""
+    roles = phrases(ROLE_ADDRESS, *codes)
+    for person in named:
+        local = re.sub(r"[._+\d-]+", " ", person.address.partition("@")[0]).strip()
+        if roles.search(local) or roles.search(local.replace(" ", "")):
+            return "referral:role_address"
+    cues = phrases(FORWARD, *codes)
+    for person in named:
+        at = written.find(person.address)
+        if at < 0:
+            continue
+        window = _LINK.sub(_blank, written[max(0, at - 100) : at]).replace("’", "'")
+        begin = max((b.end() for b in _SENTENCE_END.finditer(window)), default=0)
+        if cues.search(window[begin:]):
+            return "referral:forward"
+    return ""
 
 
 def _mark_short_lines(lowered: str) -> str:
@@ -628,7 +732,6 @@ def _named_months(sentence: str, sent: date, langs: tuple[str, ...]) -> list[tup
     months = _month_words(langs)
     if months.full is None:
         return []
-    after_words = phrases(AFTER, *langs)
     found = []
     for m in months.full.finditer(sentence):
         before = sentence[: m.start()]
@@ -649,8 +752,11 @@ def _named_months(sentence: str, sent: date, langs: tuple[str, ...]) -> list[tup
         else:
             day_named = periods.next_on(sent, month, part)
         how = "date:month_part" if parted else "date:month"
-        if not parted and _preceded_by(after_words, sentence, part_at):
-            day_named = periods.add_months(day_named, 1)  # after March: 1 April
+        if not parted and _modifiers(sentence, m.start(), m.end(), langs)[1]:
+            if year:
+                day_named = periods.add_months(day_named, 1)  # after March 2027: 1 April 2027
+            else:  # after March, written in March: this 1 April
+                day_named = periods.after(f"month:{month:02d}", sent)
             how += "+after"
         found.append((day_named, how, part_at))
     return found
@@ -749,11 +855,13 @@ def _table_periods(
     taken: list[tuple[int, int]] | None = None,
 ) -> list[tuple[date, str, int]]:
     """The `intent_periods` phrases of a sentence, resolved; a phrase inside a span already
-    read (`taken`: "in a few weeks" read as a count of weeks) is skipped."""
+    read (`taken`: "in a few weeks" read as a count of weeks) is skipped. The words before a
+    period may ask for its end ("end of Q2", "Ende des Jahres") or for what follows it ("after
+    the first quarter", "once Q1 is over"), or, for a feast, for what precedes it ("before
+    Easter"): see `_modifiers` and the +end/+after/+before rules of periods.py."""
     table = _period_table(codes)
     if table.pattern is None:
         return []
-    after_words = phrases(AFTER, *codes)
     found = []
     for m in table.pattern.finditer(sentence):
         if any(start < m.end() and m.start() < end for start, end in taken or ()):
@@ -762,19 +870,117 @@ def _table_periods(
         rule = table.rules.get(phrase) or _regex_rule(table, phrase)
         if rule is None:
             continue
-        when = periods.resolve(rule, sent, fiscal_year_start)
-        kind = rule.partition(":")[0]
-        year = _YEAR_AFTER.match(sentence, m.end())
-        if year and kind in ("quarter", "half", "month") and fiscal_year_start == (1, 1):
-            in_year = date(int(year.group(1)), when.month, when.day)
-            if sent < in_year <= sent + _FARTHEST:
-                when = in_year
-        how = f"period:{kind}"
-        if _preceded_by(after_words, sentence, m.start()):
-            when = periods.after(rule, sent, fiscal_year_start)
-            how += "+after"
+        base, modifier = periods.split_rule(rule)
+        kind = base.partition(":")[0]
+        at_end, after, before = _modifiers(sentence, m.start(), m.end(), codes)
+        if at_end and kind in ("month", "quarter", "half", "year", "fiscal_year"):
+            modifier = "end" if modifier in ("", "end") else modifier
+        if after:
+            modifier = "after"
+        elif before and kind in periods.FEASTS:
+            modifier = "before"
+        if modifier and not periods.valid_rule(f"{base}+{modifier}"):
+            modifier = ""  # "the end of next week": the period as written
+        if not modifier and base.endswith(":this"):
+            continue  # "this year" alone names no date: "not this year" says why, not when
+        full = f"{base}+{modifier}" if modifier else base
+        if not modifier and kind in ("quarter", "half", "month") and _named_period(base):
+            when = periods.resolve(base, sent, fiscal_year_start)
+            year = _YEAR_AFTER.match(sentence, m.end())
+            if year and fiscal_year_start == (1, 1):
+                in_year = date(int(year.group(1)), when.month, when.day)
+                if sent < in_year <= sent + _FARTHEST:
+                    when = in_year
+        else:
+            when = periods.resolve(full, sent, fiscal_year_start)
+        how = f"period:{kind}" + (f"+{modifier}" if modifier else "")
         found.append((when, how, m.start()))
     return found
+
+
+def _named_period(base: str) -> bool:
+    return base.partition(":")[2] not in ("next", "this")
+
+
+@dataclass(frozen=True)
+class _Modifier:
+    """The phrases that qualify a period, as word tuples of the chosen languages."""
+
+    ends: frozenset[tuple[str, ...]]
+    afters: frozenset[tuple[str, ...]]
+    befores: frozenset[tuple[str, ...]]
+    determiners: frozenset[tuple[str, ...]]
+    tails: re.Pattern[str] | None
+
+
+def _word_tuples(name: str, codes: tuple[str, ...]) -> frozenset[tuple[str, ...]]:
+    every = lexicon.phrases(name, *codes).every
+    return frozenset(tuple(p.split()) for p in every if not p.startswith("/"))
+
+
+@functools.cache
+def _modifier_words(codes: tuple[str, ...]) -> _Modifier:
+    """The end words are the month-part phrases for the last part of a month ("end of",
+    "late", "Ende", "fin", "finales", "fine", "eind", "final"): one list says "end" for a
+    month and for any other period."""
+    chosen = codes or tuple(lexicon.languages())
+    ends = {
+        tuple(phrase.split())
+        for code in chosen
+        for phrase, day in lexicon.table(MONTH_PART, code).items()
+        if day.isdigit() and int(day) >= 21
+    }
+    tails = phrases(AFTER_TAIL, *codes).pattern
+    return _Modifier(
+        frozenset(ends),
+        _word_tuples(AFTER, codes),
+        _word_tuples(BEFORE, codes),
+        _word_tuples(DETERMINER, codes),
+        tails,
+    )
+
+
+def _ends_with(words: list[str], phrases_: frozenset[tuple[str, ...]]) -> int:
+    """How many of the last `words` form one of `phrases_` (the longest), 0 if none."""
+    for n in range(min(4, len(words)), 0, -1):
+        if tuple(words[-n:]) in phrases_:
+            return n
+    return 0
+
+
+def _modifiers(
+    sentence: str, start: int, end: int, codes: tuple[str, ...]
+) -> tuple[bool, bool, bool]:
+    """(end, after, before): what the words before a period ask of it, skipping articles
+    and possessives: "towards the END OF the year", "AFTER the end of Q1", "NACH DEM ersten
+    Quartal", "BEFORE Easter"; or the words after it: "once Q1 IS OVER" (after)."""
+    words = _modifier_words(codes)
+    before_text = sentence[max(0, start - 80) : start].replace("-", " ")
+    tokens = re.findall(r"[\w']+", before_text)[-8:]
+    at_end = after = before = False
+    for _ in range(8):
+        if not tokens:
+            break
+        if not at_end and (n := _ends_with(tokens, words.ends)):
+            at_end, tokens = True, tokens[:-n]
+            continue
+        if n := _ends_with(tokens, words.afters):
+            after = True
+            break
+        if n := _ends_with(tokens, words.befores):
+            # "not before Easter", "nicht vor Ostern", "we can't do anything before Q3": after
+            negation = phrases(NEGATION, *codes)
+            before = not negation.search(" ".join(tokens[:-n][-3:]))
+            after = not before
+            break
+        if (tokens[-1],) in words.determiners:  # one word at a time: "end OF the"
+            tokens = tokens[:-1]
+            continue
+        break
+    if not (after or before) and words.tails is not None:
+        following = " ".join(sentence[end : end + 40].split()[:3])
+        after = words.tails.search(following) is not None
+    return at_end, after, before
 
 
 def _regex_rule(table: _Table, phrase: str) -> str | None:

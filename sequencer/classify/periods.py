@@ -23,6 +23,33 @@ The rule vocabulary (one value per phrase in the table; `README`-level documenta
                     month's last day when it is shorter; 1..24)
     holidays        "after the holidays": the next 1 January when written in Oct-Dec, the next
                     1 September when written in May-Aug, else the 1st of the next month
+    month:this, quarter:this, half:this, year:this, fiscal_year:this
+                    the period the reply is written in; alone it resolves to the day after it,
+                    but the reader only reads it with +end or +after ("the end of this
+                    quarter", "after this year"): "not this year" says why, not when
+    easter, pentecost, carnival
+                    a moveable feast (dateutil's Western Easter): the first day after its last
+                    holiday (Easter Monday, Whit Monday, Shrove Tuesday) of the next one; "at
+                    Easter" and "after Easter" are both the Tuesday after Easter Monday, when a
+                    salesperson can write again
+
+A rule may carry one modifier, written in the table or found by the reader in the words
+before a period ("end of Q2", "after the first quarter", "before Easter"):
+
+    +end      the first day of the last part of the period that is still ahead: of a year its
+              last quarter (the end of the year is 1 October), of a half its last quarter, of a
+              quarter its last month (the end of Q2 is 1 June), of a month its 21st (as
+              `intent_month_part` reads "end of March"). Written when that part has begun, the
+              next narrower part still ahead is taken (the end of the year, written in November,
+              is 1 December; on 22 December the 21st has passed too, so it is 1 January, the
+              day the period is over). A named period that is over is next year's ("the end of
+              Q1" written in May is next 1 March).
+    +after    the first day after the period (after Q1 is 1 April; after the end of the year
+              is 1 January; after Easter is the Tuesday after Easter Monday); a ":next"
+              period keeps its first day ("after the new year" is 1 January)
+    +before   feasts only: the Monday two weeks before the feast's Sunday, or the Monday of the
+              week before it when that has passed, or, when the feast is too close for either,
+              the day after its last holiday (a "before" that can no longer be met)
 """
 
 from __future__ import annotations
@@ -30,6 +57,8 @@ from __future__ import annotations
 import calendar
 import re
 from datetime import date, timedelta
+
+from dateutil.easter import easter  # type: ignore[import-untyped]  # via dateparser/holidays
 
 RULES = (
     "month:01..month:12",
@@ -45,12 +74,20 @@ RULES = (
     "days:N (1..400)",
     "months:N (1..24)",
     "holidays",
+    "month:this, quarter:this, half:this, year:this, fiscal_year:this",
+    "easter, pentecost, carnival",
+    "any of these with +end or +after; a feast with +after or +before",
 )
 
-_RULE = re.compile(
-    r"month:(?:0?[1-9]|1[0-2]|next)|quarter:(?:[1-4]|next)|half:(?:[12]|next)"
-    r"|year:next|fiscal_year:next|week:next|days:(?:[1-9]\d{0,2})|months:(?:[1-9]\d?)|holidays"
+_BASE = re.compile(
+    r"month:(?:0?[1-9]|1[0-2]|next|this)|quarter:(?:[1-4]|next|this)|half:(?:[12]|next|this)"
+    r"|year:(?:next|this)|fiscal_year:(?:next|this)|week:next|days:(?:[1-9]\d{0,2})"
+    r"|months:(?:[1-9]\d?)|holidays|easter|pentecost|carnival"
 )
+_CALENDAR = ("month", "quarter", "half", "year", "fiscal_year")  # periods with a start and end
+_LENGTH = {"month": 1, "quarter": 3, "half": 6, "year": 12, "fiscal_year": 12}
+# A moveable feast: (its Sunday, its last holiday), in days from Western Easter Sunday.
+FEASTS = {"easter": (0, 1), "pentecost": (49, 50), "carnival": (-49, -47)}
 
 
 def check_fiscal_year_start(value: tuple[int, int]) -> tuple[int, int]:
@@ -64,11 +101,24 @@ def check_fiscal_year_start(value: tuple[int, int]) -> tuple[int, int]:
     return value
 
 
+def split_rule(rule: str) -> tuple[str, str]:
+    """(base rule, modifier or ""): "quarter:2+end" is ("quarter:2", "end")."""
+    base, _, modifier = rule.partition("+")
+    return base, modifier
+
+
 def valid_rule(rule: str) -> bool:
     """Whether `rule` is in the vocabulary above (days up to 400, months up to 24)."""
-    if not _RULE.fullmatch(rule):
+    base, modifier = split_rule(rule)
+    if not _BASE.fullmatch(base):
         return False
-    kind, _, arg = rule.partition(":")
+    kind, _, arg = base.partition(":")
+    if kind in FEASTS:
+        return modifier in ("", "after", "before")
+    if modifier == "before" or (modifier and kind not in _CALENDAR):
+        return False
+    if modifier not in ("", "end", "after"):
+        return False
     limit = {"days": 400, "months": 24}.get(kind)
     return limit is None or int(arg) <= limit
 
@@ -121,7 +171,14 @@ def resolve(rule: str, sent: date, fiscal_year_start: tuple[int, int] = (1, 1)) 
     outside the vocabulary (the phrase files are checked when first read, so that is a bug)."""
     if not valid_rule(rule):
         raise ValueError(f"{rule!r} is not a period rule; rules: {', '.join(RULES)}")
-    kind, _, arg = rule.partition(":")
+    base, modifier = split_rule(rule)
+    kind, _, arg = base.partition(":")
+    if kind in FEASTS:
+        return feast(kind, modifier or "after", sent)
+    if modifier == "end":
+        return end(base, sent, fiscal_year_start)
+    if modifier == "after" or arg == "this":  # "this year" alone: the day it is over
+        return after(base, sent, fiscal_year_start)
     if kind == "month":
         return add_months(sent, 1) if arg == "next" else next_on(sent, int(arg))
     if kind == "quarter":
@@ -155,11 +212,84 @@ def after(rule: str, sent: date, fiscal_year_start: tuple[int, int] = (1, 1)) ->
     the next 1 October (this year's when written in Q3), "after March" the next 1 April.
     Periods that already name a first day after something (days, weeks, holidays, next year)
     are unchanged."""
-    kind, _, arg = rule.partition(":")
+    base, modifier = split_rule(rule)
+    kind, _, arg = base.partition(":")
+    if kind in FEASTS:
+        return feast(kind, "after", sent)
+    if kind in _CALENDAR and (arg == "this" or modifier == "end"):
+        return span(base, sent, fiscal_year_start)[1]  # after (the end of) it: when it is over
     if kind == "quarter" and arg != "next":
         return quarter_start(sent, int(arg) % 4 + 1, fiscal_year_start)
     if kind == "half" and arg != "next":
         return half_start(sent, 3 - int(arg), fiscal_year_start)
     if kind == "month" and arg != "next":
         return next_on(sent, int(arg) % 12 + 1)
-    return resolve(rule, sent, fiscal_year_start)
+    return resolve(base, sent, fiscal_year_start)
+
+
+def span(base: str, sent: date, fiscal_year_start: tuple[int, int] = (1, 1)) -> tuple[date, date]:
+    """[first day, day after the last) of the calendar period `base` names, seen from `sent`:
+    ":this" the one in progress, ":next" the one after it, and a named one (quarter:2,
+    month:03) the one in progress when it is, else the next."""
+    kind, _, arg = base.partition(":")
+    length = _LENGTH[kind]
+    if kind == "month":
+        day = 1
+        current = date(sent.year, sent.month, 1)
+    else:
+        day = 1 if kind == "year" else fiscal_year_start[1]
+        fiscal = (1, 1) if kind == "year" else fiscal_year_start
+        following = next_period_start(sent, length, fiscal)
+        current = add_months(following, -length, day)
+    if arg == "next":
+        start = add_months(current, length, day)
+    elif arg == "this" or kind in ("year", "fiscal_year"):
+        start = current
+    else:
+        number = int(arg)
+        if kind == "month":
+            start = current if sent.month == number else next_on(sent, number)
+        else:
+            starts = _starts(fiscal_year_start, length)
+            if starts.index(current.month) + 1 == number:
+                start = current
+            elif kind == "quarter":
+                start = quarter_start(sent, number, fiscal_year_start)
+            else:
+                start = half_start(sent, number, fiscal_year_start)
+    return start, add_months(start, length, day)
+
+
+def end(base: str, sent: date, fiscal_year_start: tuple[int, int] = (1, 1)) -> date:
+    """The first day of the last part of the period `base` names that is still ahead (see
+    +end above); the day after the period once every part has begun."""
+    kind = base.partition(":")[0]
+    start, stop = span(base, sent, fiscal_year_start)
+    length = _LENGTH[kind]
+    day = start.day
+    last_month = add_months(start, length - 1, day)
+    parts = [add_months(start, length - 3, day)] if length >= 6 else []
+    if length >= 3:
+        parts.append(last_month)
+    parts += [last_month + timedelta(days=20), stop]
+    # `stop` is always ahead: span() gives the period in progress or the next one.
+    return next(part for part in parts if part > sent)
+
+
+def feast(name: str, modifier: str, sent: date) -> date:
+    """A moveable feast seen from `sent` (see the vocabulary above): "after" the day after
+    its last holiday, "before" the Monday two weeks before its Sunday (or one week, or, too
+    late for both, "after")."""
+    sunday, last = FEASTS[name]
+    for year in (sent.year, sent.year + 1):
+        base: date = easter(year)
+        after_it = base + timedelta(days=last + 1)
+        if after_it <= sent:
+            continue  # this year's is over: next year's
+        if modifier == "before":
+            for weeks in (2, 1):
+                monday = base + timedelta(days=sunday - 7 * weeks + 1)
+                if monday > sent:
+                    return monday
+        return after_it
+    raise AssertionError("a feast falls every year")  # pragma: no cover
