@@ -571,23 +571,6 @@ def test_numeric_date_order_comes_from_the_languages() -> None:
     assert numeric_date_order(()) == "any"
 
 
-def test_the_fast_phrase_patterns_find_what_the_lexicon_finds() -> None:
-    from sequencer.classify.phrasematch import phrases
-
-    text = (
-        "no thanks, not right now - but try me in q3. ja gerne, kein interesse. "
-        "pas maintenant, n'hésitez pas. i've cc'd my colleague; we're all set.\n"
-        "ahora no, gracias. non ora. geen interesse. agora não. best regards"
-    )
-    for name, section in lexicon.sections().items():
-        if section.kind != "phrases" or not name.startswith(("intent_", "common_words")):
-            continue
-        for code in lexicon.languages():
-            slow = {m.span() for m in lexicon.phrases(name, code).finditer(text)}
-            fast = {m.span() for m in phrases(name, code).finditer(text)}
-            assert {start for start, _ in slow} == {start for start, _ in fast}, (name, code)
-
-
 def test_a_bare_year_is_its_first_day() -> None:
     reading = read("Not a priority for this year, maybe 2027.")
     assert reading.intent is Intent.NOT_NOW

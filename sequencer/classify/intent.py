@@ -53,7 +53,7 @@ from typing import Any
 
 from sequencer.classify import lexicon, periods, quotes
 from sequencer.classify.languages import COMMON_WORDS, guess_languages, numeric_date_order
-from sequencer.classify.phrasematch import Compiled, phrases
+from sequencer.classify.lexicon import Phrases, phrases
 from sequencer.classify.verdict import Intent, Referral
 
 INTERESTED = lexicon.section(
@@ -786,7 +786,7 @@ def _around(sentence: str, at: int) -> str:
 
 
 def _date_languages(
-    words: set[str], codes: tuple[str, ...], sure: bool, cue: Compiled
+    words: set[str], codes: tuple[str, ...], sure: bool, cue: Phrases
 ) -> tuple[str, ...]:
     """The languages to give dateparser for one sentence: the message's, when its date words
     are theirs; else the languages whose month names and units the sentence uses ("januari"
@@ -991,7 +991,7 @@ def _regex_rule(table: _Table, phrase: str) -> str | None:
     return None
 
 
-def _preceded_by(words: Compiled, text: str, start: int) -> bool:
+def _preceded_by(words: Phrases, text: str, start: int) -> bool:
     """Whether one of `words` ends within the two words before `start`."""
     before = " ".join(text[max(0, start - 40) : start].split()[-2:])
     return any(m.end() == len(before) for m in words.finditer(before)) or bool(
@@ -1004,7 +1004,7 @@ def _parsed_date(
     sent: date,
     codes: tuple[str, ...],
     parse_in: tuple[str, ...],
-    cue: Compiled,
+    cue: Phrases,
 ) -> tuple[date, str] | None:
     """An explicit date in a cue sentence, by dateparser with the message's languages only;
     the first one after the reply's date and within two years, or None."""

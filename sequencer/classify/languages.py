@@ -11,7 +11,7 @@ files loaded once by lexicon.
 from __future__ import annotations
 
 from sequencer.classify import lexicon
-from sequencer.classify.phrasematch import phrases
+from sequencer.classify.lexicon import phrases
 
 COMMON_WORDS = lexicon.section(
     "common_words",
