@@ -244,6 +244,46 @@ async def test_not_now_enrolls_them_from_the_day_they_named_at_the_first_opening
         assert item.excerpt == "Not now, we are mid-budget. Try me after Easter."
 
 
+async def test_a_fault_while_acting_on_a_reply_leaves_nothing_half_done_and_the_retry_acts_once(
+    make_env: MakeEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database fails at the last write of a not-now reply's handling (after the new
+    enrolment and the agenda item were written): all of it is rolled back, so the retry (the
+    daemon retries failed inbound messages) enrolls them once and writes one agenda item."""
+    async with make_env() as env:
+        enr = await env.enroll(JO)
+        c, raw = human(
+            message(JO, "Not now. Try me in March.", name="Jo Park"),
+            intent=Intent.NOT_NOW,
+            follow_up_on=date(2027, 3, 1),
+        )
+        real = queries.set_inbound_action
+        calls = 0
+
+        async def failing_once(row_id: int, action: str) -> None:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise OSError("database went away")
+            await real(row_id, action)
+
+        monkeypatch.setattr(queries, "set_inbound_action", failing_once)
+        with pytest.raises(OSError, match="database went away"):
+            await env.reply(c, raw)
+        assert (await Enrollment.get(id=enr.id)).state == "active"
+        assert await Enrollment.filter(sequence="later").count() == 0
+        assert await AgendaItem.all().count() == 0
+        outcome = await env.reply(c, raw)
+        assert outcome is not None and len(outcome.enrolled) == 1
+        assert (await Enrollment.get(id=enr.id)).state == "replied"
+        assert await Enrollment.filter(sequence="later").count() == 1
+        assert await AgendaItem.all().count() == 1
+        assert (
+            await env.reply(c, raw) is None
+            or await Enrollment.filter(sequence="later").count() == 1
+        )  # a replay of the same message changes nothing
+
+
 async def test_without_on_reply_nothing_is_sent_after_a_reply_but_it_is_remembered(
     make_env: MakeEnv,
 ) -> None:
