@@ -1200,3 +1200,28 @@ def test_a_quoted_header_left_above_the_cut_is_not_read() -> None:
     assert read(text).intent is Intent.UNCLEAR
     text = "Thanks, noted.\n\nSent: Tuesday, November 24, 2026 9:16 AM\n"
     assert read(text).intent is Intent.UNCLEAR
+
+
+COPIED_IN = [
+    "Adding Priya, who runs our warehouses - she's the one to talk to.",
+    "Looping in Priya here, she decides on site upgrades.",
+    "Hi, I've cc'd Priya who looks after facilities.",
+    "Ich habe Priya in Kopie gesetzt, sie ist für unsere Standorte zuständig.",
+    "Je mets Priya en copie, elle gère nos entrepôts.",
+    "Te copio a Priya, que lleva los almacenes.",
+    "Metto in copia Priya, che si occupa dei magazzini.",
+    "Ik heb Priya in de cc gezet, zij gaat over onze panden.",
+    "Copiei a Priya, que cuida dos armazéns. Interessante, aliás.",
+]
+
+
+@pytest.mark.parametrize("text", COPIED_IN)
+def test_someone_added_in_cc_with_words_that_say_so_is_a_referral(text: str) -> None:
+    got = read(text, cc=(("Priya Shah", "priya@acme.test"),), sender="jo@acme.test")
+    assert got.intent is Intent.REFERRAL, got
+    assert got.referral == (Referral("priya@acme.test", "Priya Shah"),)
+
+
+def test_adding_words_without_anyone_new_in_cc_refer_no_one() -> None:
+    got = read("Adding to my last note: yes, Thursday at 10 works.", sender="jo@acme.test")
+    assert got.intent is Intent.INTERESTED, got

@@ -78,6 +78,12 @@ DECLINE = lexicon.section(
     "phrases",
     "the person says no without asking to be removed (not interested, no thanks, all set)",
 )
+COPIED = lexicon.section(
+    "intent_copied",
+    "phrases",
+    'words saying someone was added to the conversation ("adding Tom", "je mets en copie"): a '
+    "referral when that person is new in Cc",
+)
 REFERRAL = lexicon.section(
     "intent_referral",
     "phrases",
@@ -321,6 +327,11 @@ def read_intent(
 
     people = named + copied
     if refer and people:
+        return IntentReading(Intent.REFERRAL, None, people, tuple(evidence))
+    # "Adding Tom, who runs our sites" with Tom in Cc: the reply hands the thread over, even
+    # when it is friendly about it (the agenda shows the reply either way).
+    if copied and phrases(COPIED, *read).search(lowered):
+        evidence.append("referral:copied_in")
         return IntentReading(Intent.REFERRAL, None, people, tuple(evidence))
     # "Happy to look at it, but please send it to purchasing@x.test": an instruction to write
     # to someone else's address, or a department's address, is a referral whatever else the
