@@ -330,7 +330,7 @@ def alternation(phrases: tuple[str, ...] | list[str]) -> str:
     (`\b(?:a(?:bout|fter)|b(?:...))`) only at the start of a word, the others (`不(?:在|...)`)
     anywhere. The engine passes over a group whose first character is not the text's in one
     step. A phrase whose first character cannot be told (a regular expression beginning with
-    `.` or `\w`) is tried everywhere, and in its place within each group, so that at any
+    `.` or `\w`) is tried everywhere, and in its place in each group it may begin, so that at any
     position the phrases that can match there are tried in the order of the plain list
     `(?:p1|p2|...)`: the matches are the same."""
     every = sorted(dict.fromkeys(phrases), key=len, reverse=True)
