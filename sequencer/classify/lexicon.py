@@ -35,6 +35,7 @@ LANG_DIR = Path(str(resources.files("sequencer.classify") / "lang"))
 _MAX_FILE = 512_000  # a phrase file is a few kilobytes; anything larger is not one
 _ORDERS = frozenset({"dmy", "mdy", "ymd", "any"})  # any: both orders are in use
 _RESERVED = frozenset({"language", "numeric_dates"})
+_NAMED_OR_NUMBERED = re.compile(r"\(\?P|(?<!\\)(?:\\\\)*\\[1-9]")  # (?P<name>, (?P=name), \1
 
 
 class LexiconError(ValueError):
@@ -92,6 +93,11 @@ def _check_phrase(path: Path, node: Any, index: Any, phrase: Any, name: str) -> 
     if len(phrase) > 300:
         raise LexiconError(f"{where}: phrase longer than 300 characters; shorten it")
     if phrase.startswith("/") and phrase.endswith("/") and len(phrase) > 2:
+        if _NAMED_OR_NUMBERED.search(phrase):
+            raise LexiconError(
+                f"{where}: {phrase!r} names a group or refers back to one; a phrase is tried "
+                "among many, so write groups as (...) and repeat the words instead"
+            )
         try:
             re.compile(phrase[1:-1])
         except re.error as exc:
@@ -214,36 +220,142 @@ def pattern_text(phrase: str) -> str:
     return start + body + end
 
 
+# A regular expression's source as tokens: an escape, a character class, a group opening, or
+# one character. Enough to tell what a match of it begins with; nothing else is read.
+_TOKEN = re.compile(r"\\.|\[\^?\]?(?:\\.|[^\]\\])*\]|\(\?:|\(\?|.", re.DOTALL)
+_QUANTIFIERS = frozenset("?*+{")
+_SPECIAL = frozenset(".^$*+?{}[]\\|()-")
+
+
+def _alternatives(tokens: list[str]) -> list[list[str]]:
+    """`tokens` split at each `|` outside any group."""
+    parts: list[list[str]] = [[]]
+    depth = 0
+    for item in tokens:
+        depth += item.startswith("(") - (item == ")")
+        if item == "|" and depth == 0:
+            parts.append([])
+        else:
+            parts[-1].append(item)
+    return parts
+
+
+def _chars(token: str) -> frozenset[str] | None:
+    """The characters one token matches: a plain or escaped sign, or a class listing them."""
+    if token.startswith("\\"):
+        return frozenset(token[1]) if not token[1].isalnum() else None
+    chars = token[1:-1] if token.startswith("[") and len(token) > 2 else token
+    return None if _SPECIAL & set(chars) else frozenset(chars)
+
+
+def _starts(tokens: list[str]) -> dict[str, list[str]] | None:
+    """For each character a match of `tokens` can begin with, what may follow it (patterns, in
+    the order the engine tries them); None when that cannot be told plainly. Read: a character
+    or class, a group of alternatives (optional or not), then anything."""
+    if not tokens:
+        return None
+    first, rest = tokens[0], tokens[1:]
+    if first not in ("(", "(?:"):
+        chars = _chars(first)
+        if chars is None or (rest[:1] and rest[0] in _QUANTIFIERS):
+            return None
+        return {c: ["".join(rest)] for c in chars}
+    depth, end = 0, 0
+    for end, item in enumerate(tokens):  # noqa: B007  (end: where the group closes)
+        depth += item.startswith("(") - (item == ")")
+        if depth == 0:
+            break
+    if depth:
+        return None
+    inner, rest = tokens[1:end], tokens[end + 1 :]
+    optional = rest[:1] == ["?"] and rest[1:2] != ["?"]  # greedy: tried first, skipped last
+    rest = rest[1:] if optional else rest
+    if rest[:1] and rest[0] in _QUANTIFIERS:
+        return None
+    found: dict[str, list[str]] = {}
+    for alternative in _alternatives(inner) + ([[]] if optional else []):
+        starts = _starts(alternative + rest)
+        if starts is None:
+            return None
+        for char, after in starts.items():
+            found.setdefault(char, []).extend(after)
+    return found
+
+
+def _filing(phrase: str) -> tuple[dict[str, str], bool] | None:
+    """For each character a match of `phrase` can begin with, the pattern of the rest of the
+    match; and whether it begins only at the start of a word. None when that cannot be told
+    (the phrase is then tried at every position)."""
+    if not _is_regex(phrase):
+        source = pattern_text(phrase).removeprefix(r"\b")
+        return {phrase[0]: source.removeprefix(re.escape(phrase[0]))}, _bounded(phrase[0])
+    found: dict[str, list[str]] = {}
+    alternatives = _alternatives(_TOKEN.findall(phrase[1:-1]))
+    word = all(a[:1] == [r"\b"] for a in alternatives)
+    for alternative in alternatives:
+        bounded = alternative[:1] == [r"\b"]
+        starts = _starts(alternative[1:] if bounded else alternative)
+        if starts is None or (bounded and not all(map(_bounded, starts))):
+            return None
+        for char, after in starts.items():
+            # \b before a letter: no letter before it, read once the letter is taken
+            found.setdefault(char, []).extend(
+                after if word or not bounded else [rf"(?<!\w.){a}" for a in after]
+            )
+    return {c: "(?:" + "|".join(after) + ")" for c, after in found.items()}, word
+
+
+def _may_begin(phrase: str, char: str) -> bool:
+    """Whether a phrase whose first characters cannot be listed may begin with `char`: told
+    by its first item alone (`\\d`, `\\w`, a class) when that cannot match nothing."""
+    tokens = _TOKEN.findall(phrase[1:-1])
+    tokens = tokens[1:] if tokens[:1] == [r"\b"] else tokens
+    zero_width = not tokens or tokens[0][0] in "(^$" or tokens[0] in (r"\A", r"\Z", r"\b", r"\B")
+    alone = len(_alternatives(tokens)) == 1 and not zero_width
+    if not alone or tokens[1:2] in (["?"], ["*"]) or tokens[1:3] in (["{", "0"], ["{", ","]):
+        return True
+    try:
+        return re.fullmatch(tokens[0], char, re.IGNORECASE) is not None
+    except re.error:  # a back-reference: cannot be read alone
+        return True
+
+
 def alternation(phrases: tuple[str, ...] | list[str]) -> str:
-    """One group matching any of `phrases`, longest first (so a match is the fullest phrase
+    r"""One group matching any of `phrases`, longest first (so a match is the fullest phrase
     at its position); "(?!)" (never matches) when there are none.
 
-    Each run of plain phrases that begin on a word boundary shares one boundary and is filed
-    by first letter (`\b(?:a(?:bout|...)|b(?:...))`): otherwise the engine tries every phrase
-    at every word of the text (a few hundred phrases: several times slower). Phrases with
-    different first letters never match at the same place, and within a letter the order is
-    kept, so the matches are the same."""
-    every = sorted(set(phrases), key=len, reverse=True)
-    parts: list[str] = []
-    run: list[str] = []
+    Tried as one long list, a few hundred phrases cost a few hundred steps at every character
+    of the text. So each phrase is filed under the characters it can begin with, and at a
+    position only the phrases filed under its character are tried: those that begin a word
+    (`\b(?:a(?:bout|fter)|b(?:...))`) only at the start of a word, the others (`不(?:在|...)`)
+    anywhere. The engine passes over a group whose first character is not the text's in one
+    step. A phrase whose first character cannot be told (a regular expression beginning with
+    `.` or `\w`) is tried everywhere, and in its place in each group it may begin, so that at any
+    position the phrases that can match there are tried in the order of the plain list
+    `(?:p1|p2|...)`: the matches are the same."""
+    every = sorted(dict.fromkeys(phrases), key=len, reverse=True)
+    if not every:
+        return "(?!)"
+    filing = [(_filing(p), pattern_text(p)) for p in every]
+    anywhere = [source for f, source in filing if f is None]
 
-    def flush() -> None:
-        by_first: dict[str, list[str]] = {}
-        for p in run:  # longest first within each letter, as in `every`
-            by_first.setdefault(p[0], []).append(pattern_text(p).removeprefix(r"\b")[1:])
-        if by_first:
-            groups = "|".join(f"{re.escape(c)}(?:{'|'.join(b)})" for c, b in by_first.items())
-            parts.append(rf"\b(?:{groups})")
-        run.clear()
+    def group(char: str, word: bool) -> str:
+        chosen = [
+            (f, s)
+            for p, (f, s) in zip(every, filing, strict=True)
+            if (f is None and _may_begin(p, char)) or (f and char in f[0] and (word or not f[1]))
+        ]
+        if all(f is not None for f, _ in chosen):  # the engine skips it by its first letter
+            after = [f[0][char] for f, _ in chosen if f is not None]
+            return f"{re.escape(char)}(?:{'|'.join(after)})"
+        items = [s.removeprefix(r"\b") if word else s for _, s in chosen]
+        return f"(?={re.escape(char)})(?:{'|'.join(items)})"
 
-    for phrase in every:
-        if not _is_regex(phrase) and _bounded(phrase[0]):
-            run.append(phrase)
-        else:
-            flush()
-            parts.append(pattern_text(phrase))
-    flush()
-    return "(?:" + "|".join(parts) + ")" if parts else "(?!)"
+    words = dict.fromkeys(c for f, _ in filing if f and f[1] for c in f[0])
+    chars = dict.fromkeys(c for f, _ in filing if f and not f[1] for c in f[0])
+    parts = [rf"\b(?:{'|'.join(group(c, True) for c in words)})"] if words else []
+    parts += [group(c, False) for c in chars]
+    return "(?:" + "|".join(parts + anywhere) + ")"
 
 
 @dataclass(frozen=True)

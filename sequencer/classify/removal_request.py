@@ -18,7 +18,6 @@ The phrases live in `lang/<code>.yaml` under the sections declared below.
 from __future__ import annotations
 
 import bisect
-import functools
 import re
 from dataclasses import dataclass
 
@@ -168,16 +167,16 @@ def read_removal(
     body = _clean(text)
     reading = _Reading(body, sender_l, ours, frozenset(r.strip().lower() for r in recipients))
 
-    words = _scan(REMOVAL_WORD)
-    for match in _scan(REMOVAL).finditer(body):
+    words = lexicon.phrases(REMOVAL_WORD)
+    for match in lexicon.phrases(REMOVAL).finditer(body):
         reading.request(match, PHRASE)
     for match in words.finditer(body if reply_relation else body[:_TOP]):
         reading.request(match, PHRASE)
-    for match in _scan(REMOVAL_VERB).finditer(body):
+    for match in lexicon.phrases(REMOVAL_VERB).finditer(body):
         reading.request(match, PHRASE, needs_someone=True)
-    for match in _scan(REMOVAL_LEGAL).finditer(body):
+    for match in lexicon.phrases(REMOVAL_LEGAL).finditer(body):
         reading.request(match, LEGAL, legal=True)
-    for match in _scan(ERASURE).finditer(body):
+    for match in lexicon.phrases(ERASURE).finditer(body):
         if _from_a_list(body, match):
             reading.request(match, PHRASE)  # "delete my details from your mailing list"
         else:
@@ -194,7 +193,8 @@ def _may_ask(text: str) -> bool:
     """Whether any phrase that can make a request occurs in the text, footers and all: a
     cheap first look, as cleaning only takes text away."""
     lowered = _SOFT_WRAP.sub(" ", text.translate(_APOSTROPHES)).lower()
-    return _scan_many(_ASKING).any(_ABBREVIATION.sub(r"\1 ", lowered))
+    lowered = _ABBREVIATION.sub(r"\1 ", lowered)
+    return any(lexicon.phrases(name).search(lowered) for name in _ASKING)
 
 
 def _our_domains(sender: str | None, recipients: tuple[str, ...]) -> frozenset[str]:
@@ -208,8 +208,8 @@ def _our_domains(sender: str | None, recipients: tuple[str, ...]) -> frozenset[s
 def _clean(text: str) -> str:
     """Lowered text without footer lines and notice sentences, soft line wraps joined."""
     text = text.translate(_APOSTROPHES)
-    footer = _scan(REMOVAL_FOOTER)
-    removal = _scan(REMOVAL)
+    footer = lexicon.phrases(REMOVAL_FOOTER)
+    removal = lexicon.phrases(REMOVAL)
     kept = []
     for line in text.splitlines():
         low = line.lower()
@@ -222,7 +222,7 @@ def _clean(text: str) -> str:
     # A line continued in lower case is one sentence wrapped ("Stop\nby our booth").
     joined = _SOFT_WRAP.sub(_wrap, "\n".join(kept)).lower()
     joined = _ABBREVIATION.sub(r"\1 ", joined)
-    notice = _scan(REMOVAL_NOTICE)
+    notice = lexicon.phrases(REMOVAL_NOTICE)
     if notice.search(joined):
         bounds = _sentences(joined)
         joined = "\n".join(s for s in (joined[a:b] for a, b in bounds) if not notice.search(s))
@@ -235,7 +235,7 @@ def _from_a_list(text: str, match: re.Match[str]) -> bool:
     verwijderen", "delete my data from your mailing list"): that asks off the list, it does
     not ask to erase what is held. "Art. 17" or "right to erasure" are read on their own."""
     clause_after = _CLAUSE_END.split(text[match.end() : match.end() + 80], maxsplit=1)[0]
-    place = _scan(REMOVAL_LIST_PLACE)
+    place = lexicon.phrases(REMOVAL_LIST_PLACE)
     return bool(place.search(match.group()) or place.search(clause_after[:50]))
 
 
@@ -303,7 +303,7 @@ class _Reading:
         sentence = self.body[a:b]
         named = self._named(sentence, match.end() - a)
         someone = lexicon.phrases(SOMEONE_ELSE)
-        others = _scan(SOMEONE_ELSE).search(sentence)
+        others = lexicon.phrases(SOMEONE_ELSE).search(sentence)
         # "entfernen Sie meinen Kollegen": the possessive belongs to the colleague, not a self.
         phrase = someone.pattern.sub(" ", match.group()) if someone.pattern else match.group()
         selfish = lexicon.phrases(REMOVAL_SELF).search(phrase)
@@ -391,7 +391,7 @@ class _Reading:
             core = _core(self.body[a:b])
             if not core or not any(p.pattern and p.pattern.fullmatch(core) for p in whole):
                 continue
-            if _scan(SOMEONE_ELSE).search(core) and not selfish.search(core):
+            if lexicon.phrases(SOMEONE_ELSE).search(core) and not selfish.search(core):
                 continue  # "Take them off your list.": request() has read whom it names
             if _negated(self.body, a, b):
                 self.negated = True
@@ -455,186 +455,3 @@ def _negated(text: str, start: int, end: int) -> bool:
         return True
     question = re.match(r"[^.!?\n]*\?", after)
     return bool(question and _ANSWER_NO.match(after[question.end() :]))
-
-
-# ---------------------------------------------------------------------------------------------
-# Scanning a section quickly. One alternation of a few hundred phrases, each led by a word
-# boundary, makes the regular-expression engine try every phrase at every position (about 2 ms
-# for a short reply). Instead, each phrase that starts at a word boundary with a known letter is
-# filed under that letter, and only the phrases filed under a word's first letter are tried at
-# the start of that word. The phrases themselves are compiled unchanged; only their first item
-# (a letter, a class of letters, or a group of alternatives) is read to file them, and a phrase
-# whose first letter cannot be told that way is searched everywhere, as before.
-
-_WORD_START = re.compile(r"\b\w")
-_QUANTIFIER = frozenset("?*{")
-
-
-def _leads(src: str) -> frozenset[str] | None:
-    """The letters a match of regex source `src` can begin with, or None when unsure."""
-    if not src:
-        return None
-    optional = len(src) > 1 and src[1] in _QUANTIFIER
-    if src[0].isalpha():
-        return None if optional else frozenset(src[0])
-    if src[0] == "[":
-        end = src.find("]", 1)
-        members = src[1:end] if end > 1 else ""
-        if not members.isalpha() or src[end + 1 : end + 2] in _QUANTIFIER:
-            return None
-        return frozenset(members)
-    if src[0] != "(":
-        return None
-    close = _closing(src)
-    if close is None or src[close + 1 : close + 2] in _QUANTIFIER:
-        return None
-    inner = src[1:close]
-    if inner.startswith("?:"):
-        inner = inner[2:]
-    elif inner.startswith("?"):
-        return None  # a lookaround or a named group: not worth reading
-    found: set[str] = set()
-    for alternative in _top_level_alternatives(inner):
-        letters = _leads(alternative)
-        if letters is None:
-            return None
-        found |= letters
-    return frozenset(found)
-
-
-def _closing(src: str) -> int | None:
-    """Index of the parenthesis closing the group that opens src, or None."""
-    depth, i, in_class = 0, 0, False
-    while i < len(src):
-        c = src[i]
-        if c == "\\":
-            i += 2
-            continue
-        if in_class:
-            in_class = c != "]"
-        elif c == "[":
-            in_class = True
-        elif c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
-            if depth == 0:
-                return i
-        i += 1
-    return None
-
-
-def _top_level_alternatives(inner: str) -> list[str]:
-    parts, depth, start, i, in_class = [], 0, 0, 0, False
-    while i < len(inner):
-        c = inner[i]
-        if c == "\\":
-            i += 2
-            continue
-        if in_class:
-            in_class = c != "]"
-        elif c == "[":
-            in_class = True
-        elif c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
-        elif c == "|" and depth == 0:
-            parts.append(inner[start:i])
-            start = i + 1
-        i += 1
-    parts.append(inner[start:])
-    return parts
-
-
-def _filed_letters(source: str) -> frozenset[str] | None:
-    """The first letters of a phrase's pattern when every alternative of it starts at a word
-    boundary with a letter that can be told; None otherwise."""
-    if source.startswith("(?:") and _closing(source) == len(source) - 1:
-        source = source[3:-1]
-    found: set[str] = set()
-    for alternative in _top_level_alternatives(source):
-        letters = _leads(alternative[2:]) if alternative.startswith("\\b") else None
-        if letters is None or not all(c.isalpha() for c in letters):
-            return None
-        found |= letters
-    return frozenset(found)
-
-
-@dataclass(frozen=True)
-class _Scanner:
-    """One section, filed by first letter; finds what the section's own pattern finds."""
-
-    by_letter: dict[str, re.Pattern[str]]
-    rest: re.Pattern[str] | None  # phrases whose first letter cannot be told
-
-    def finditer(self, text: str) -> list[re.Match[str]]:
-        found: list[re.Match[str]] = []
-        resume = 0
-        for word in _WORD_START.finditer(text):
-            start = word.start()
-            pattern = self.by_letter.get(text[start]) if start >= resume else None
-            hit = pattern.match(text, start) if pattern else None
-            if hit and hit.end() > start:
-                found.append(hit)
-                resume = hit.end()
-        if self.rest is None:
-            return found
-        found.extend(self.rest.finditer(text))
-        found.sort(key=lambda m: (m.start(), -m.end()))
-        kept: list[re.Match[str]] = []
-        for hit in found:
-            if not kept or hit.start() >= kept[-1].end():
-                kept.append(hit)
-        return kept
-
-    def search(self, text: str) -> re.Match[str] | None:
-        found = self.finditer(text)
-        return found[0] if found else None
-
-
-@dataclass(frozen=True)
-class _Many:
-    """Several sections filed together, to tell in one pass whether any of them occurs."""
-
-    by_letter: dict[str, re.Pattern[str]]
-    rest: re.Pattern[str] | None
-
-    def any(self, text: str) -> bool:
-        if self.rest is not None and self.rest.search(text):
-            return True
-        get = self.by_letter.get
-        for word in _WORD_START.finditer(text):
-            pattern = get(text[word.start()])
-            if pattern is not None and pattern.match(text, word.start()):
-                return True
-        return False
-
-
-@functools.cache
-def _scan_many(names: tuple[str, ...]) -> _Many:
-    scanners = [_scan(n) for n in names]
-    letters = {c for s in scanners for c in s.by_letter}
-    by_letter = {
-        c: re.compile("|".join(s.by_letter[c].pattern for s in scanners if c in s.by_letter))
-        for c in letters
-    }
-    rest = [s.rest.pattern for s in scanners if s.rest is not None]
-    return _Many(by_letter, re.compile("|".join(rest)) if rest else None)
-
-
-@functools.cache
-def _scan(name: str) -> _Scanner:
-    every = sorted(set(lexicon.phrases(name).every), key=len)
-    filed: dict[str, list[str]] = {}
-    rest: list[str] = []
-    for phrase in reversed(every):  # longest first, as the section's own pattern
-        source = lexicon.pattern_text(phrase)
-        letters = _filed_letters(source)
-        if letters is None:
-            rest.append(source)
-            continue
-        for letter in letters:
-            filed.setdefault(letter, []).append(source)
-    by_letter = {c: re.compile("|".join(items)) for c, items in filed.items()}
-    return _Scanner(by_letter, re.compile("|".join(rest)) if rest else None)
