@@ -397,9 +397,16 @@ class Phrases:
         return pattern.sub(repl, lowered) if pattern else lowered
 
 
-@functools.cache
 def phrases(name: str, *codes: str) -> Phrases:
-    """The section `name` of the given languages (all of them when none is named)."""
+    """The section `name` of the given languages (all of them when none is named).
+
+    Compiled once per section and set of languages: the order the languages are named in
+    does not change what matches, so ("de", "en") and ("en", "de") share one pattern."""
+    return _phrases(name, tuple(sorted(set(codes))))
+
+
+@functools.cache
+def _phrases(name: str, codes: tuple[str, ...]) -> Phrases:
     if name not in _SECTIONS or _SECTIONS[name].kind != "phrases":
         raise KeyError(f"no phrase section {name!r} is declared")
     langs = languages()
