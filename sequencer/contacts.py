@@ -125,6 +125,17 @@ def sample(seq: Sequence, fields: dict[str, str]) -> tuple[Contact, list[str]]:
     return Contact(address, values), missing
 
 
+def _advise(problem: str, email: str) -> str:
+    """A bad address in a CSV is most often a shifted column or a row saved with another
+    delimiter than its header: say what to look at."""
+    if not problem.startswith("email '"):
+        return problem
+    for delimiter, word in csvfile.DELIMITERS.items():
+        if delimiter in email:
+            return f"{problem}: it contains a {word}, so this row may use another delimiter"
+    return f"{problem}: check the column order or the delimiter"
+
+
 def read_csv(seq: Sequence, text: str, name: str) -> list[Contact]:
     """Every row of a CSV with a header row, or EnrollError listing every bad row."""
     try:
@@ -143,7 +154,8 @@ def read_csv(seq: Sequence, text: str, name: str) -> list[Contact]:
         try:
             contacts.append(contact(seq, row.fields.get("email", ""), row.fields, row.line))
         except EnrollError as exc:
-            problems += [f"{name}:{row.line}: {p}" for p in exc.problems]
+            email = row.fields.get("email", "")
+            problems += [f"{name}:{row.line}: {_advise(p, email)}" for p in exc.problems]
     if problems:
         raise EnrollError(
             [f"{len(problems)} problem(s) in {name}; nothing was enrolled:", *problems]

@@ -327,8 +327,8 @@ def test_too_many_cells_is_refused_with_a_hint() -> None:
     found = problems(info)
     assert found == [
         "1 problem(s) in p.csv; nothing was enrolled:",
-        "p.csv:2: more cells than header columns "
-        '(put a value that contains a comma in "double quotes")',
+        "p.csv:2: more cells than header columns (the columns are separated by a comma: "
+        'put a value that contains a comma in "double quotes")',
     ]
 
 
