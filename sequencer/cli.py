@@ -28,6 +28,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
+from typer._click.core import Context, Parameter
+from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from sequencer import contacts, enrolment, logs, suppression
 from sequencer.addresses import normalize_address
@@ -47,11 +49,36 @@ from sequencer.sequences import Sequence, load_all, load_each, load_sequence, we
 from sequencer.states import Hold
 from sequencer.store import db, queries, schema
 
+
+def _plain_flags(params: list[Parameter]) -> list[Parameter]:
+    """On/off options read as plain flags in --help: this typer labels every option with its
+    type, and `--json <bool>` looks as if it wanted a value."""
+    for param in params:
+        if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+class _Command(TyperCommand):
+    def get_params(self, ctx: Context) -> list[Parameter]:
+        return _plain_flags(super().get_params(ctx))
+
+
+class _Group(TyperGroup):
+    def get_params(self, ctx: Context) -> list[Parameter]:
+        return _plain_flags(super().get_params(ctx))
+
+
+#: `-h` as well as `--help`, on every command (subcommands inherit it from the context).
+HELP = {"help_option_names": ["-h", "--help"]}
+
 app = typer.Typer(
     help="A polite email follow-up daemon: sequences as YAML, stopped the moment they reply.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings=HELP,
+    cls=_Group,
 )
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -63,6 +90,39 @@ ConfigOpt = Annotated[
     ),
 ]
 T = TypeVar("T")
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"sequencer {_installed_version()}", highlight=False)
+        raise typer.Exit()
+
+
+def _installed_version() -> str:
+    """The version pip installed (what a bug report needs), not a constant that can drift."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sequencer-followup")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        from sequencer import __version__
+
+        return f"{__version__} (not installed)"
+
+
+@app.callback()
+def _main(
+    _: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_version,
+            is_eager=True,
+            help="Print the installed version and exit",
+        ),
+    ] = False,
+) -> None:
+    """A polite email follow-up daemon: sequences as YAML, stopped the moment they reply."""
 
 
 def _fail(exc: SequencerError) -> typer.Exit:
@@ -129,7 +189,7 @@ def _one_sequence(settings: Settings, name: str) -> Sequence:
     return load_sequence(path, settings.mailboxes)
 
 
-@app.command()
+@app.command(cls=_Command)
 def check(
     sequence: Annotated[
         str | None, typer.Argument(help="Lint only this sequence (all are still validated)")
@@ -231,7 +291,7 @@ def _csv_rows(path: Path) -> list[dict[str, str]]:
         raise EnrollError([f"{path}: not readable as CSV: {exc}"]) from None
 
 
-@app.command()
+@app.command(cls=_Command)
 def enroll(
     sequence: Annotated[str, typer.Argument(help="Sequence id (file name without .yaml)")],
     email: Annotated[str | None, typer.Argument(help="Contact address")] = None,
@@ -240,7 +300,10 @@ def enroll(
         Path | None, typer.Option("--csv", help="CSV with a header row: email, first_name, ...")
     ] = None,
     allow_overlap: Annotated[
-        bool, typer.Option(help="Enroll even if the address is active in another sequence")
+        bool,
+        typer.Option(
+            "--allow-overlap", help="Enroll even if the address is active in another sequence"
+        ),
     ] = False,
     again: Annotated[
         bool,
@@ -374,7 +437,7 @@ def enroll(
     _run(go)
 
 
-@app.command()
+@app.command(cls=_Command)
 def preview(
     sequence: Annotated[str, typer.Argument(help="Sequence id (file name without .yaml)")],
     var: Annotated[
@@ -689,7 +752,7 @@ def _print_mailboxes(views: dict[str, MailboxView], as_json: bool) -> None:
         out.print(f"{hold}: {ADVICE[hold]}", highlight=False)
 
 
-@app.command()
+@app.command(cls=_Command)
 def status(
     email: Annotated[str | None, typer.Argument(help="Only this address")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="A JSON array on stdout")] = False,
@@ -768,7 +831,7 @@ def status(
     out.print(table, highlight=False)
 
 
-@app.command()
+@app.command(cls=_Command)
 def resume(
     email: Annotated[str, typer.Argument(help="Contact address")],
     sent: Annotated[
@@ -841,7 +904,7 @@ def resume(
         out.print(f"resumed {email}: {line}", highlight=False)
 
 
-@app.command()
+@app.command(cls=_Command)
 def stop(
     email: Annotated[str, typer.Argument(help="Contact address")],
     sequence: Annotated[str | None, typer.Option(help="Only this sequence")] = None,
@@ -866,6 +929,7 @@ def stop(
 agenda_app = typer.Typer(
     help="What needs you: interested replies, not-now dates coming due, referrals, erasure "
     "requests.",
+    cls=_Group,
 )
 app.add_typer(agenda_app, name="agenda")
 
@@ -941,7 +1005,7 @@ def agenda(
     out.print(table, highlight=False)
 
 
-@agenda_app.command("done")
+@agenda_app.command("done", cls=_Command)
 def agenda_done(
     item_id: Annotated[int, typer.Argument(metavar="ID", help="The item's id (see `agenda`)")],
     config: ConfigOpt = None,
@@ -963,7 +1027,7 @@ def agenda_done(
     out.print(f"cleared {item_id}: {row.kind} {row.email}", highlight=False, markup=False)
 
 
-@app.command()
+@app.command(cls=_Command)
 def forget(
     email: Annotated[str, typer.Argument(help="The address whose data is erased")],
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation")] = False,
@@ -1014,6 +1078,7 @@ def forget(
 suppress_app = typer.Typer(
     help="The suppression list: addresses and @domains no sequence may enroll or send to.",
     no_args_is_help=True,
+    cls=_Group,
 )
 app.add_typer(suppress_app, name="suppress")
 
@@ -1074,7 +1139,7 @@ def _stopped_note(stopped: list[Any]) -> str:
     return f"stopped {len(stopped)} active enrollment(s): {', '.join(shown[:5])}{more}"
 
 
-@suppress_app.command("list")
+@suppress_app.command("list", cls=_Command)
 def suppress_list(
     as_json: Annotated[bool, typer.Option("--json", help="A JSON array on stdout")] = False,
     lifted: Annotated[
@@ -1122,7 +1187,7 @@ def suppress_list(
     out.print(table, highlight=False)
 
 
-@suppress_app.command("add")
+@suppress_app.command("add", cls=_Command)
 def suppress_add(
     entry: Annotated[str, typer.Argument(help="An address, or @domain for every address there")],
     reason: Annotated[str | None, typer.Option("--reason", help="Why (shown in the list)")] = None,
@@ -1157,7 +1222,7 @@ def suppress_add(
         out.print(_stopped_note(stopped), highlight=False, markup=False)
 
 
-@suppress_app.command("remove")
+@suppress_app.command("remove", cls=_Command)
 def suppress_remove(
     entry: Annotated[str, typer.Argument(help="The address or @domain to take off the list")],
     reason: Annotated[
@@ -1222,7 +1287,7 @@ def suppress_remove(
         )
 
 
-@suppress_app.command("import")
+@suppress_app.command("import", cls=_Command)
 def suppress_import(
     csv_file: Annotated[
         Path,
@@ -1262,7 +1327,7 @@ def suppress_import(
         out.print(_stopped_note(result.stopped), highlight=False, markup=False)
 
 
-@app.command()
+@app.command(cls=_Command)
 def migrate(config: ConfigOpt = None) -> None:
     """Upgrade the database to this version's schema, keeping every contact. A SQLite database
     is backed up beside itself first; on PostgreSQL, one migration runs at a time."""
@@ -1287,7 +1352,7 @@ def migrate(config: ConfigOpt = None) -> None:
         out.print(f"already up to date ({done.version})", highlight=False)
 
 
-@app.command()
+@app.command(cls=_Command)
 def run(config: ConfigOpt = None) -> None:
     """The daemon, in the foreground. Logs go to stdout as JSON lines."""
     from sequencer.worker import Daemon
@@ -1338,7 +1403,7 @@ def run(config: ConfigOpt = None) -> None:
         raise _fail(exc) from None
 
 
-@app.command("classify")
+@app.command("classify", cls=_Command)
 def classify_cmd(
     files: Annotated[list[Path], typer.Argument(help="Raw RFC 5322 messages (.eml)")],
     as_json: Annotated[bool, typer.Option("--json", help="A JSON array on stdout")] = False,
@@ -1401,7 +1466,7 @@ def classify_cmd(
         )
 
 
-@app.command()
+@app.command(cls=_Command)
 def demo() -> None:
     """Play the whole story on loopback servers in a temporary folder, in under a minute."""
     from sequencer.demo import run_demo
@@ -1413,4 +1478,4 @@ def demo() -> None:
 
 
 def main() -> None:
-    app()
+    app(prog_name="sequencer")  # the same usage line under `python -m sequencer`
