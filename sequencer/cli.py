@@ -253,25 +253,32 @@ def check(
             )
         if sequence is not None and sequence not in seqs and not problems:
             _one_sequence(settings, sequence)  # raises: unknown sequence, with the known ones
-        rows = _csv_rows(csv_file) if csv_file is not None else None
+        text = _csv_text(csv_file) if csv_file is not None else None
+        rows = _csv_rows(text, csv_file) if text is not None and csv_file is not None else None
         for seq_id in sorted(seqs) if sequence is None else [sequence] if sequence in seqs else []:
             findings += lint(seqs[seq_id])
             if rows is not None:
                 findings += lint_contacts(seqs[seq_id], rows, str(csv_file))
-        for w in warnings:
-            err.print(f"[yellow]warning:[/] {w} (needed by `sequencer run`)", highlight=False)
+        if text is not None and csv_file is not None and sequence in seqs:
+            problems += _bad_rows(seqs[sequence], text, str(csv_file))
+        if strict:
+            problems += [f"{w} (needed by `sequencer run`)" for w in warnings]
+        else:
+            for w in warnings:
+                err.print(f"[yellow]warning:[/] {w} (needed by `sequencer run`)", highlight=False)
         failing = [f for f in findings if f.severity == "error" or strict]
         for f in findings:
             if f not in failing:
                 err.print(str(f), highlight=False, markup=False)
         problems += [str(f) for f in failing]
         if problems:
-            if strict and any(f.severity == "warning" for f in failing):
-                problems.append("(--strict: warnings count as errors)")
+            counted = len(warnings) + sum(1 for f in findings if f.severity == "warning")
+            if strict and counted:
+                problems.append(f"(--strict: warnings count as errors; {counted} warning(s))")
             raise SequenceError(problems)
     except SequencerError as exc:
         raise _fail(exc) from None
-    notes = sum(1 for f in findings if f.severity == "warning")
+    notes = len(warnings) + sum(1 for f in findings if f.severity == "warning")
     out.print(
         f"ok: {settings.source}: {len(settings.mailboxes)} mailbox(es), "
         f"{len(seqs)} sequence(s): {', '.join(sorted(seqs))}"
@@ -280,15 +287,33 @@ def check(
     )
 
 
-def _csv_rows(path: Path) -> list[dict[str, str]]:
+def _csv_text(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        return path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise EnrollError([f"{path}: cannot read it: {exc}"]) from None
+
+
+def _csv_rows(text: str, path: Path) -> list[dict[str, str]]:
     try:
         return list(csv.DictReader(io.StringIO(text, newline="")))
     except csv.Error as exc:
         raise EnrollError([f"{path}: not readable as CSV: {exc}"]) from None
+
+
+def _bad_rows(seq: Sequence, text: str, name: str) -> list[str]:
+    """Every row `enroll --csv` would refuse (bad address, unknown time zone, a missing value),
+    by line: the import is all-or-nothing, so one bad row would stop the whole list."""
+    try:
+        contacts.read_csv(seq, text, name)
+    except EnrollError as exc:
+        rows = [p for p in exc.problems if p.startswith(f"{name}:")] or exc.problems
+        return [
+            f"{name}: {len(rows)} problem(s); `sequencer enroll {seq.id} --csv` would refuse "
+            "the whole file until each is fixed:",
+            *rows,
+        ]
+    return []
 
 
 @app.command(cls=_Command)
