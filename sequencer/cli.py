@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import difflib
 import functools
 import io
 import json
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -31,7 +32,7 @@ from rich.text import Text
 from typer._click.core import Context, Parameter
 from typer.core import TyperCommand, TyperGroup, TyperOption
 
-from sequencer import contacts, enrolment, logs, suppression
+from sequencer import contacts, enrolment, logs, render, suppression
 from sequencer.addresses import normalize_address
 from sequencer.clock import SystemClock
 from sequencer.config import Settings, find_config, load_settings
@@ -179,14 +180,47 @@ def _sample_renders_each(settings: Settings, seqs: dict[str, Sequence]) -> dict[
     return asyncio.run(go())
 
 
+def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    """ " (did you mean 'x'?)" for the closest known name, or "": a typo gets its fix."""
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
 def _one_sequence(settings: Settings, name: str) -> Sequence:
     path = settings.sequences / f"{name}.yaml"
     if not path.exists():
         known = sorted(p.stem for p in settings.sequences.glob("*.yaml"))
         raise SequenceError(
-            [f"unknown sequence '{name}' (no {path}); available: {', '.join(known) or 'none'}"]
+            [
+                f"unknown sequence '{name}'{_did_you_mean(name, known)} (no {path}); "
+                f"available: {', '.join(known) or 'none'}"
+            ]
         )
     return load_sequence(path, settings.mailboxes)
+
+
+#: Fields the scheduler reads from any contact, whatever the sequence.
+PLACE_FIELDS = frozenset({"timezone", "country", "subdivision"})
+
+
+def _vars(seq: Sequence, pairs: list[str], allow_unknown: bool) -> dict[str, str]:
+    """--var pairs, refusing a name the sequence neither declares nor reads: `compnay=Acme`
+    would otherwise be dropped silently and the template would use its default."""
+    given = contacts.parse_vars(pairs)
+    known = (
+        render.BUILTIN_FIELDS | PLACE_FIELDS | set(seq.variables) | seq.fields_used
+    ) | seq.fields_optional
+    unknown = sorted(set(given) - known)
+    if unknown and not allow_unknown:
+        raise EnrollError(
+            [
+                f"--var {name}: sequence '{seq.id}' has no variable '{name}'"
+                f"{_did_you_mean(name, known - set(given))}; it knows "
+                f"{', '.join(sorted(known))} (--allow-unknown to pass it anyway)"
+                for name in unknown
+            ]
+        )
+    return given
 
 
 @app.command(cls=_Command)
@@ -321,6 +355,12 @@ def enroll(
     sequence: Annotated[str, typer.Argument(help="Sequence id (file name without .yaml)")],
     email: Annotated[str | None, typer.Argument(help="Contact address")] = None,
     var: Annotated[list[str] | None, typer.Option("--var", help="key=value, repeatable")] = None,
+    allow_unknown: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unknown", help="Accept a --var the sequence neither declares nor uses"
+        ),
+    ] = False,
     csv_file: Annotated[
         Path | None, typer.Option("--csv", help="CSV with a header row: email, first_name, ...")
     ] = None,
@@ -375,7 +415,7 @@ def enroll(
                 raise EnrollError([f"{csv_file}: cannot read it: {exc}"]) from None
             people = contacts.read_csv(seq, text, str(csv_file))
         else:
-            people = [contacts.contact(seq, email or "", contacts.parse_vars(var or []))]
+            people = [contacts.contact(seq, email or "", _vars(seq, var or [], allow_unknown))]
         now = SystemClock().now()
         promised = enrolment.parse_promise_options(first_at, promise or [])
         if promised and csv_file is not None and len(people) > 1:
@@ -469,6 +509,12 @@ def preview(
         list[str] | None,
         typer.Option("--var", help="key=value, repeatable (timezone=, country= place the contact)"),
     ] = None,
+    allow_unknown: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unknown", help="Accept a --var the sequence neither declares nor uses"
+        ),
+    ] = False,
     first_at: Annotated[
         str | None,
         typer.Option("--first-at", help="A promised time for step 1, in the contact's zone"),
@@ -495,7 +541,7 @@ def preview(
     try:
         settings = _settings(config)
         seq = _one_sequence(settings, sequence)
-        person, missing = contacts.sample(seq, contacts.parse_vars(var or []))
+        person, missing = contacts.sample(seq, _vars(seq, var or [], allow_unknown))
         etiquette = Etiquette(settings)
         zone_name = etiquette.zone_name(person.values)
         now = _parse_now(now_at, zone_name) if now_at else SystemClock().now()

@@ -600,3 +600,38 @@ def test_sighup_reload_of_a_yaml_bomb_keeps_the_daemon_and_its_sequences(cfg: Pa
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_misspelled_var_is_refused_with_the_fix(cfg: Path) -> None:
+    res = cli("enroll", "follow-up", JO, "--var", "first_name=Jo", "--var", "compnay=Acme", cfg=cfg)
+    assert res.returncode == 2
+    assert "--var compnay: sequence 'follow-up' has no variable 'compnay'" in res.stderr
+    assert "(did you mean 'company'?)" in res.stderr
+    assert "--allow-unknown" in res.stderr
+    assert "enrolled" not in res.stdout
+    preview = cli("preview", "follow-up", "--var", "compnay=Acme", cfg=cfg)
+    assert preview.returncode == 2
+    assert "(did you mean 'company'?)" in preview.stderr
+    ok = cli(
+        "enroll",
+        "follow-up",
+        JO,
+        "--var",
+        "first_name=Jo",
+        "--var",
+        "compnay=Acme",
+        "--allow-unknown",
+        cfg=cfg,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "enrolled 1" in ok.stdout
+    assert cli("preview", "follow-up", "--var", "timezone=Europe/Berlin", cfg=cfg).returncode == 0
+
+
+def test_a_misspelled_sequence_name_gets_the_fix(cfg: Path) -> None:
+    res = cli("enroll", "folow-up", JO, "--var", "first_name=Jo", cfg=cfg)
+    assert res.returncode == 2
+    assert "unknown sequence 'folow-up' (did you mean 'follow-up'?)" in res.stderr
+    far = cli("enroll", "onboarding", JO, cfg=cfg)
+    assert far.returncode == 2
+    assert "unknown sequence 'onboarding'" in far.stderr and "did you mean" not in far.stderr
