@@ -70,6 +70,11 @@ class _Group(TyperGroup):
         return _plain_flags(super().get_params(ctx))
 
 
+def _example(command: str) -> str:
+    """A --help epilog: one command as a person would type it, to copy and adapt."""
+    return f"Example: {command}"
+
+
 #: `-h` as well as `--help`, on every command (subcommands inherit it from the context).
 HELP = {"help_option_names": ["-h", "--help"]}
 
@@ -80,6 +85,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings=HELP,
     cls=_Group,
+    epilog=_example("sequencer check --strict --config sequencer.yaml"),
 )
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -223,7 +229,9 @@ def _vars(seq: Sequence, pairs: list[str], allow_unknown: bool) -> dict[str, str
     return given
 
 
-@app.command(cls=_Command)
+@app.command(
+    cls=_Command, epilog=_example("sequencer check after-meeting --strict --csv leads.csv")
+)
 def check(
     sequence: Annotated[
         str | None, typer.Argument(help="Lint only this sequence (all are still validated)")
@@ -350,7 +358,12 @@ def _bad_rows(seq: Sequence, text: str, name: str) -> list[str]:
     return []
 
 
-@app.command(cls=_Command)
+@app.command(
+    cls=_Command,
+    epilog=_example(
+        "sequencer enroll after-meeting jo@acme.test --var first_name=Jo --var company=Acme"
+    ),
+)
 def enroll(
     sequence: Annotated[str, typer.Argument(help="Sequence id (file name without .yaml)")],
     email: Annotated[str | None, typer.Argument(help="Contact address")] = None,
@@ -502,7 +515,12 @@ def enroll(
     _run(go)
 
 
-@app.command(cls=_Command)
+@app.command(
+    cls=_Command,
+    epilog=_example(
+        "sequencer preview after-meeting --var first_name=Jo --var timezone=America/New_York"
+    ),
+)
 def preview(
     sequence: Annotated[str, typer.Argument(help="Sequence id (file name without .yaml)")],
     var: Annotated[
@@ -823,7 +841,7 @@ def _print_mailboxes(views: dict[str, MailboxView], as_json: bool) -> None:
         out.print(f"{hold}: {ADVICE[hold]}", highlight=False)
 
 
-@app.command(cls=_Command)
+@app.command(cls=_Command, epilog=_example("sequencer status jo@acme.test"))
 def status(
     email: Annotated[str | None, typer.Argument(help="Only this address")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="A JSON array on stdout")] = False,
@@ -902,7 +920,7 @@ def status(
     out.print(table, highlight=False)
 
 
-@app.command(cls=_Command)
+@app.command(cls=_Command, epilog=_example("sequencer resume jo@acme.test --sent"))
 def resume(
     email: Annotated[str, typer.Argument(help="Contact address")],
     sent: Annotated[
@@ -975,7 +993,7 @@ def resume(
         out.print(f"resumed {email}: {line}", highlight=False)
 
 
-@app.command(cls=_Command)
+@app.command(cls=_Command, epilog=_example("sequencer stop jo@acme.test"))
 def stop(
     email: Annotated[str, typer.Argument(help="Contact address")],
     sequence: Annotated[str | None, typer.Option(help="Only this sequence")] = None,
@@ -1001,6 +1019,7 @@ agenda_app = typer.Typer(
     help="What needs you: interested replies, not-now dates coming due, referrals, erasure "
     "requests.",
     cls=_Group,
+    epilog=_example("sequencer agenda --all"),
 )
 app.add_typer(agenda_app, name="agenda")
 
@@ -1076,7 +1095,7 @@ def agenda(
     out.print(table, highlight=False)
 
 
-@agenda_app.command("done", cls=_Command)
+@agenda_app.command("done", cls=_Command, epilog=_example("sequencer agenda done 12"))
 def agenda_done(
     item_id: Annotated[int, typer.Argument(metavar="ID", help="The item's id (see `agenda`)")],
     config: ConfigOpt = None,
@@ -1098,7 +1117,7 @@ def agenda_done(
     out.print(f"cleared {item_id}: {row.kind} {row.email}", highlight=False, markup=False)
 
 
-@app.command(cls=_Command)
+@app.command(cls=_Command, epilog=_example("sequencer forget jo@acme.test"))
 def forget(
     email: Annotated[str, typer.Argument(help="The address whose data is erased")],
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation")] = False,
@@ -1150,6 +1169,7 @@ suppress_app = typer.Typer(
     help="The suppression list: addresses and @domains no sequence may enroll or send to.",
     no_args_is_help=True,
     cls=_Group,
+    epilog=_example('sequencer suppress add jo@acme.test --reason "asked by phone"'),
 )
 app.add_typer(suppress_app, name="suppress")
 
@@ -1210,7 +1230,7 @@ def _stopped_note(stopped: list[Any]) -> str:
     return f"stopped {len(stopped)} active enrollment(s): {', '.join(shown[:5])}{more}"
 
 
-@suppress_app.command("list", cls=_Command)
+@suppress_app.command("list", cls=_Command, epilog=_example("sequencer suppress list --lifted"))
 def suppress_list(
     as_json: Annotated[bool, typer.Option("--json", help="A JSON array on stdout")] = False,
     lifted: Annotated[
@@ -1258,7 +1278,11 @@ def suppress_list(
     out.print(table, highlight=False)
 
 
-@suppress_app.command("add", cls=_Command)
+@suppress_app.command(
+    "add",
+    cls=_Command,
+    epilog=_example('sequencer suppress add @competitor.test --reason "a competitor"'),
+)
 def suppress_add(
     entry: Annotated[str, typer.Argument(help="An address, or @domain for every address there")],
     reason: Annotated[str | None, typer.Option("--reason", help="Why (shown in the list)")] = None,
@@ -1293,7 +1317,11 @@ def suppress_add(
         out.print(_stopped_note(stopped), highlight=False, markup=False)
 
 
-@suppress_app.command("remove", cls=_Command)
+@suppress_app.command(
+    "remove",
+    cls=_Command,
+    epilog=_example('sequencer suppress remove jo@acme.test --reason "asked us to write again"'),
+)
 def suppress_remove(
     entry: Annotated[str, typer.Argument(help="The address or @domain to take off the list")],
     reason: Annotated[
@@ -1358,7 +1386,9 @@ def suppress_remove(
         )
 
 
-@suppress_app.command("import", cls=_Command)
+@suppress_app.command(
+    "import", cls=_Command, epilog=_example("sequencer suppress import do-not-contact.csv")
+)
 def suppress_import(
     csv_file: Annotated[
         Path,
@@ -1398,7 +1428,9 @@ def suppress_import(
         out.print(_stopped_note(result.stopped), highlight=False, markup=False)
 
 
-@app.command(cls=_Command)
+@app.command(
+    cls=_Command, epilog=_example("sequencer migrate --config /etc/sequencer/sequencer.yaml")
+)
 def migrate(config: ConfigOpt = None) -> None:
     """Upgrade the database to this version's schema, keeping every contact. A SQLite database
     is backed up beside itself first; on PostgreSQL, one migration runs at a time."""
@@ -1423,7 +1455,7 @@ def migrate(config: ConfigOpt = None) -> None:
         out.print(f"already up to date ({done.version})", highlight=False)
 
 
-@app.command(cls=_Command)
+@app.command(cls=_Command, epilog=_example("sequencer run --config sequencer.yaml"))
 def run(config: ConfigOpt = None) -> None:
     """The daemon, in the foreground. Logs go to stdout as JSON lines."""
     from sequencer.worker import Daemon
@@ -1474,7 +1506,7 @@ def run(config: ConfigOpt = None) -> None:
         raise _fail(exc) from None
 
 
-@app.command("classify", cls=_Command)
+@app.command("classify", cls=_Command, epilog=_example("sequencer classify reply.eml --json"))
 def classify_cmd(
     files: Annotated[list[Path], typer.Argument(help="Raw RFC 5322 messages (.eml)")],
     as_json: Annotated[bool, typer.Option("--json", help="A JSON array on stdout")] = False,
@@ -1537,7 +1569,7 @@ def classify_cmd(
         )
 
 
-@app.command(cls=_Command)
+@app.command(cls=_Command, epilog=_example("sequencer demo"))
 def demo() -> None:
     """Play the whole story on loopback servers in a temporary folder, in under a minute."""
     from sequencer.demo import run_demo

@@ -65,3 +65,9 @@ def test_help_lists_plain_flags() -> None:
     lines = cli("enroll", "-h").stdout.splitlines()
     overlap = next(line for line in lines if "--allow-overlap" in line)
     assert overlap.split("--allow-overlap", 1)[1].lstrip().startswith("Enroll even")
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "sequencer")
+def test_every_help_shows_an_example_of_that_command(command: list[str]) -> None:
+    text = " ".join(cli(*command, "-h").stdout.split())  # wrapped lines joined
+    assert "Example: " + " ".join(["sequencer", *command]) in text
