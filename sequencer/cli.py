@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import difflib
 import functools
 import io
 import json
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,8 +29,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
+from typer._click.core import Context, Parameter
+from typer.core import TyperCommand, TyperGroup, TyperOption
 
-from sequencer import contacts, enrolment, logs, suppression
+from sequencer import contacts, enrolment, logs, render, suppression
 from sequencer.addresses import normalize_address
 from sequencer.clock import SystemClock
 from sequencer.config import Settings, find_config, load_settings
@@ -47,11 +50,42 @@ from sequencer.sequences import Sequence, load_all, load_each, load_sequence, we
 from sequencer.states import Hold
 from sequencer.store import db, queries, schema
 
+
+def _plain_flags(params: list[Parameter]) -> list[Parameter]:
+    """On/off options read as plain flags in --help: this typer labels every option with its
+    type, and `--json <bool>` looks as if it wanted a value."""
+    for param in params:
+        if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+class _Command(TyperCommand):
+    def get_params(self, ctx: Context) -> list[Parameter]:
+        return _plain_flags(super().get_params(ctx))
+
+
+class _Group(TyperGroup):
+    def get_params(self, ctx: Context) -> list[Parameter]:
+        return _plain_flags(super().get_params(ctx))
+
+
+def _example(command: str) -> str:
+    """A --help epilog: one command as a person would type it, to copy and adapt."""
+    return f"Example: {command}"
+
+
+#: `-h` as well as `--help`, on every command (subcommands inherit it from the context).
+HELP = {"help_option_names": ["-h", "--help"]}
+
 app = typer.Typer(
     help="A polite email follow-up daemon: sequences as YAML, stopped the moment they reply.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings=HELP,
+    cls=_Group,
+    epilog=_example("sequencer check --strict --config sequencer.yaml"),
 )
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -63,6 +97,39 @@ ConfigOpt = Annotated[
     ),
 ]
 T = TypeVar("T")
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"sequencer {_installed_version()}", highlight=False)
+        raise typer.Exit()
+
+
+def _installed_version() -> str:
+    """The version pip installed (what a bug report needs), not a constant that can drift."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sequencer-followup")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        from sequencer import __version__
+
+        return f"{__version__} (not installed)"
+
+
+@app.callback()
+def _main(
+    _: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_version,
+            is_eager=True,
+            help="Print the installed version and exit",
+        ),
+    ] = False,
+) -> None:
+    """A polite email follow-up daemon: sequences as YAML, stopped the moment they reply."""
 
 
 def _fail(exc: SequencerError) -> typer.Exit:
@@ -119,17 +186,52 @@ def _sample_renders_each(settings: Settings, seqs: dict[str, Sequence]) -> dict[
     return asyncio.run(go())
 
 
+def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    """ " (did you mean 'x'?)" for the closest known name, or "": a typo gets its fix."""
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
 def _one_sequence(settings: Settings, name: str) -> Sequence:
     path = settings.sequences / f"{name}.yaml"
     if not path.exists():
         known = sorted(p.stem for p in settings.sequences.glob("*.yaml"))
         raise SequenceError(
-            [f"unknown sequence '{name}' (no {path}); available: {', '.join(known) or 'none'}"]
+            [
+                f"unknown sequence '{name}'{_did_you_mean(name, known)} (no {path}); "
+                f"available: {', '.join(known) or 'none'}"
+            ]
         )
     return load_sequence(path, settings.mailboxes)
 
 
-@app.command()
+#: Fields the scheduler reads from any contact, whatever the sequence.
+PLACE_FIELDS = frozenset({"timezone", "country", "subdivision"})
+
+
+def _vars(seq: Sequence, pairs: list[str], allow_unknown: bool) -> dict[str, str]:
+    """--var pairs, refusing a name the sequence neither declares nor reads: `compnay=Acme`
+    would otherwise be dropped silently and the template would use its default."""
+    given = contacts.parse_vars(pairs)
+    known = (
+        render.BUILTIN_FIELDS | PLACE_FIELDS | set(seq.variables) | seq.fields_used
+    ) | seq.fields_optional
+    unknown = sorted(set(given) - known)
+    if unknown and not allow_unknown:
+        raise EnrollError(
+            [
+                f"--var {name}: sequence '{seq.id}' has no variable '{name}'"
+                f"{_did_you_mean(name, known - set(given))}; it knows "
+                f"{', '.join(sorted(known))} (--allow-unknown to pass it anyway)"
+                for name in unknown
+            ]
+        )
+    return given
+
+
+@app.command(
+    cls=_Command, epilog=_example("sequencer check after-meeting --strict --csv leads.csv")
+)
 def check(
     sequence: Annotated[
         str | None, typer.Argument(help="Lint only this sequence (all are still validated)")
@@ -193,25 +295,32 @@ def check(
             )
         if sequence is not None and sequence not in seqs and not problems:
             _one_sequence(settings, sequence)  # raises: unknown sequence, with the known ones
-        rows = _csv_rows(csv_file) if csv_file is not None else None
+        text = _csv_text(csv_file) if csv_file is not None else None
+        rows = _csv_rows(text, csv_file) if text is not None and csv_file is not None else None
         for seq_id in sorted(seqs) if sequence is None else [sequence] if sequence in seqs else []:
             findings += lint(seqs[seq_id])
             if rows is not None:
                 findings += lint_contacts(seqs[seq_id], rows, str(csv_file))
-        for w in warnings:
-            err.print(f"[yellow]warning:[/] {w} (needed by `sequencer run`)", highlight=False)
+        if text is not None and csv_file is not None and sequence in seqs:
+            problems += _bad_rows(seqs[sequence], text, str(csv_file))
+        if strict:
+            problems += [f"{w} (needed by `sequencer run`)" for w in warnings]
+        else:
+            for w in warnings:
+                err.print(f"[yellow]warning:[/] {w} (needed by `sequencer run`)", highlight=False)
         failing = [f for f in findings if f.severity == "error" or strict]
         for f in findings:
             if f not in failing:
                 err.print(str(f), highlight=False, markup=False)
         problems += [str(f) for f in failing]
         if problems:
-            if strict and any(f.severity == "warning" for f in failing):
-                problems.append("(--strict: warnings count as errors)")
+            counted = len(warnings) + sum(1 for f in findings if f.severity == "warning")
+            if strict and counted:
+                problems.append(f"(--strict: warnings count as errors; {counted} warning(s))")
             raise SequenceError(problems)
     except SequencerError as exc:
         raise _fail(exc) from None
-    notes = sum(1 for f in findings if f.severity == "warning")
+    notes = len(warnings) + sum(1 for f in findings if f.severity == "warning")
     out.print(
         f"ok: {settings.source}: {len(settings.mailboxes)} mailbox(es), "
         f"{len(seqs)} sequence(s): {', '.join(sorted(seqs))}"
@@ -220,27 +329,59 @@ def check(
     )
 
 
-def _csv_rows(path: Path) -> list[dict[str, str]]:
+def _csv_text(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        return path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise EnrollError([f"{path}: cannot read it: {exc}"]) from None
+
+
+def _csv_rows(text: str, path: Path) -> list[dict[str, str]]:
     try:
         return list(csv.DictReader(io.StringIO(text, newline="")))
     except csv.Error as exc:
         raise EnrollError([f"{path}: not readable as CSV: {exc}"]) from None
 
 
-@app.command()
+def _bad_rows(seq: Sequence, text: str, name: str) -> list[str]:
+    """Every row `enroll --csv` would refuse (bad address, unknown time zone, a missing value),
+    by line: the import is all-or-nothing, so one bad row would stop the whole list."""
+    try:
+        contacts.read_csv(seq, text, name)
+    except EnrollError as exc:
+        rows = [p for p in exc.problems if p.startswith(f"{name}:")] or exc.problems
+        return [
+            f"{name}: {len(rows)} problem(s); `sequencer enroll {seq.id} --csv` would refuse "
+            "the whole file until each is fixed:",
+            *rows,
+        ]
+    return []
+
+
+@app.command(
+    cls=_Command,
+    epilog=_example(
+        "sequencer enroll after-meeting jo@acme.test --var first_name=Jo --var company=Acme"
+    ),
+)
 def enroll(
     sequence: Annotated[str, typer.Argument(help="Sequence id (file name without .yaml)")],
     email: Annotated[str | None, typer.Argument(help="Contact address")] = None,
     var: Annotated[list[str] | None, typer.Option("--var", help="key=value, repeatable")] = None,
+    allow_unknown: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unknown", help="Accept a --var the sequence neither declares nor uses"
+        ),
+    ] = False,
     csv_file: Annotated[
         Path | None, typer.Option("--csv", help="CSV with a header row: email, first_name, ...")
     ] = None,
     allow_overlap: Annotated[
-        bool, typer.Option(help="Enroll even if the address is active in another sequence")
+        bool,
+        typer.Option(
+            "--allow-overlap", help="Enroll even if the address is active in another sequence"
+        ),
     ] = False,
     again: Annotated[
         bool,
@@ -287,7 +428,7 @@ def enroll(
                 raise EnrollError([f"{csv_file}: cannot read it: {exc}"]) from None
             people = contacts.read_csv(seq, text, str(csv_file))
         else:
-            people = [contacts.contact(seq, email or "", contacts.parse_vars(var or []))]
+            people = [contacts.contact(seq, email or "", _vars(seq, var or [], allow_unknown))]
         now = SystemClock().now()
         promised = enrolment.parse_promise_options(first_at, promise or [])
         if promised and csv_file is not None and len(people) > 1:
@@ -374,13 +515,24 @@ def enroll(
     _run(go)
 
 
-@app.command()
+@app.command(
+    cls=_Command,
+    epilog=_example(
+        "sequencer preview after-meeting --var first_name=Jo --var timezone=America/New_York"
+    ),
+)
 def preview(
     sequence: Annotated[str, typer.Argument(help="Sequence id (file name without .yaml)")],
     var: Annotated[
         list[str] | None,
         typer.Option("--var", help="key=value, repeatable (timezone=, country= place the contact)"),
     ] = None,
+    allow_unknown: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unknown", help="Accept a --var the sequence neither declares nor uses"
+        ),
+    ] = False,
     first_at: Annotated[
         str | None,
         typer.Option("--first-at", help="A promised time for step 1, in the contact's zone"),
@@ -407,7 +559,7 @@ def preview(
     try:
         settings = _settings(config)
         seq = _one_sequence(settings, sequence)
-        person, missing = contacts.sample(seq, contacts.parse_vars(var or []))
+        person, missing = contacts.sample(seq, _vars(seq, var or [], allow_unknown))
         etiquette = Etiquette(settings)
         zone_name = etiquette.zone_name(person.values)
         now = _parse_now(now_at, zone_name) if now_at else SystemClock().now()
@@ -689,7 +841,7 @@ def _print_mailboxes(views: dict[str, MailboxView], as_json: bool) -> None:
         out.print(f"{hold}: {ADVICE[hold]}", highlight=False)
 
 
-@app.command()
+@app.command(cls=_Command, epilog=_example("sequencer status jo@acme.test"))
 def status(
     email: Annotated[str | None, typer.Argument(help="Only this address")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="A JSON array on stdout")] = False,
@@ -768,7 +920,7 @@ def status(
     out.print(table, highlight=False)
 
 
-@app.command()
+@app.command(cls=_Command, epilog=_example("sequencer resume jo@acme.test --sent"))
 def resume(
     email: Annotated[str, typer.Argument(help="Contact address")],
     sent: Annotated[
@@ -841,7 +993,7 @@ def resume(
         out.print(f"resumed {email}: {line}", highlight=False)
 
 
-@app.command()
+@app.command(cls=_Command, epilog=_example("sequencer stop jo@acme.test"))
 def stop(
     email: Annotated[str, typer.Argument(help="Contact address")],
     sequence: Annotated[str | None, typer.Option(help="Only this sequence")] = None,
@@ -866,6 +1018,8 @@ def stop(
 agenda_app = typer.Typer(
     help="What needs you: interested replies, not-now dates coming due, referrals, erasure "
     "requests.",
+    cls=_Group,
+    epilog=_example("sequencer agenda --all"),
 )
 app.add_typer(agenda_app, name="agenda")
 
@@ -941,7 +1095,7 @@ def agenda(
     out.print(table, highlight=False)
 
 
-@agenda_app.command("done")
+@agenda_app.command("done", cls=_Command, epilog=_example("sequencer agenda done 12"))
 def agenda_done(
     item_id: Annotated[int, typer.Argument(metavar="ID", help="The item's id (see `agenda`)")],
     config: ConfigOpt = None,
@@ -963,7 +1117,7 @@ def agenda_done(
     out.print(f"cleared {item_id}: {row.kind} {row.email}", highlight=False, markup=False)
 
 
-@app.command()
+@app.command(cls=_Command, epilog=_example("sequencer forget jo@acme.test"))
 def forget(
     email: Annotated[str, typer.Argument(help="The address whose data is erased")],
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation")] = False,
@@ -1014,6 +1168,8 @@ def forget(
 suppress_app = typer.Typer(
     help="The suppression list: addresses and @domains no sequence may enroll or send to.",
     no_args_is_help=True,
+    cls=_Group,
+    epilog=_example('sequencer suppress add jo@acme.test --reason "asked by phone"'),
 )
 app.add_typer(suppress_app, name="suppress")
 
@@ -1074,7 +1230,7 @@ def _stopped_note(stopped: list[Any]) -> str:
     return f"stopped {len(stopped)} active enrollment(s): {', '.join(shown[:5])}{more}"
 
 
-@suppress_app.command("list")
+@suppress_app.command("list", cls=_Command, epilog=_example("sequencer suppress list --lifted"))
 def suppress_list(
     as_json: Annotated[bool, typer.Option("--json", help="A JSON array on stdout")] = False,
     lifted: Annotated[
@@ -1122,7 +1278,11 @@ def suppress_list(
     out.print(table, highlight=False)
 
 
-@suppress_app.command("add")
+@suppress_app.command(
+    "add",
+    cls=_Command,
+    epilog=_example('sequencer suppress add @competitor.test --reason "a competitor"'),
+)
 def suppress_add(
     entry: Annotated[str, typer.Argument(help="An address, or @domain for every address there")],
     reason: Annotated[str | None, typer.Option("--reason", help="Why (shown in the list)")] = None,
@@ -1157,7 +1317,11 @@ def suppress_add(
         out.print(_stopped_note(stopped), highlight=False, markup=False)
 
 
-@suppress_app.command("remove")
+@suppress_app.command(
+    "remove",
+    cls=_Command,
+    epilog=_example('sequencer suppress remove jo@acme.test --reason "asked us to write again"'),
+)
 def suppress_remove(
     entry: Annotated[str, typer.Argument(help="The address or @domain to take off the list")],
     reason: Annotated[
@@ -1222,7 +1386,9 @@ def suppress_remove(
         )
 
 
-@suppress_app.command("import")
+@suppress_app.command(
+    "import", cls=_Command, epilog=_example("sequencer suppress import do-not-contact.csv")
+)
 def suppress_import(
     csv_file: Annotated[
         Path,
@@ -1262,7 +1428,9 @@ def suppress_import(
         out.print(_stopped_note(result.stopped), highlight=False, markup=False)
 
 
-@app.command()
+@app.command(
+    cls=_Command, epilog=_example("sequencer migrate --config /etc/sequencer/sequencer.yaml")
+)
 def migrate(config: ConfigOpt = None) -> None:
     """Upgrade the database to this version's schema, keeping every contact. A SQLite database
     is backed up beside itself first; on PostgreSQL, one migration runs at a time."""
@@ -1287,7 +1455,7 @@ def migrate(config: ConfigOpt = None) -> None:
         out.print(f"already up to date ({done.version})", highlight=False)
 
 
-@app.command()
+@app.command(cls=_Command, epilog=_example("sequencer run --config sequencer.yaml"))
 def run(config: ConfigOpt = None) -> None:
     """The daemon, in the foreground. Logs go to stdout as JSON lines."""
     from sequencer.worker import Daemon
@@ -1338,7 +1506,7 @@ def run(config: ConfigOpt = None) -> None:
         raise _fail(exc) from None
 
 
-@app.command("classify")
+@app.command("classify", cls=_Command, epilog=_example("sequencer classify reply.eml --json"))
 def classify_cmd(
     files: Annotated[list[Path], typer.Argument(help="Raw RFC 5322 messages (.eml)")],
     as_json: Annotated[bool, typer.Option("--json", help="A JSON array on stdout")] = False,
@@ -1401,7 +1569,7 @@ def classify_cmd(
         )
 
 
-@app.command()
+@app.command(cls=_Command, epilog=_example("sequencer demo"))
 def demo() -> None:
     """Play the whole story on loopback servers in a temporary folder, in under a minute."""
     from sequencer.demo import run_demo
@@ -1413,4 +1581,4 @@ def demo() -> None:
 
 
 def main() -> None:
-    app()
+    app(prog_name="sequencer")  # the same usage line under `python -m sequencer`

@@ -107,10 +107,56 @@ def test_check_csv_warns_about_a_field_the_list_often_lacks(cfg: Path) -> None:
     leads = cfg.parent / "leads.csv"
     leads.write_text("email,first_name,company\na@x.test,A,\nb@x.test,B,Acme\n")
     res = cli("check", "follow-up", "--csv", str(leads), cfg=cfg)
-    assert res.returncode == 0, res.stderr
+    assert res.returncode == 2  # enroll would refuse line 2, so the whole file
     assert "contact.company is blank in 1 of 2 rows (50%)" in res.stderr
     assert "[no-fallback]" in res.stderr
+    assert f"{leads}:2: missing company" in res.stderr
     assert cli("check", "--csv", str(leads), cfg=cfg).returncode == 2  # which sequence?
+    leads.write_text("email,first_name,company\na@x.test,A,Initech\nb@x.test,B,Acme\n")
+    good = cli("check", "follow-up", "--csv", str(leads), cfg=cfg)
+    assert good.returncode == 0, good.stderr
+    assert good.stderr == ""
+
+
+def test_check_csv_fails_on_every_bad_row_by_line(cfg: Path) -> None:
+    leads = cfg.parent / "leads.csv"
+    leads.write_text(
+        "email,first_name,timezone\n"
+        "ann@x.test,Ann,Europe/Berlin\n"
+        "not-an-address,Bo,\n"
+        "cy@x.test,Cy,Mars/Olympus\n"
+        "di@x.test,Di,America/New_York\n"
+    )
+    res = cli("check", "follow-up", "--csv", str(leads), cfg=cfg)
+    assert res.returncode == 2
+    assert res.stdout == ""
+    assert f"{leads}: 2 problem(s)" in res.stderr
+    assert f"{leads}:3: email" in res.stderr
+    assert f"{leads}:4: timezone" in res.stderr and "Mars/Olympus" in res.stderr
+    assert f"{leads}:2:" not in res.stderr and f"{leads}:5:" not in res.stderr
+
+
+def test_check_strict_fails_on_a_config_warning_and_counts_them(cfg: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "TEST_IMAP_PASSWORD"}
+
+    def check(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "sequencer", "check", *args, "--config", str(cfg)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+
+    lenient = check()
+    assert lenient.returncode == 0, lenient.stderr
+    assert "TEST_IMAP_PASSWORD is not set" in lenient.stderr
+    assert "1 warning(s) above" in lenient.stdout
+    strict = check("--strict")
+    assert strict.returncode == 2
+    assert strict.stdout == ""
+    assert "TEST_IMAP_PASSWORD is not set" in strict.stderr
+    assert "--strict: warnings count as errors; 1 warning(s)" in strict.stderr
 
 
 def test_check_rejects_malformed_yaml_and_unknown_mailbox(cfg: Path) -> None:
@@ -554,3 +600,38 @@ def test_sighup_reload_of_a_yaml_bomb_keeps_the_daemon_and_its_sequences(cfg: Pa
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_misspelled_var_is_refused_with_the_fix(cfg: Path) -> None:
+    res = cli("enroll", "follow-up", JO, "--var", "first_name=Jo", "--var", "compnay=Acme", cfg=cfg)
+    assert res.returncode == 2
+    assert "--var compnay: sequence 'follow-up' has no variable 'compnay'" in res.stderr
+    assert "(did you mean 'company'?)" in res.stderr
+    assert "--allow-unknown" in res.stderr
+    assert "enrolled" not in res.stdout
+    preview = cli("preview", "follow-up", "--var", "compnay=Acme", cfg=cfg)
+    assert preview.returncode == 2
+    assert "(did you mean 'company'?)" in preview.stderr
+    ok = cli(
+        "enroll",
+        "follow-up",
+        JO,
+        "--var",
+        "first_name=Jo",
+        "--var",
+        "compnay=Acme",
+        "--allow-unknown",
+        cfg=cfg,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "enrolled 1" in ok.stdout
+    assert cli("preview", "follow-up", "--var", "timezone=Europe/Berlin", cfg=cfg).returncode == 0
+
+
+def test_a_misspelled_sequence_name_gets_the_fix(cfg: Path) -> None:
+    res = cli("enroll", "folow-up", JO, "--var", "first_name=Jo", cfg=cfg)
+    assert res.returncode == 2
+    assert "unknown sequence 'folow-up' (did you mean 'follow-up'?)" in res.stderr
+    far = cli("enroll", "onboarding", JO, cfg=cfg)
+    assert far.returncode == 2
+    assert "unknown sequence 'onboarding'" in far.stderr and "did you mean" not in far.stderr
