@@ -32,7 +32,7 @@ from rich.text import Text
 from typer._click.core import Context, Parameter
 from typer.core import TyperCommand, TyperGroup, TyperOption
 
-from sequencer import contacts, enrolment, logs, render, suppression
+from sequencer import contacts, csvfile, enrolment, logs, render, suppression
 from sequencer.addresses import normalize_address
 from sequencer.clock import SystemClock
 from sequencer.config import Settings, find_config, load_settings
@@ -329,16 +329,25 @@ def check(
     )
 
 
-def _csv_text(path: Path) -> str:
+def _csv_text(path: Path, error: type[SequencerError] = EnrollError) -> str:
+    """The CSV's text however a spreadsheet saved it (csvfile.load); a file that was not UTF-8
+    gets a note on stderr, so the user can check the accents."""
     try:
-        return path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise EnrollError([f"{path}: cannot read it: {exc}"]) from None
+        text, note = csvfile.load(path)
+    except ValueError as exc:
+        raise error([str(exc)]) from None
+    if note:
+        err.print(f"note: {note}", highlight=False, markup=False)
+    return text
 
 
 def _csv_rows(text: str, path: Path) -> list[dict[str, str]]:
     try:
-        return list(csv.DictReader(io.StringIO(text, newline="")))
+        header = text.removeprefix("\ufeff").split("\n", 1)[0].rstrip("\r")
+        delimiter = csvfile.sniff(header, str(path)) if header.strip() else ","
+        return list(csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter))
+    except ValueError as exc:
+        raise EnrollError([str(exc)]) from None
     except csv.Error as exc:
         raise EnrollError([f"{path}: not readable as CSV: {exc}"]) from None
 
@@ -422,10 +431,7 @@ def enroll(
         if csv_file is not None:
             if var:
                 raise EnrollError(["--var goes with a single EMAIL; put the values in CSV columns"])
-            try:
-                text = csv_file.read_text(encoding="utf-8-sig")
-            except (OSError, UnicodeDecodeError) as exc:
-                raise EnrollError([f"{csv_file}: cannot read it: {exc}"]) from None
+            text = _csv_text(csv_file)
             people = contacts.read_csv(seq, text, str(csv_file))
         else:
             people = [contacts.contact(seq, email or "", _vars(seq, var or [], allow_unknown))]
@@ -1402,10 +1408,7 @@ def suppress_import(
 
     async def go() -> tuple[int, queries.Imported]:  # (repeated rows, outcome)
         settings = _settings(config)
-        try:
-            text = csv_file.read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SuppressionError([f"{csv_file}: cannot read it: {exc}"]) from None
+        text = _csv_text(csv_file, SuppressionError)
         entries = suppression.read_csv(text, str(csv_file))
         rows = [
             (e.email, e.reason or "imported", f"from {csv_file.name} line {e.line}")

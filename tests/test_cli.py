@@ -254,6 +254,26 @@ def test_csv_is_validated_whole_and_reimport_is_harmless(cfg: Path, tmp_path: Pa
     assert sorted(r["email"] for r in rows) == ["ann@a.test", "bo@b.test"]
 
 
+def test_a_csv_saved_by_excel_in_europe_is_checked_and_enrolled_with_a_note(
+    cfg: Path, tmp_path: Path
+) -> None:
+    """Semicolons and Windows-1252, as Excel saves "CSV" in Germany or France: `check --csv`
+    and `enroll --csv` both read it, say which encoding they assumed, and keep the accents."""
+    excel = tmp_path / "kontakte.csv"
+    excel.write_bytes(
+        "email;first_name;company\r\nanna@mueller.test;Jürgen;Bäckerei Groß\r\n"
+        "fr@cafe.test;Françoise;Café Müller\r\n".encode("cp1252")
+    )
+    checked = cli("check", "follow-up", "--csv", str(excel), cfg=cfg)
+    assert checked.returncode == 0, checked.stderr
+    assert "Windows-1252" in checked.stderr
+    res = cli("enroll", "follow-up", "--csv", str(excel), cfg=cfg)
+    assert res.returncode == 0, res.stderr
+    assert "enrolled 2" in res.stdout and "Windows-1252" in res.stderr
+    rows = json.loads(cli("status", "--json", cfg=cfg).stdout)
+    assert sorted(r["email"] for r in rows) == ["anna@mueller.test", "fr@cafe.test"]
+
+
 def _start_daemon(cfg: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "sequencer", "run", "--config", str(cfg)],
