@@ -1432,6 +1432,45 @@ def suppress_import(
 
 
 @app.command(
+    cls=_Command,
+    epilog=_example('sequencer init --address sam@vendor.example --name "Sam Seller"'),
+)
+def init(
+    address: Annotated[
+        str | None, typer.Option(help="Your mailbox's address (servers are guessed from it)")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Your name, as contacts see it")] = None,
+    folder: Annotated[
+        Path, typer.Option(help="Where to write sequencer.yaml (default: this folder)")
+    ] = Path("."),
+    force: Annotated[bool, typer.Option(help="Replace an existing sequencer.yaml")] = False,
+) -> None:
+    """Write a sequencer.yaml that works from this folder (and an example sequence if there
+    is no sequences folder), to edit and then check with `sequencer check --strict`."""
+    from sequencer import starter
+
+    try:
+        made = starter.render(address, name, starter.local_zone())
+        written = starter.write(folder, made, force=force)
+    except SequencerError as exc:
+        raise _fail(exc) from None
+    for path in written:
+        out.print(f"wrote {path}", highlight=False)
+    if address is None:
+        out.print("edit the mailbox in it: address, servers, usernames", highlight=False)
+    elif made.guessed_hosts:
+        out.print(
+            "the SMTP and IMAP hosts in it are guesses: check them against your provider's "
+            "settings",
+            highlight=False,
+        )
+    out.print(
+        "next: export SMTP_PASSWORD=... IMAP_PASSWORD=...; sequencer check --strict",
+        highlight=False,
+    )
+
+
+@app.command(
     cls=_Command, epilog=_example("sequencer migrate --config /etc/sequencer/sequencer.yaml")
 )
 def migrate(config: ConfigOpt = None) -> None:
