@@ -27,6 +27,9 @@ KNOWN_HOSTS = {
 }
 
 
+_UTC_ALIASES = {"Etc/UTC", "Etc/UCT", "Etc/Universal", "Etc/Zulu", "UCT", "Universal", "Zulu"}
+
+
 @dataclass(frozen=True)
 class Starter:
     text: str
@@ -51,7 +54,7 @@ def local_zone(
                 ZoneInfo(name)
             except (ZoneInfoNotFoundError, ValueError):
                 continue
-            return name
+            return "UTC" if name in _UTC_ALIASES else name
     return "UTC"
 
 

@@ -90,6 +90,7 @@ def test_local_zone_reads_tz_then_localtime(tmp_path: Path) -> None:
     assert starter.local_zone({"TZ": "America/New_York"}, link) == "America/New_York"
     assert starter.local_zone({}, link) == "Europe/Berlin"
     assert starter.local_zone({"TZ": "Not/AZone"}, tmp_path / "missing") == "UTC"
+    assert starter.local_zone({"TZ": "Etc/UTC"}, link) == "UTC"
 
 
 def test_the_packaged_example_is_the_repository_one() -> None:
