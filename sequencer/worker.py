@@ -262,10 +262,11 @@ class Daemon:
     async def holds(self) -> dict[str, tuple[Hold | None, str | None]]:
         now = self.clock.now()
         states = await queries.mailbox_states()
-        return {
-            name: await self._mailbox_hold(name, states.get(name), now)
-            for name in self.settings.mailboxes
-        }
+        found = {}
+        for name in self.settings.mailboxes:
+            self.notify.alive()  # each may try an SMTP login (up to its timeout)
+            found[name] = await self._mailbox_hold(name, states.get(name), now)
+        return found
 
     # --- outbound --------------------------------------------------------------------------
     async def run_once(self) -> int:
