@@ -1,29 +1,51 @@
 #!/usr/bin/env bash
 # Install (or upgrade) sequencer as a systemd service on a Debian or Ubuntu host.
 #
-#   sudo deploy/install.sh [PROJECT]
+#   sudo deploy/install.sh [--operator USER]... [PROJECT]
 #
 # PROJECT is what pip installs: a source folder, a wheel or an sdist (default: this repo).
+# --operator USER adds USER to the `sequencer` group, so they can run the CLI (enroll,
+# status ...) on the service's database without root (they log in again to pick it up).
 # Safe to run again: it upgrades the program and the unit file, and never overwrites
-# /etc/sequencer/sequencer.yaml, /etc/sequencer/sequences or any password file.
+# /etc/sequencer/sequencer.yaml, /etc/sequencer/sequences or any password file; a second
+# run with the same arguments changes nothing else.
 # See docs/deploy.md for what each step is for.
+#
+# The paths can be moved (to try the script in a scratch folder, say) with SEQUENCER_PREFIX,
+# SEQUENCER_ETC, SEQUENCER_STATE, SEQUENCER_UNIT and the user with SEQUENCER_USER; the unit
+# itself names the defaults.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/.." && pwd)"
-SOURCE="${1:-$REPO}"
-
-PREFIX=/opt/sequencer
-VENV="$PREFIX/venv"
-ETC=/etc/sequencer
-STATE=/var/lib/sequencer
-UNIT=/etc/systemd/system/sequencer.service
-SERVICE_USER=sequencer
 
 say() { printf '==> %s\n' "$*"; }
 die() { printf 'install.sh: %s\n' "$*" >&2; exit 1; }
 
-[ "$(id -u)" -eq 0 ] || die "run as root (sudo $0 ${1:-})"
+OPERATORS=()
+SOURCE=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --operator) [ $# -ge 2 ] || die "--operator needs a user name"; OPERATORS+=("$2"); shift 2 ;;
+        --operator=*) OPERATORS+=("${1#--operator=}"); shift ;;
+        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -*) die "unknown option $1 (see: $0 --help)" ;;
+        *) [ -z "$SOURCE" ] || die "one PROJECT only (got $SOURCE and $1)"; SOURCE="$1"; shift ;;
+    esac
+done
+SOURCE="${SOURCE:-$REPO}"
+
+PREFIX="${SEQUENCER_PREFIX:-/opt/sequencer}"
+VENV="$PREFIX/venv"
+ETC="${SEQUENCER_ETC:-/etc/sequencer}"
+STATE="${SEQUENCER_STATE:-/var/lib/sequencer}"
+UNIT="${SEQUENCER_UNIT:-/etc/systemd/system/sequencer.service}"
+SERVICE_USER="${SEQUENCER_USER:-sequencer}"
+
+[ "$(id -u)" -eq 0 ] || die "run as root (sudo $0 $*)"
+for user in "${OPERATORS[@]}"; do
+    getent passwd "$user" >/dev/null || die "--operator $user: no such user"
+done
 # An existing config means this is an upgrade: its database is migrated below.
 upgrading=no
 [ -e "$ETC/sequencer.yaml" ] && upgrading=yes
@@ -108,17 +130,33 @@ for secret in "$ETC"/*_password "$ETC/sequencer.env"; do
     fi
 done
 
-# 5. The state directory. systemd creates it from StateDirectory= at the first start;
-#    creating it now (same owner, same mode) also lets a manual run as the user use it.
-install -d -m 0700 -o "$SERVICE_USER" -g "$SERVICE_USER" "$STATE"
+# 5. The state directory, shared with the operators: owner sequencer, group sequencer, mode
+#    2770 (the setgid bit gives every file made there the group). systemd sets the same from
+#    StateDirectory=/StateDirectoryMode= at each start; creating it now lets an operator
+#    enroll before the first start. Files an older version made private (0600, UMask=0077)
+#    are opened to the group once; later ones are made so by UMask=0007.
+install -d -m 2770 -o "$SERVICE_USER" -g "$SERVICE_USER" "$STATE"
+find "$STATE" -mindepth 1 -maxdepth 1 -type f -user "$SERVICE_USER" \
+    \( ! -group "$SERVICE_USER" -o ! -perm -0660 \) \
+    -exec chgrp "$SERVICE_USER" {} + -exec chmod g+rw {} +
 
-# 6. The database, on an upgrade: brought to this version's schema, keeping every contact
+# 6. Operators: members of the group may run the CLI on the database without root.
+for user in "${OPERATORS[@]}"; do
+    if id -nG "$user" | tr ' ' '\n' | grep -qx "$SERVICE_USER"; then
+        say "$user is already in the $SERVICE_USER group"
+    else
+        say "adding $user to the $SERVICE_USER group (effective at their next login)"
+        usermod -aG "$SERVICE_USER" "$user"
+    fi
+done
+
+# 7. The database, on an upgrade: brought to this version's schema, keeping every contact
 #    (a no-op when it is current). As the service user, from its state directory, with its
-#    umask, so what it writes (a SQLite backup beside the database) is the service's alone.
+#    umask, so what it writes (a SQLite backup beside the database) is as the service's own.
 #    The running daemon keeps the previous version until it is restarted (next steps).
 if [ "$upgrading" = yes ]; then
     say "migrating the database (sequencer migrate)"
-    if ! (cd "$STATE" && umask 077 && runuser -u "$SERVICE_USER" -- \
+    if ! (cd "$STATE" && umask 007 && runuser -u "$SERVICE_USER" -- \
             "$VENV/bin/sequencer" migrate --config "$ETC/sequencer.yaml"); then
         die "the database migration failed (see above); the database is as it was before the
 failed step. Fix the cause, then run:
@@ -126,12 +164,18 @@ failed step. Fix the cause, then run:
     fi
 fi
 
-# 7. The unit. Local changes belong in `systemctl edit sequencer` (a drop-in), which this
+# 8. The unit. Local changes belong in `systemctl edit sequencer` (a drop-in), which this
 #    leaves alone.
-say "installing $UNIT"
-install -m 0644 "$HERE/sequencer.service" "$UNIT"
+unit_changed=yes
+if cmp -s "$HERE/sequencer.service" "$UNIT"; then
+    unit_changed=no
+    say "$UNIT is up to date"
+else
+    say "installing $UNIT"
+    install -D -m 0644 "$HERE/sequencer.service" "$UNIT"
+fi
 if [ -d /run/systemd/system ]; then
-    systemctl daemon-reload
+    [ "$unit_changed" = no ] || systemctl daemon-reload
     running=$(systemctl is-active sequencer 2>/dev/null || true)
 else
     say "systemd is not running here: skipped daemon-reload"
@@ -178,6 +222,9 @@ cat <<EOF
   5. Watch the logs (one JSON object per line; apt-get install jq):
        journalctl -u sequencer -o cat -f | jq
      After editing sequences: systemctl reload sequencer
+  6. Let a person run enroll, status ... without root (they log in again afterwards):
+       $0 --operator alice        (or: usermod -aG $SERVICE_USER alice)
+     then, as alice: $VENV/bin/sequencer status --config $ETC/sequencer.yaml
 
 More: $PREFIX/docs/deploy.md
 EOF

@@ -11,9 +11,11 @@ import asyncio
 import contextlib
 import csv
 import difflib
+import enum
 import functools
 import io
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Iterable
@@ -23,6 +25,7 @@ from types import SimpleNamespace
 from typing import Annotated, Any, TypeVar
 from zoneinfo import ZoneInfo
 
+import structlog
 import typer
 from rich import box
 from rich.console import Console
@@ -1497,9 +1500,26 @@ def migrate(config: ConfigOpt = None) -> None:
         out.print(f"already up to date ({done.version})", highlight=False)
 
 
+class LogFormat(enum.StrEnum):
+    AUTO = "auto"
+    JSON = "json"
+    CONSOLE = "console"
+
+
 @app.command(cls=_Command, epilog=_example("sequencer run --config sequencer.yaml"))
-def run(config: ConfigOpt = None) -> None:
-    """The daemon, in the foreground. Logs go to stdout as JSON lines."""
+def run(
+    config: ConfigOpt = None,
+    log_format: Annotated[
+        LogFormat,
+        typer.Option(
+            "--log-format",
+            help="auto: readable lines on a terminal, JSON lines otherwise (a pipe, journald)",
+        ),
+    ] = LogFormat.AUTO,
+) -> None:
+    """The daemon, in the foreground. Logs go to stdout (JSON lines unless on a terminal).
+    Under systemd (Type=notify) it reports READY, STATUS, WATCHDOG, RELOADING and STOPPING."""
+    from sequencer.sdnotify import Notifier
     from sequencer.worker import Daemon
 
     try:
@@ -1516,7 +1536,17 @@ def run(config: ConfigOpt = None) -> None:
             raise ConfigError([f"{settings.source}: no mailboxes configured"])
     except SequencerError as exc:
         raise _fail(exc) from None
-    logs.configure(sys.stdout, secrets=settings.secrets())
+    logs.configure(
+        sys.stdout, secrets=settings.secrets(), fmt=logs.resolve(log_format.value, sys.stdout)
+    )
+    notifier = Notifier()  # reads and clears $NOTIFY_SOCKET and $WATCHDOG_*
+    if os.geteuid() == 0:
+        # Warned, not refused: containers and CI run as root on purpose. The harm root could
+        # do to the service (files it cannot open) is refused where the database is opened.
+        structlog.get_logger("sequencer").warning(
+            "daemon.running_as_root",
+            advice="run it as the service user (systemctl start sequencer, or sudo -u sequencer)",
+        )
 
     async def go() -> None:
         # The lifecycle in one stack, unwound in reverse: the lock, the database, then the
@@ -1530,6 +1560,7 @@ def run(config: ConfigOpt = None) -> None:
                 SystemClock(),
                 reload=lambda: load_each(settings.sequences, settings.mailboxes),
                 owns_database=db.sqlite_path(settings.database) is not None,
+                notifier=notifier,
             )
             daemon.report_broken(broken)
             loop = asyncio.get_running_loop()
@@ -1542,8 +1573,6 @@ def run(config: ConfigOpt = None) -> None:
     try:
         asyncio.run(go())
     except SequencerError as exc:
-        import structlog
-
         structlog.get_logger("sequencer").error("daemon.failed", error=str(exc))
         raise _fail(exc) from None
 

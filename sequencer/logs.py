@@ -3,19 +3,36 @@ and the context that applies (`sequence`, `email`, `step`, `message_id`, `mailbo
 
 `run` logs to stdout, where systemd's journal picks it up; every other command logs to stderr
 so its results on stdout can be piped. Secrets are scrubbed from every value, whatever the
-code that logged it.
+code that logged it, in either form.
+
+Two forms of the same events (`run --log-format`): JSON lines for machines (journald, jq,
+a pipe), and structlog's ConsoleRenderer for a person at a terminal. `auto` picks the console
+form only on a terminal that is not systemd's journal stream.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
-from collections.abc import Iterable, MutableMapping
-from typing import Any, TextIO
+from collections.abc import Iterable, Mapping, MutableMapping
+from typing import Any, Literal, TextIO
 
 import structlog
 
 REDACTED = "[redacted]"
+
+Format = Literal["json", "console"]
+
+
+def resolve(choice: str, stream: TextIO, environ: Mapping[str, str] | None = None) -> Format:
+    """`auto`: console on a terminal, JSON anywhere else. $JOURNAL_STREAM means systemd
+    connected our output to the journal, which wants JSON even if it looks like a tty."""
+    if choice in ("json", "console"):
+        return "json" if choice == "json" else "console"
+    env = os.environ if environ is None else environ
+    tty = stream.isatty() if hasattr(stream, "isatty") else False
+    return "console" if tty and "JOURNAL_STREAM" not in env else "json"
 
 
 class Redactor:
@@ -47,8 +64,17 @@ class Redactor:
 
 
 def configure(
-    stream: TextIO | None = None, secrets: Iterable[str] = (), level: str = "info"
+    stream: TextIO | None = None,
+    secrets: Iterable[str] = (),
+    level: str = "info",
+    fmt: Format = "json",
 ) -> None:
+    # Tracebacks are made text before the Redactor in both forms, so they are scrubbed too.
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=True)
+        if fmt == "console"
+        else structlog.processors.JSONRenderer(sort_keys=False)
+    )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -56,7 +82,7 @@ def configure(
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             Redactor(secrets),
-            structlog.processors.JSONRenderer(sort_keys=False),
+            renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=structlog.PrintLoggerFactory(stream or sys.stdout),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import random
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping
@@ -28,7 +29,7 @@ from zoneinfo import ZoneInfo
 import structlog
 from structlog.contextvars import bound_contextvars
 
-from sequencer import pacing, render, replies
+from sequencer import pacing, render, replies, statusline
 from sequencer.clock import Clock
 from sequencer.config import Settings
 from sequencer.delivery import Action, judge
@@ -36,6 +37,7 @@ from sequencer.errors import InboxError, SequencerError
 from sequencer.etiquette import Etiquette, promises_of
 from sequencer.inbox import InboxWatcher, WatchTuning
 from sequencer.renderer import Renderer, sample_problems
+from sequencer.sdnotify import Notifier
 from sequencer.sender import Sender, SendFailed
 from sequencer.sentbox import SentFolder
 from sequencer.sequences import Sequence
@@ -71,8 +73,12 @@ class Daemon:
         tuning: WatchTuning | None = None,
         rng: random.Random | None = None,
         owns_database: bool = False,
+        notifier: Notifier | None = None,
     ) -> None:
         self.settings = settings
+        # systemd's notify socket (READY, STATUS, WATCHDOG ...); silent outside systemd.
+        self.notify = notifier or Notifier({})
+        self._gates: dict[str, pacing.Gate] = {}  # the last tick's pacing, for STATUS
         self.etiquette = Etiquette(settings)
         self.rng = rng or random.Random()
         self._busy: set[str] = set()  # addresses being written to right now
@@ -256,10 +262,11 @@ class Daemon:
     async def holds(self) -> dict[str, tuple[Hold | None, str | None]]:
         now = self.clock.now()
         states = await queries.mailbox_states()
-        return {
-            name: await self._mailbox_hold(name, states.get(name), now)
-            for name in self.settings.mailboxes
-        }
+        found = {}
+        for name in self.settings.mailboxes:
+            self.notify.alive()  # each may try an SMTP login (up to its timeout)
+            found[name] = await self._mailbox_hold(name, states.get(name), now)
+        return found
 
     # --- outbound --------------------------------------------------------------------------
     async def run_once(self) -> int:
@@ -281,6 +288,7 @@ class Daemon:
             for name, load in loads.items()
             if (gate := pacing.closed_until(now, self.etiquette.pace(name), self._zone(name), load))
         }
+        self._gates = gates
         held = [name for name, (hold, _) in holds.items() if hold is not None]
         work: dict[str, list[queries.Due]] = defaultdict(list)
         for item in await queries.due(now, self.batch, gates, held):
@@ -317,6 +325,7 @@ class Daemon:
         pace = self.etiquette.pace(mailbox)
         sent = 0
         for item in items:
+            self.notify.alive()  # the loop is making progress: one ping per item at most
             now = self.clock.now()
             gate = pacing.closed_until(now, pace, self._zone(mailbox), load)
             held = gate is not None and (not item.promised or gate.reason == "reputation")
@@ -572,6 +581,7 @@ class Daemon:
         """Settle uncertain sends of self-filing mailboxes by looking for them in Sent."""
         now = self.clock.now()
         for enr in await queries.held(Hold.UNCERTAIN_SEND):
+            self.notify.alive()
             box = self.settings.mailboxes.get(enr.mailbox)
             seq = self.sequences.get(enr.sequence)
             if box is None or box.appends_copies or seq is None:
@@ -639,6 +649,7 @@ class Daemon:
     def stop(self) -> None:
         if not self.stopping.is_set():
             log.info("daemon.stopping")
+            self.notify.stopping()
         self.stopping.set()
         self._wake.set()
 
@@ -656,6 +667,15 @@ class Daemon:
         until it is back."""
         if self._reload is None:
             return
+        self.notify.reloading()
+        try:
+            await self._reload_files()
+        finally:
+            # READY=1 again whatever the outcome: a broken file keeps the last good version.
+            self.notify.ready(await self._status_text() if self.notify.enabled else None)
+
+    async def _reload_files(self) -> None:
+        assert self._reload is not None
         try:
             fresh, broken = await asyncio.to_thread(self._reload)
         except SequencerError as exc:
@@ -707,6 +727,7 @@ class Daemon:
         every SMTP server, read what arrived while we were down, and settle what was left
         unsettled. A refused login holds that mailbox; it never stops the daemon (systemd
         restarting us would turn it into a login storm)."""
+        self.notify.status(f"starting: logging in to {len(self.settings.mailboxes)} mailbox(es)")
         if self.owns_database:
             released = await db.retrying(queries.release_claims, what="releasing claims")
             if released:
@@ -719,6 +740,9 @@ class Daemon:
         # A crash between a send and its Sent copy left the copy out: fill it in now, before
         # the scheduler runs (no copy in flight to race); each copy is looked up first.
         await db.retrying(self.copy_missing, what="Sent copies")
+        # Every mailbox has logged in or is held: say which, once, before READY=1.
+        for name, (hold, detail) in (await db.retrying(self.holds, what="holds")).items():
+            self._log_hold(name, hold, detail)
 
     async def _start_mailbox(self, name: str) -> None:
         try:
@@ -753,18 +777,49 @@ class Daemon:
         helpers.append(asyncio.create_task(self._renew_leases()))
         helpers.append(asyncio.create_task(self._maintain()))
         log.info("daemon.started", mailboxes=sorted(self.senders), sequences=sorted(self.sequences))
+        # start() has opened the database and logged in to every mailbox or held it.
+        self.notify.ready(await self._status_text() if self.notify.enabled else None)
+        # The tick pings the watchdog while it waits out a database outage (db.retrying):
+        # waiting for the database is not a hang, and a restart would not bring it back.
+        ticking = contextvars.copy_context()
+        ticking.run(db.WAITING.set, self.notify.alive)
         try:
             while not self.stopping.is_set():
-                task = asyncio.create_task(self.run_once_guarded())
+                self.notify.alive()
+                task = asyncio.create_task(self.run_once_guarded(), context=ticking.copy())
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)
                 await asyncio.wait({task})
                 if self.stopping.is_set():
                     break
+                if self.notify.enabled:  # two small queries, for systemd only
+                    self.notify.status(await self._status_text())
                 if not task.result():  # something went: there may be more due right away
                     await self._sleep()
         finally:
             await self._shutdown(helpers)
+
+    async def _status_text(self) -> str:
+        """The STATUS= line; on a database fault, the last one stays (it is only a view)."""
+        try:
+            active, firsts = await queries.service_summary()
+        except Exception as exc:
+            if not db.transient(exc):
+                raise
+            return self.notify.last_status or "database unavailable"
+        now = self.clock.now()
+        nexts = {
+            box: max(at, gate.opens_at) if (gate := self._gates.get(box)) else at
+            for box, at in firsts.items()
+            if box in self.settings.mailboxes
+        }
+        return statusline.status_line(
+            active=active,
+            next_sends=nexts,
+            held={box: hold for box, hold in self._holds.items() if hold is not None},
+            zones={box: self._zone(box) for box in nexts},
+            now=now,
+        )
 
     async def _supervise(self, watcher: InboxWatcher) -> None:
         """Keep a watcher running: one that ends or raises is logged and restarted with
@@ -836,8 +891,20 @@ class Daemon:
         if nxt is not None:
             seconds = max(0.0, min(seconds, (nxt - self.clock.now()).total_seconds()))
         self._wake.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        # In slices no longer than the watchdog's ping interval, pinging after each.
+        deadline = asyncio.get_running_loop().time() + seconds
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=min(left, self._slice))
+                return
+            self.notify.alive()
+
+    @property
+    def _slice(self) -> float:
+        return self.notify.watchdog.every or self.max_sleep
 
     async def _shutdown(self, helpers: list[asyncio.Task[None]]) -> None:
         if self._inflight:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import fcntl
 import os
 import random
@@ -31,12 +32,18 @@ from tortoise.connection import get_connections
 from tortoise.exceptions import DBConnectionError, OperationalError, TransactionManagementError
 
 from sequencer.errors import StoreError
-from sequencer.store import schema
+from sequencer.store import schema, sharing
 
 log = structlog.get_logger("sequencer.store")
 T = TypeVar("T")
 
 MODELS: dict[str, Iterable[str | ModuleType]] = {"models": ["sequencer.store.models"]}
+
+#: Called at each wait of `retrying`, in the tasks that set it: the scheduler loop pings
+#: systemd's watchdog there, since waiting out a database outage is not a hang.
+WAITING: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "WAITING", default=None
+)
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -67,6 +74,10 @@ async def _opened(url: str) -> AsyncIterator[BaseDBAsyncClient]:
     path = sqlite_path(url)
     if path is not None and not path.parent.is_dir():
         raise StoreError(f"database folder {path.parent} does not exist (create it first)")
+    if path is not None:
+        # Every command that opens the database comes through here.
+        sharing.check_owner(path)
+        sharing.prepare(path)
     # tortoise caches each model's INSERT statement under the connection's name, not its
     # dialect: a process that opens SQLite and then PostgreSQL (tests, `demo`) would send
     # SQLite's placeholders to PostgreSQL. Start each connection with an empty cache.
@@ -164,7 +175,8 @@ def daemon_lock(url: str) -> Iterator[None]:
     if path is None:
         yield
         return
-    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    sharing.check_owner(path)  # before the lock file: root must not create it either
+    fd = sharing.open_lock(path.with_name(path.name + ".lock"))
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -242,6 +254,8 @@ async def retrying(
                     attempts=failures,
                     retry_in=round(delay, 2),
                 )
+            if (waiting := WAITING.get()) is not None:
+                waiting()
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, most)
             continue

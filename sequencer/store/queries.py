@@ -985,3 +985,18 @@ async def _scrub_mentions(email: str, now: datetime) -> int:
             )
             changed += 1
     return changed
+
+
+async def service_summary() -> tuple[int, dict[str, datetime]]:
+    """For systemd's STATUS= line: how many enrollments are active, and the earliest next
+    send of each mailbox among contacts not held one by one."""
+    from tortoise.functions import Min
+
+    active = await Enrollment.filter(state=ACTIVE).count()
+    rows = (
+        await Enrollment.filter(state=ACTIVE, next_at__not_isnull=True, hold__isnull=True)
+        .group_by("mailbox")
+        .annotate(first=Min("next_at"))
+        .values("mailbox", "first")
+    )
+    return active, {r["mailbox"]: r["first"] for r in rows if isinstance(r["first"], datetime)}

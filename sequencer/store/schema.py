@@ -48,7 +48,7 @@ from tortoise.transactions import in_transaction
 from tortoise.utils import get_schema_sql
 
 from sequencer.errors import StoreError
-from sequencer.store import migrations, models
+from sequencer.store import migrations, models, sharing
 
 APP = "models"
 APPS_CONFIG: dict[str, dict[str, Any]] = {
@@ -268,7 +268,7 @@ async def _schema_lock(
     if lock_path is None:  # :memory:
         yield
         return
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = sharing.open_lock(lock_path)
     try:
 
         async def try_file() -> bool:
