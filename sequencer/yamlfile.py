@@ -93,6 +93,17 @@ class _BoundedComposer(Composer):
             return anchored
         assert isinstance(event, NodeEvent)
         self._check_tag(event)
+        if event.anchor is not None and event.anchor in self.anchors:
+            # YAML lets a later anchor replace an earlier one; ruamel only warns. Which value
+            # an alias then means is a trap for the reader: refuse it.
+            first = self.anchors[event.anchor].start_mark
+            raise _Refused(
+                None,
+                None,
+                f"anchor &{event.anchor} is defined twice (first on line {first.line + 1}); "
+                "rename one of them",
+                event.start_mark,
+            )
         collection = isinstance(event, CollectionStartEvent)
         if collection:
             self.nesting += 1

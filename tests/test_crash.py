@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -319,6 +320,10 @@ def test_killed_after_the_send_sends_no_duplicate_and_keeps_the_schedule(
         _, sent = first.wait_for("email.sent", step=1)
         first.kill()
         assert len(smtp.received) == 1
+        # The plan the restart must keep: step 2 two seconds after step 1 went.
+        killed = world.status()
+        planned = datetime.fromisoformat(killed["next_send_at"])
+        assert planned - datetime.fromisoformat(killed["last_sent_at"]) == timedelta(seconds=2)
 
         second = world.start()
         second.wait_for("sequence.completed", timeout=20)
@@ -329,10 +334,10 @@ def test_killed_after_the_send_sends_no_duplicate_and_keeps_the_schedule(
     assert messages[0]["Message-ID"] == sent["message_id"]
     assert len({m["Message-ID"] for m in messages}) == len(messages) == 3
     one, two, three = world.arrived
-    # On schedule: not before its wait, and not much after (the daemon wakes when work is due;
-    # step 2's slack also covers the restart).
-    assert 2.0 <= two - one < 5.0, two - one
-    assert 1.0 <= three - two < 2.5, three - two
+    # On schedule: not before its wait (how soon after depends on the machine's load, so the
+    # plan itself is what is checked above), and the restart kept the plan it found.
+    assert two - one >= 2.0 and three - two >= 1.0, (one, two, three)
+    assert datetime.fromisoformat(second.events("email.sent")[0]["timestamp"]) >= planned
     assert world.status()["state"] == "completed"
 
 

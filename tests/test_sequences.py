@@ -959,3 +959,12 @@ def test_any_yaml_loads_or_is_refused_never_a_traceback(bits: list[str]) -> None
             load_sequence(path, ["sales"])
         with contextlib.suppress(ConfigError):
             load_settings(path)
+
+
+def test_an_anchor_defined_twice_is_refused_at_its_line(tmp_path: Path) -> None:
+    """Found by the fuzz test above: ruamel only warns when an anchor is redefined, and which
+    value a later alias means is a trap."""
+    path = tmp_path / "twice.yaml"
+    path.write_text("b: &x ---\nc: &x 2\nd: *x\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"twice\.yaml:2: anchor &x is defined twice"):
+        load_settings(path)
