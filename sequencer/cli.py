@@ -209,13 +209,38 @@ def _one_sequence(settings: Settings, name: str) -> Sequence:
 PLACE_FIELDS = frozenset({"timezone", "country", "subdivision"})
 
 
+def _known_fields(seq: Sequence) -> frozenset[str]:
+    """Every contact field the sequence declares, reads, or the scheduler uses."""
+    return (
+        render.BUILTIN_FIELDS | PLACE_FIELDS | set(seq.variables) | seq.fields_used
+    ) | seq.fields_optional
+
+
+def _note_extra_columns(seq: Sequence, text: str, path: Path) -> None:
+    """A note (not an error) naming the CSV's columns no template or rule uses: CRM exports
+    carry dozens, and a column meant for a template but misspelt shows up here."""
+    line = text.removeprefix("\ufeff").split("\n", 1)[0].rstrip("\r")
+    try:
+        header = next(csv.reader([line], delimiter=csvfile.sniff(line, str(path))), [])
+    except (ValueError, csv.Error):
+        return  # the reader that follows reports an unreadable header, with its line
+    known = _known_fields(seq)
+    extra = [h for h in dict.fromkeys(c.strip().lower() for c in header) if h and h not in known]
+    if extra:
+        hints = [f"{x}{_did_you_mean(x, known - {'email'})}" for x in extra]
+        err.print(
+            f"note: {path}: column(s) not used by sequence '{seq.id}' (kept with each contact, "
+            f"not used in any email): {', '.join(hints)}",
+            highlight=False,
+            markup=False,
+        )
+
+
 def _vars(seq: Sequence, pairs: list[str], allow_unknown: bool) -> dict[str, str]:
     """--var pairs, refusing a name the sequence neither declares nor reads: `compnay=Acme`
     would otherwise be dropped silently and the template would use its default."""
     given = contacts.parse_vars(pairs)
-    known = (
-        render.BUILTIN_FIELDS | PLACE_FIELDS | set(seq.variables) | seq.fields_used
-    ) | seq.fields_optional
+    known = _known_fields(seq)
     unknown = sorted(set(given) - known)
     if unknown and not allow_unknown:
         raise EnrollError(
@@ -302,6 +327,7 @@ def check(
             if rows is not None:
                 findings += lint_contacts(seqs[seq_id], rows, str(csv_file))
         if text is not None and csv_file is not None and sequence in seqs:
+            _note_extra_columns(seqs[sequence], text, csv_file)
             problems += _bad_rows(seqs[sequence], text, str(csv_file))
         if strict:
             problems += [f"{w} (needed by `sequencer run`)" for w in warnings]
@@ -432,6 +458,7 @@ def enroll(
             if var:
                 raise EnrollError(["--var goes with a single EMAIL; put the values in CSV columns"])
             text = _csv_text(csv_file)
+            _note_extra_columns(seq, text, csv_file)
             people = contacts.read_csv(seq, text, str(csv_file))
         else:
             people = [contacts.contact(seq, email or "", _vars(seq, var or [], allow_unknown))]
