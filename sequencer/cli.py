@@ -840,6 +840,8 @@ async def _mailbox_views(settings: Settings, now: datetime) -> dict[str, Mailbox
             pause_reason=st.pause_reason if st else None,
             keepalive=mailbox.imap.keepalive_seconds,
             now=now,
+            manual_since=st.manual_since if st else None,
+            manual_until=st.manual_until if st else None,
         )
     return views
 
@@ -953,9 +955,199 @@ def status(
     out.print(table, highlight=False)
 
 
-@app.command(cls=_Command, epilog=_example("sequencer resume jo@acme.test --sent"))
+def _when(at: datetime, zone: ZoneInfo) -> str:
+    """`Mon 04 Jan 2027 09:00 CET`: a time as the person it concerns reads it."""
+    local = at.astimezone(zone)
+    return f"{local:%a %d %b %Y %H:%M} {local.tzname()}"
+
+
+def _ended_note(address: str, rows: list[Any]) -> str:
+    """What each ended enrollment of an address is, and what to use instead of pause/resume:
+    `resume` never revives a stopped or failed contact."""
+    parts = [f"'{e.sequence}' is {e.state}" for e in rows]
+    fixes = []
+    if any(e.state == "failed" for e in rows):
+        fixes.append(
+            f"a failed one goes on with `sequencer retry {address}` once its cause is fixed"
+        )
+    if any(e.state not in ("failed", "active") for e in rows):
+        fixes.append(
+            "an ended one is never revived; to write to them again: "
+            f"`sequencer enroll SEQUENCE {address} --again`"
+        )
+    return f"{address} has no active enrollment ({', '.join(parts)}); " + "; ".join(fixes)
+
+
+async def _enrollments(address: str) -> list[Any]:
+    """Every enrollment of an address (active first), or EnrollError with 'did you mean'."""
+    rows = await queries.enrollments_of(address)
+    if not rows:
+        near = await queries.similar_addresses(address)
+        raise EnrollError(
+            [
+                f"no enrollment for {address}{_did_you_mean(address, near)} "
+                "(see `sequencer status --limit 50`)"
+            ]
+        )
+    return rows
+
+
+def _mailbox_name(settings: Settings, name: str) -> str:
+    if name not in settings.mailboxes:
+        known = sorted(settings.mailboxes)
+        raise EnrollError(
+            [
+                f"unknown mailbox '{name}'{_did_you_mean(name, known)}; "
+                f"{settings.source} has {', '.join(known) or 'none'}"
+            ]
+        )
+    return name
+
+
+def _until(text: str, now: datetime, zone: ZoneInfo) -> datetime:
+    """The instant a `--until DATE` pause ends (the start of that day in `zone`)."""
+    from sequencer import pauses
+
+    try:
+        day = pauses.parse_day(text, now, zone)
+    except ValueError as exc:
+        raise EnrollError([str(exc)]) from None
+    end = pauses.pause_end(day, zone)
+    if why := pauses.until_in_future(day, end, now, zone):
+        raise EnrollError([why])
+    return end
+
+
+def _chosen(rows: list[Any], sequence: str | None, address: str, what: str) -> list[Any]:
+    from sequencer import pauses
+
+    try:
+        wanted = pauses.pick([e.sequence for e in rows], sequence, address, what)
+    except ValueError as exc:
+        raise EnrollError([str(exc)]) from None
+    return [e for e in rows if e.sequence in wanted]
+
+
+@app.command(
+    cls=_Command,
+    epilog=_example(
+        "sequencer pause jo@acme.test --until 2027-01-04   |   "
+        'sequencer pause --mailbox sales --until "4 January"'
+    ),
+)
+def pause(
+    email: Annotated[str | None, typer.Argument(help="Contact address")] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            "--until",
+            help="Resume by itself at the start of this day, in the contact's zone (the "
+            'mailbox\'s with --mailbox): 2027-01-04, "4 January", "next monday"',
+        ),
+    ] = None,
+    sequence: Annotated[
+        str | None, typer.Option("--sequence", help="Only this sequence of theirs")
+    ] = None,
+    mailbox: Annotated[
+        str | None,
+        typer.Option("--mailbox", help="Pause a whole mailbox instead (a salesperson's holiday)"),
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Pause a contact, or a whole mailbox: nothing is sent until --until DATE, or until
+    `sequencer resume`. The contact stays active (held: manual_pause); replies are still
+    watched and stop the sequence as always. Afterwards the next step goes at the first time
+    the window, holidays and the gap allow."""
+
+    async def go() -> list[str]:
+        settings = _settings(config)
+        etiquette = Etiquette(settings)
+        now = SystemClock().now()
+        if (email is None) == (mailbox is None):
+            raise EnrollError(["give either an EMAIL or --mailbox NAME"])
+        if mailbox is not None:
+            if sequence is not None:
+                raise EnrollError(["--sequence goes with an EMAIL, not with --mailbox"])
+            name = _mailbox_name(settings, mailbox)
+            zone = etiquette.mailbox_zone(name)
+            end = _until(until, now, zone) if until else None
+            async with db.connected(settings.database):
+                await queries.pause_mailbox_by_hand(name, end, now)
+            when = _when(end, zone) if end else f"`sequencer resume --mailbox {name}`"
+            return [
+                f"paused mailbox '{name}' until {when}: nothing is sent from it until then; "
+                "its inbox is still watched, so replies stop sequences as always"
+            ]
+        seqs = _sequences(settings)
+        address = (email or "").strip().lower()
+        done = []
+        async with db.connected(settings.database):
+            rows = await _enrollments(address)
+            active = [e for e in rows if e.state == "active"]
+            if not active:
+                raise EnrollError([_ended_note(address, rows)])
+            chosen = _chosen(active, sequence, address, "active")
+            for e in chosen:
+                if e.hold is not None and e.hold is not Hold.MANUAL_PAUSE:
+                    raise EnrollError(
+                        [f"{address} in '{e.sequence}' is held ({e.hold}): {ADVICE[e.hold]}"]
+                    )
+            last = await queries.last_contact(address)
+            for e in chosen:
+                zone = etiquette.place(e.variables).zone
+                end = _until(until, now, zone) if until else None
+                next_at: datetime | None = None
+                reasons: tuple[str, ...] = ()
+                keep = True
+                if end is not None:
+                    seq = seqs.get(e.sequence)
+                    base = max(e.next_at or end, end)
+                    planned = etiquette.settle(
+                        seq,
+                        e.variables,
+                        base,
+                        last_contact=last,
+                        paused_until=None,
+                        step=e.steps_sent + 1,
+                    )
+                    next_at, reasons = planned.at, ("manual_pause", *planned.reasons)
+                    keep = not (e.promised and (e.next_at is None or e.next_at < end))
+                    if not keep:
+                        err.print(
+                            f"note: step {e.steps_sent + 1} of '{e.sequence}' was promised for "
+                            f"{_when(e.next_at, zone)}, inside the pause: it goes at the first "
+                            "allowed time after the pause instead",
+                            highlight=False,
+                        )
+                detail = f"until {_when(end, zone)}" if end else "until `sequencer resume`"
+                await queries.pause_contact(
+                    e.id,
+                    until=end,
+                    next_at=next_at,
+                    reasons=reasons,
+                    detail=detail,
+                    now=now,
+                    keep_promise=keep,
+                )
+                line = f"paused {address} in '{e.sequence}' {detail}"
+                if next_at is not None:
+                    line += f"; then step {e.steps_sent + 1} at {_when(next_at, zone)}"
+                done.append(line)
+        return done
+
+    for line in _run(go):
+        out.print(line, highlight=False, markup=False)
+
+
+@app.command(
+    cls=_Command,
+    epilog=_example(
+        "sequencer resume jo@acme.test   |   sequencer resume jo@acme.test --sent   |   "
+        "sequencer resume --mailbox sales"
+    ),
+)
 def resume(
-    email: Annotated[str, typer.Argument(help="Contact address")],
+    email: Annotated[str | None, typer.Argument(help="Contact address")] = None,
     sent: Annotated[
         bool, typer.Option("--sent", help="The uncertain step did reach them: go on from it")
     ] = False,
@@ -963,23 +1155,47 @@ def resume(
         bool,
         typer.Option("--resend", help="It did not: send it again (same Message-ID)"),
     ] = False,
+    sequence: Annotated[
+        str | None, typer.Option("--sequence", help="Only this sequence of theirs")
+    ] = None,
+    mailbox: Annotated[
+        str | None, typer.Option("--mailbox", help="Lift a mailbox's pause (`pause --mailbox`)")
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Release a contact held for a person to decide: after an uncertain send (check your
-    Sent folder first, then say --sent or --resend), or after an inbound message that could
-    not be handled (read it yourself first)."""
+    """Release a contact held for a person to decide: paused by hand (`sequencer pause`),
+    after an uncertain send (check your Sent folder first, then say --sent or --resend), or
+    after an inbound message that could not be handled (read it yourself first). Never
+    revives a stopped or failed contact (`sequencer retry` puts a failed one back)."""
     from sequencer.worker import settle
 
     async def go() -> list[str]:
         if sent and resend:
             raise EnrollError(["say --sent or --resend, not both"])
+        if (email is None) == (mailbox is None):
+            raise EnrollError(["give either an EMAIL or --mailbox NAME"])
         settings = _settings(config)
-        seqs = _sequences(settings)
-        address = email.strip().lower()
         now = SystemClock().now()
+        if mailbox is not None:
+            name = _mailbox_name(settings, mailbox)
+            async with db.connected(settings.database):
+                lifted = await queries.resume_mailbox_by_hand(name)
+                view = (await _mailbox_views(settings, now))[name]
+            if not lifted:
+                why = f" (it is held: {view.hold}: {ADVICE[view.hold]})" if view.hold else ""
+                raise EnrollError([f"mailbox '{name}' is not paused by hand{why}"])
+            still = f"; still held: {view.hold}: {ADVICE[view.hold]}" if view.hold else ""
+            return [f"mailbox '{name}': sending resumes{still}"]
+        etiquette = Etiquette(settings)
+        seqs = _sequences(settings)
+        address = (email or "").strip().lower()
         done: list[str] = []
         async with db.connected(settings.database):
-            active = await queries.active_of(address)
+            rows = await _enrollments(address)
+            active = [e for e in rows if e.state == "active"]
+            if not active:
+                raise EnrollError([_ended_note(address, rows)])
+            active = _chosen(active, sequence, address, "active")
             held = [e for e in active if e.hold is not None]
             if not held:
                 views = await _mailbox_views(settings, now)
@@ -994,8 +1210,28 @@ def resume(
                         ]
                     )
                 raise EnrollError([f"{address} is not held (see `sequencer status {address}`)"])
+            last = await queries.last_contact(address)
             for enr in held:
-                if enr.hold is Hold.UNCERTAIN_SEND:
+                if enr.hold is Hold.MANUAL_PAUSE:
+                    zone = etiquette.place(enr.variables).zone
+                    next_at = enr.next_at
+                    if next_at is None or next_at <= now:
+                        next_at = etiquette.settle(
+                            seqs.get(enr.sequence),
+                            enr.variables,
+                            now,
+                            last_contact=last,
+                            paused_until=enr.paused_until,
+                            step=enr.steps_sent + 1,
+                        ).at
+                        await queries.resume_contact(enr.id, next_at)
+                    else:
+                        await queries.resume_contact(enr.id, None)
+                    done.append(
+                        f"{enr.sequence}: pause lifted; step {enr.steps_sent + 1} at "
+                        f"{_when(next_at, zone)}"
+                    )
+                elif enr.hold is Hold.UNCERTAIN_SEND:
                     if not (sent or resend):
                         raise EnrollError(
                             [
@@ -1023,7 +1259,89 @@ def resume(
         return done
 
     for line in _run(go):
-        out.print(f"resumed {email}: {line}", highlight=False)
+        out.print(line if mailbox else f"resumed {email}: {line}", highlight=False, markup=False)
+
+
+@app.command(
+    cls=_Command,
+    epilog=_example("sequencer retry jo@acme.test --sequence after-meeting"),
+)
+def retry(
+    email: Annotated[str, typer.Argument(help="Contact address")],
+    sequence: Annotated[
+        str | None, typer.Option("--sequence", help="The sequence it failed in")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Put a failed contact back where it failed, once the cause is fixed (a template that
+    would not render, a step the server refused): active again at the same step, attempts
+    reset, sent as soon as every etiquette rule allows. Only for `failed`; stopped, replied
+    or completed contacts are never revived."""
+
+    async def go() -> str:
+        settings = _settings(config)
+        etiquette = Etiquette(settings)
+        seqs = _sequences(settings)
+        address = email.strip().lower()
+        now = SystemClock().now()
+        async with db.connected(settings.database):
+            rows = await _enrollments(address)
+            failed = [e for e in rows if e.state == "failed"]
+            if not failed:
+                states = ", ".join(f"'{e.sequence}' is {e.state}" for e in rows)
+                raise EnrollError(
+                    [
+                        f"{address} has no failed enrollment ({states}); retry only puts a "
+                        "failed contact back (held: `sequencer resume`; ended: `sequencer "
+                        f"enroll SEQUENCE {address} --again`)"
+                    ]
+                )
+            chosen = _chosen(failed, sequence, address, "failed")
+            names = list(dict.fromkeys(e.sequence for e in chosen))
+            if len(names) > 1:
+                raise EnrollError(
+                    [
+                        f"{address} failed in {len(names)} sequences ({', '.join(names)}): "
+                        f"say which with --sequence, e.g. --sequence {names[0]}"
+                    ]
+                )
+            enr = chosen[0]  # the latest: enrollments_of lists the most recent first
+            if any(e.state == "active" and e.sequence == enr.sequence for e in rows):
+                raise EnrollError(
+                    [f"{address} is active in '{enr.sequence}' again (enrolled since it failed)"]
+                )
+            if blocked := await queries.suppressed([address]):
+                raise EnrollError(
+                    [
+                        f"{address} is on the suppression list ({_entry_why(blocked[address])}); "
+                        "nothing can be sent to it"
+                    ]
+                )
+            seq = seqs.get(enr.sequence)
+            step = enr.steps_sent + 1
+            if seq is None or step > len(seq.steps):
+                raise EnrollError(
+                    [
+                        f"sequence '{enr.sequence}' is not loaded or has no step {step}; restore "
+                        "it (`sequencer check`) before retrying"
+                    ]
+                )
+            planned = etiquette.settle(
+                seq,
+                enr.variables,
+                now,
+                last_contact=await queries.last_contact(address),
+                paused_until=enr.paused_until,
+                step=step,
+            )
+            await queries.retry_failed(enr.id, planned.at, planned.reasons)
+        zone = etiquette.place(enr.variables).zone
+        return (
+            f"retrying {address} in '{enr.sequence}': step {step} at "
+            f"{_when(planned.at, zone)} (it had failed: {enr.reason})"
+        )
+
+    out.print(_run(go), highlight=False, markup=False)
 
 
 @app.command(cls=_Command, epilog=_example("sequencer stop jo@acme.test"))
