@@ -789,7 +789,9 @@ def _why(r: dict[str, Any]) -> str:
             return f"{r['reason']} (from {eb['from']}, {eb['verdict']}, rules: {rules}){asked}"
         return (r["reason"] or "") + asked
     parts = []
-    if r["hold"]:
+    if r["hold"] == Hold.MANUAL_PAUSE:  # the contact's own, or its mailbox's
+        parts.append(f"HELD ({r['hold']}): {r['hold_detail']}")
+    elif r["hold"]:
         short = SHORT[Hold(r["hold"])].replace("EMAIL", r["email"])
         parts.append(f"HELD ({r['hold']}): {short}")
     if r["promised"]:
@@ -797,7 +799,7 @@ def _why(r: dict[str, Any]) -> str:
     if r["paused_until"]:
         parts.append(f"out of office until {r['paused_until'][:10]}")
     parts += [
-        reason.replace("holiday:", "holiday: ")
+        reason.replace("holiday:", "holiday: ").replace("manual_pause", "after a pause")
         for reason in r["next_reasons"]
         if reason not in {"promise", "out_of_office", "follow_up_on"}
     ]
@@ -876,39 +878,60 @@ def _print_mailboxes(views: dict[str, MailboxView], as_json: bool) -> None:
         out.print(f"{hold}: {ADVICE[hold]}", highlight=False)
 
 
-@app.command(cls=_Command, epilog=_example("sequencer status jo@acme.test"))
-def status(
-    email: Annotated[str | None, typer.Argument(help="Only this address")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="A JSON array on stdout")] = False,
-    mailboxes: Annotated[
-        bool,
-        typer.Option("--mailboxes", help="Each mailbox: its inbox watcher and any hold"),
-    ] = False,
-    config: ConfigOpt = None,
-) -> None:
-    """One row per enrollment: state, steps sent, the next send (in the contact's zone) and
-    why then (window, holiday, gap, pace, promise, out-of-office, a hold), or why it ended.
-    With --mailboxes: one row per mailbox."""
+#: Rows read per query by `status`: memory stays flat whatever the size of the table.
+PAGE = 500
 
-    async def go() -> tuple[list[dict[str, Any]], dict[str, MailboxView]]:
-        settings = _settings(config)
-        etiquette = Etiquette(settings)
-        totals: dict[str, int] = {}
-        for path in settings.sequences.glob("*.yaml"):
-            try:
-                totals[path.stem] = len(load_sequence(path).steps)
-            except SequencerError:
-                continue
-        address = email.strip().lower() if email else None
-        now = SystemClock().now()
-        async with db.connected(settings.database):
-            views = await _mailbox_views(settings, now)
-            if mailboxes:
-                return [], views
-            rows = await queries.listing(address)
-            gates = await _pace_gates(etiquette, now)
-        return [
-            _row(
+
+def _totals(settings: Settings) -> dict[str, int]:
+    """Each sequence's number of steps (for `sent 1/4`), from the files as they are now."""
+    totals: dict[str, int] = {}
+    for path in settings.sequences.glob("*.yaml"):
+        try:
+            totals[path.stem] = len(load_sequence(path).steps)
+        except SequencerError:
+            continue
+    return totals
+
+
+async def _facts(settings: Settings, now: datetime) -> Any:
+    """What the summary needs, in a few grouped queries whatever the number of rows."""
+    from sequencer.summary import Facts, NextSend
+
+    views = await _mailbox_views(settings, now)
+    held = [name for name, v in views.items() if v.hold is not None]
+    first, due_now = await queries.next_sends(now, held)
+    nxt = None
+    if first is not None and first.next_at is not None:
+        nxt = NextSend(
+            first.next_at, first.email, first.sequence, first.steps_sent + 1, first.mailbox
+        )
+    etiquette = Etiquette(settings)
+    return Facts(
+        tallies=[(t.mailbox, t.state, t.hold, t.n) for t in await queries.counts()],
+        views=views,
+        next_send=nxt,
+        due_now=due_now,
+        sent_day=await queries.sent_by_mailbox(now - timedelta(days=1)),
+        now=now,
+        zone=ZoneInfo(settings.timezone),
+        zones={name: etiquette.mailbox_zone(name) for name in settings.mailboxes},
+    )
+
+
+async def _rows(
+    settings: Settings, filters: dict[str, str | None], limit: int | None, now: datetime
+) -> Any:
+    """`status --json` objects for the matching enrollments, read PAGE at a time by id."""
+    etiquette = Etiquette(settings)
+    totals = _totals(settings)
+    views = await _mailbox_views(settings, now)
+    gates = await _pace_gates(etiquette, now)
+    after, left = 0, limit
+    while left is None or left > 0:
+        size = PAGE if left is None else min(PAGE, left)
+        page = await queries.page(after, size, **filters)
+        for e, ended in page:
+            yield _row(
                 e,
                 ended,
                 totals.get(e.sequence),
@@ -916,43 +939,165 @@ def status(
                 _held_by(gates.get(e.mailbox), e, now),
                 views.get(e.mailbox),
             )
-            for e, ended in rows
-        ], views
+        if len(page) < size:
+            return
+        after = page[-1][0].id
+        left = None if left is None else left - len(page)
+    # The limit is reached: say whether there is more.
+    if await queries.page(after, 1, **filters):
+        yield None
 
-    rows, views = _run(go)
-    if mailboxes:
-        _print_mailboxes(views, as_json)
-        return
-    if as_json:
-        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
-        return
-    if not rows:
-        out.print("no enrollments" + (f" for {email}" if email else ""))
-        return
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for col in ("id", "email", "sequence", "state", "sent", "next (their time)", "why"):
-        wraps = col in {"next (their time)", "why"}
-        table.add_column(col, no_wrap=not wraps, overflow="fold", min_width=12 if wraps else None)
-    this_year = datetime.now(UTC).year
-    for r in rows:
-        total = r["steps_total"] or "?"
-        when = ""
-        if r["local_next_send_at"]:
-            local = datetime.fromisoformat(r["local_next_send_at"]).astimezone(
-                ZoneInfo(r["timezone"])
-            )
-            year = "" if local.year == this_year else f" {local.year}"
-            when = f"step {r['next_step']}: {local:%a %d %b}{year} {local:%H:%M} {local.tzname()}"
-        table.add_row(
-            str(r["id"]),
-            r["email"],
-            r["sequence"],
-            r["state"],
-            f"{r['steps_sent']}/{total}",
-            when,
-            Text(suppression.one_line(_why(r))),  # a subject or a name is text, not markup
+
+def _check_state(state: str | None) -> None:
+    from sequencer.states import State
+
+    known = [str(s) for s in State]
+    if state is not None and state not in known:
+        raise EnrollError(
+            [
+                f"--state {state}: not a state{_did_you_mean(state, known)}; "
+                f"one of {', '.join(known)}"
+            ]
         )
-    out.print(table, highlight=False)
+
+
+@app.command(
+    cls=_Command,
+    epilog=_example(
+        "sequencer status   |   sequencer status jo@acme.test   |   "
+        "sequencer status --state failed --limit 20   |   sequencer status --watch"
+    ),
+)
+def status(
+    email: Annotated[str | None, typer.Argument(help="Only this address (shows rows)")] = None,
+    sequence: Annotated[
+        str | None, typer.Option("--sequence", help="Rows of this sequence")
+    ] = None,
+    state: Annotated[
+        str | None, typer.Option("--state", help="Rows in this state: active, failed, replied...")
+    ] = None,
+    mailbox: Annotated[str | None, typer.Option("--mailbox", help="Rows of this mailbox")] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="At most this many rows")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Every matching row as a JSON array on stdout")
+    ] = False,
+    mailboxes: Annotated[
+        bool,
+        typer.Option("--mailboxes", help="Each mailbox: its inbox watcher and any hold"),
+    ] = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Refresh every --interval seconds until Ctrl-C")
+    ] = False,
+    interval: Annotated[
+        float, typer.Option("--interval", min=0.5, help="Seconds between --watch refreshes")
+    ] = 5.0,
+    config: ConfigOpt = None,
+) -> None:
+    """Without arguments, a summary: counts by state and by mailbox, the next send, what is
+    held and why. With an EMAIL or a filter, one row per enrollment (paged on a terminal):
+    state, steps sent, the next send in the contact's zone and why then (window, holiday,
+    gap, pace, promise, out-of-office, a hold), or why it ended. --json: every matching row.
+    --mailboxes: one row per mailbox."""
+    from sequencer import pager, summary
+
+    address = email.strip().lower() if email else None
+    filters = {"email": address, "sequence": sequence, "state": state, "mailbox": mailbox}
+    wants_rows = as_json or limit is not None or any(v is not None for v in filters.values())
+
+    async def frame(settings: Settings) -> list[str]:
+        now = SystemClock().now()
+        width = out.width
+        if not wants_rows:
+            return summary.summary_lines(await _facts(settings, now), width)
+        cols = summary.Columns.for_width(width)
+        lines = summary.header(cols)
+        room = limit or max((out.height - 6) // 2, 5)
+        shown, more = 0, False
+        async for row in _rows(settings, filters, room, now):
+            if row is None:
+                more = True
+                continue
+            shown += 1
+            lines += summary.row_lines(row, _why(row), cols, now)
+        return [*lines, summary.count_line(shown, more)]
+
+    async def go() -> None:
+        _check_state(state)
+        settings = _settings(config)
+        now = SystemClock().now()
+        async with db.connected(settings.database):
+            if mailboxes:
+                _print_mailboxes(await _mailbox_views(settings, now), as_json)
+                return
+            if watch:
+                await _watch(lambda: frame(settings), interval)
+                return
+            if not wants_rows:
+                for line in summary.summary_lines(await _facts(settings, now), out.width):
+                    out.print(line, highlight=False, markup=False)
+                return
+            if as_json:
+                await _json_rows(_rows(settings, filters, limit, now))
+                return
+            with pager.Output(page=True) as sink:
+                cols = summary.Columns.for_width(out.width)
+                shown, more = 0, False
+                async for row in _rows(settings, filters, limit, now):
+                    if row is None:
+                        more = True
+                        continue
+                    if not shown:
+                        sink.write("\n".join(summary.header(cols)) + "\n")
+                    shown += 1
+                    sink.write("\n".join(summary.row_lines(row, _why(row), cols, now)) + "\n")
+                if shown:
+                    sink.write(summary.count_line(shown, more) + "\n")
+        if not shown:
+            out.print("no enrollments" + (f" for {email}" if email else " match"))
+
+    try:
+        _run(go)
+    except pager.Closed:
+        pager.quiet_broken_pipe()
+    except KeyboardInterrupt:  # --watch ends with Ctrl-C; so may a long listing
+        raise typer.Exit(0) from None
+
+
+async def _json_rows(rows: Any) -> None:
+    """A JSON array written as it is read, byte for byte what json.dumps(rows, indent=2)
+    would give for the whole list."""
+    from sequencer.pager import Output
+
+    with Output(page=False) as sink:
+        first = True
+        async for row in rows:
+            if row is None:
+                continue
+            text = json.dumps(row, indent=2).replace("\n", "\n  ")
+            sink.write(("[\n  " if first else ",\n  ") + text)
+            first = False
+        sink.write("[]\n" if first else "\n]\n")
+
+
+async def _watch(frame: Callable[[], Coroutine[Any, Any, list[str]]], interval: float) -> None:
+    """Refresh `frame` every `interval` seconds until Ctrl-C: in place on a terminal (rich
+    Live), as successive frames anywhere else."""
+    from rich.live import Live
+
+    title = f"every {interval:g}s; Ctrl-C to stop"
+    if not out.is_terminal:
+        while True:
+            lines = await frame()
+            out.print("\n".join([title, *lines, ""]), highlight=False, markup=False)
+            sys.stdout.flush()
+            await asyncio.sleep(interval)
+    with Live(console=out, auto_refresh=False, transient=False) as live:
+        while True:
+            lines = await frame()
+            live.update(Text("\n".join([title, *lines])), refresh=True)
+            await asyncio.sleep(interval)
 
 
 def _when(at: datetime, zone: ZoneInfo) -> str:
@@ -1125,7 +1270,7 @@ def pause(
                     until=end,
                     next_at=next_at,
                     reasons=reasons,
-                    detail=detail,
+                    detail=f"paused by hand {detail}",
                     now=now,
                     keep_promise=keep,
                 )

@@ -66,8 +66,8 @@ def manual_hold(since: datetime | None, until: datetime | None, now: datetime) -
 
 def paused_by_hand(until: datetime | None) -> str:
     if until is None:
-        return "paused by hand until `sequencer resume --mailbox NAME`"
-    return f"paused by hand until {until.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+        return "mailbox paused by hand until `sequencer resume --mailbox NAME`"
+    return f"mailbox paused by hand until {until.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
 
 
 #: A few words for each hold, for the `why` column of `status`.
