@@ -1025,6 +1025,8 @@ def status(
 
     async def go() -> None:
         _check_state(state)
+        if watch and (as_json or mailboxes):
+            raise EnrollError(["--watch shows the summary or rows; not with --json or --mailboxes"])
         settings = _settings(config)
         now = SystemClock().now()
         async with db.connected(settings.database):
@@ -1284,6 +1286,28 @@ def pause(
         out.print(line, highlight=False, markup=False)
 
 
+def _replanned(
+    etiquette: Etiquette, seq: Sequence | None, enr: Any, last: datetime | None, now: datetime
+) -> datetime:
+    """When the next step goes after a pause is lifted: its wait from the last send, then
+    the first time the window, holidays and the gap allow, and not before now."""
+    step = enr.steps_sent + 1
+    at = now
+    if seq is not None and step <= len(seq.steps):
+        planned, _ = etiquette.step_time(
+            seq,
+            step,
+            enr.variables,
+            after=enr.last_sent_at or enr.enrolled_at,
+            last_contact=last,
+            paused_until=enr.paused_until,
+        )
+        at = max(at, planned.at)
+    return etiquette.settle(
+        seq, enr.variables, at, last_contact=last, paused_until=enr.paused_until, step=step
+    ).at
+
+
 @app.command(
     cls=_Command,
     epilog=_example(
@@ -1360,21 +1384,16 @@ def resume(
                 if enr.hold is Hold.MANUAL_PAUSE:
                     zone = etiquette.place(enr.variables).zone
                     next_at = enr.next_at
-                    if next_at is None or next_at <= now:
-                        next_at = etiquette.settle(
-                            seqs.get(enr.sequence),
-                            enr.variables,
-                            now,
-                            last_contact=last,
-                            paused_until=enr.paused_until,
-                            step=enr.steps_sent + 1,
-                        ).at
-                        await queries.resume_contact(enr.id, next_at)
+                    if enr.promised and next_at is not None and next_at > now:
+                        await queries.resume_contact(enr.id, None)  # the promise stands
                     else:
-                        await queries.resume_contact(enr.id, None)
+                        # Planned again as if there had been no pause (a dated pause moved
+                        # it to the pause's end), and never before now.
+                        next_at = _replanned(etiquette, seqs.get(enr.sequence), enr, last, now)
+                        await queries.resume_contact(enr.id, next_at)
                     done.append(
                         f"{enr.sequence}: pause lifted; step {enr.steps_sent + 1} at "
-                        f"{_when(next_at, zone)}"
+                        f"{_when(next_at or now, zone)}"
                     )
                 elif enr.hold is Hold.UNCERTAIN_SEND:
                     if not (sent or resend):

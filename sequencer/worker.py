@@ -253,8 +253,9 @@ class Daemon:
         self._holds[name] = hold
         if hold is None:
             log.info("mailbox.released", mailbox=name, was=str(before) if before else None)
-        else:
-            log.error("mailbox.held", mailbox=name, hold=str(hold), detail=detail)
+        else:  # a pause by hand is what a person asked for, not a fault
+            report = log.info if hold is Hold.MANUAL_PAUSE else log.error
+            report("mailbox.held", mailbox=name, hold=str(hold), detail=detail)
 
     async def holds(self) -> dict[str, tuple[Hold | None, str | None]]:
         now = self.clock.now()

@@ -94,6 +94,24 @@ async def test_pause_until_a_day_ends_at_the_start_of_that_day_in_the_contacts_z
         assert (enr.hold, enr.hold_until, enr.steps_sent) == (None, None, 2)
 
 
+async def test_resume_before_the_date_sends_when_the_step_was_due_not_at_the_pause_end(
+    tmp_path: Path, smtp: SmtpSink, pymap: ImapServer, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = tmp_path / "sequencer.yaml"
+    async with world(tmp_path, smtp, pymap, url, monkeypatch) as w:
+        await w.enroll(JO)
+        assert await w.tick() == 1
+        day = later(20)
+        assert (await run(cfg, "pause", JO, "--until", day.isoformat())).returncode == 0
+        end = datetime.combine(day, time(0), UTC)
+        assert (await status(cfg, JO))[0]["next_send_at"] == end.isoformat()
+        res = await run(cfg, "resume", JO)
+        assert res.returncode == 0, res.stderr
+        # Step 2 was due two days after step 1, long ago: it goes now, not in 20 days.
+        assert datetime.fromisoformat((await status(cfg, JO))[0]["next_send_at"]) < end
+        assert await w.tick_at(max(w.clock.now(), datetime.now(UTC)) + timedelta(seconds=1)) == 1
+
+
 async def test_a_pause_ends_at_the_first_time_the_window_allows(
     tmp_path: Path, smtp: SmtpSink, pymap: ImapServer, url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
