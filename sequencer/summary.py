@@ -8,7 +8,6 @@ as it is read, with columns that line up from one page to the next.
 
 from __future__ import annotations
 
-import textwrap
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -82,15 +81,38 @@ def until(at: datetime, now: datetime) -> str:
     return f"in {max(rest // 60, 1)}m" if rest >= 60 else "in under a minute"
 
 
+def _chop(word: str, width: int) -> list[str]:
+    """A word wider than `width` cells, in pieces that fit."""
+    pieces, piece = [], ""
+    for ch in word:
+        if piece and cell_len(piece + ch) > width:
+            pieces.append(piece)
+            piece = ""
+        piece += ch
+    return [*pieces, piece]
+
+
 def _wrap(text: str, width: int, indent: str = "  ") -> list[str]:
-    return textwrap.wrap(
-        text, width, subsequent_indent=indent, break_on_hyphens=False, break_long_words=True
-    ) or [""]
+    """`text` in lines of at most `width` cells (a wide character counts two), the lines
+    after the first indented."""
+    room = max(width - cell_len(indent), 1)
+    lines: list[str] = []
+    line = ""
+    for word in text.split():
+        for part in [word] if cell_len(word) <= room else _chop(word, room):
+            if not line:
+                line = (indent if lines else "") + part
+            elif cell_len(line) + 1 + cell_len(part) <= width:
+                line += " " + part
+            else:
+                lines.append(line)
+                line = indent + part
+    return [*lines, line]
 
 
 def summary_lines(facts: Facts, width: int = 80) -> list[str]:
-    """The summary, every line at most `width` cells."""
-    width = max(width, 60)
+    """The summary, every line at most `width` cells (80 and up: narrower terminals wrap)."""
+    width = max(width, 80)
     by_state: Counter[str] = Counter()
     held: Counter[str] = Counter()
     boxes: dict[str, Counter[str]] = defaultdict(Counter)
@@ -102,11 +124,12 @@ def summary_lines(facts: Facts, width: int = 80) -> list[str]:
             held[hold] += n
     total = sum(by_state.values())
     local = facts.now.astimezone(facts.zone)
-    lines = [
-        f"{_n(total)} enrollment(s), {len(facts.views)} mailbox(es)"
-        f"{'':4}{local:%a %d %b %Y %H:%M} {local.tzname()}",
-        "",
-    ]
+    lines = _wrap(
+        f"{_n(total)} enrollment(s), {len(facts.views)} mailbox(es), "
+        f"{local:%a %d %b %Y %H:%M} {local.tzname()}",
+        width,
+    )
+    lines.append("")
     states = [s for s in State if by_state[s]] + sorted(set(by_state) - set(State))
     cells = [f"{s} {_n(by_state[s])}" for s in states] or ["none yet: sequencer enroll"]
     lines += _wrap("By state: " + ", ".join(cells), width)
@@ -114,8 +137,10 @@ def summary_lines(facts: Facts, width: int = 80) -> list[str]:
         parts = ", ".join(f"{reason} {_n(n)}" for reason, n in held.most_common())
         lines += _wrap(f"Held contacts (active, not sent to): {parts}", width)
     lines.append("")
-    name_w = min(max([len("mailbox"), *(cell_len(m) for m in [*boxes, *facts.views])]), 18)
-    head = f"{_fit('mailbox', name_w)}  {'active':>8} {'held':>7} {'ended':>8}  {'sent 24h':>8}  "
+    # The counts take 45 cells (up to 9,999,999 each); `sending` gets what is left.
+    longest = max([len("mailbox"), *(cell_len(m) for m in [*boxes, *facts.views])])
+    name_w = min(longest, 18 + (width - 80) // 2)
+    head = f"{_fit('mailbox', name_w)}  {'active':>10} {'held':>8} {'ended':>10}  {'sent 24h':>9}  "
     lines.append(head + "sending")
     status_w = width - cell_len(head)
     for name in sorted(set(facts.views) | set(boxes)):
@@ -124,8 +149,8 @@ def summary_lines(facts: Facts, width: int = 80) -> list[str]:
         if view is not None:
             state = "ok" if view.hold is None else f"HELD: {view.hold}"
         row = (
-            f"{_fit(name, name_w)}  {_n(count['active']):>8} {_n(count['held']):>7} "
-            f"{_n(count['ended']):>8}  {_n(facts.sent_day.get(name, 0)):>8}  "
+            f"{_fit(name, name_w)}  {_n(count['active']):>10} {_n(count['held']):>8} "
+            f"{_n(count['ended']):>10}  {_n(facts.sent_day.get(name, 0)):>9}  "
         )
         lines.append(row + _fit(state, status_w).rstrip())
     lines.append("")
@@ -210,7 +235,7 @@ def row_lines(row: Mapping[str, object], why: str, cols: Columns, now: datetime)
         f"  {nxt}"
     )
     lines = [_fit(first, cols.width).rstrip()]
-    lines += _wrap(f"  #{row['id']} {why}".rstrip(), cols.width, indent="      ")
+    lines += ["  " + x for x in _wrap(f"#{row['id']} {why}", cols.width - 2, indent="    ")]
     return lines
 
 
