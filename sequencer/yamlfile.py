@@ -75,6 +75,9 @@ class _BoundedComposer(Composer):
 
     def __init__(self, loader: Any = None) -> None:
         super().__init__(loader)
+        # YAML 1.2 lets an anchor be defined again (an alias means the latest); ruamel warns,
+        # and a warning would escape as a traceback where a file is either read or refused.
+        self.warn_double_anchors = False
         self.expanded = 0
         self.nesting = 0
         self.sizes: dict[int, int] = {}  # id(node) -> expanded size, once it is finished
