@@ -212,13 +212,38 @@ def _one_sequence(settings: Settings, name: str) -> Sequence:
 PLACE_FIELDS = frozenset({"timezone", "country", "subdivision"})
 
 
+def _known_fields(seq: Sequence) -> frozenset[str]:
+    """Every contact field the sequence declares, reads, or the scheduler uses."""
+    return (
+        render.BUILTIN_FIELDS | PLACE_FIELDS | set(seq.variables) | seq.fields_used
+    ) | seq.fields_optional
+
+
+def _note_extra_columns(seq: Sequence, text: str, path: Path) -> None:
+    """A note (not an error) naming the CSV's columns no template or rule uses: CRM exports
+    carry dozens, and a column meant for a template but misspelt shows up here."""
+    line = text.removeprefix("\ufeff").split("\n", 1)[0].rstrip("\r")
+    try:
+        header = next(csv.reader([line], delimiter=csvfile.sniff(line, str(path))), [])
+    except (ValueError, csv.Error):
+        return  # the reader that follows reports an unreadable header, with its line
+    known = _known_fields(seq)
+    extra = [h for h in dict.fromkeys(c.strip().lower() for c in header) if h and h not in known]
+    if extra:
+        hints = [f"{x}{_did_you_mean(x, known - {'email'})}" for x in extra]
+        err.print(
+            f"note: {path}: column(s) not used by sequence '{seq.id}' (kept with each contact, "
+            f"not used in any email): {', '.join(hints)}",
+            highlight=False,
+            markup=False,
+        )
+
+
 def _vars(seq: Sequence, pairs: list[str], allow_unknown: bool) -> dict[str, str]:
     """--var pairs, refusing a name the sequence neither declares nor reads: `compnay=Acme`
     would otherwise be dropped silently and the template would use its default."""
     given = contacts.parse_vars(pairs)
-    known = (
-        render.BUILTIN_FIELDS | PLACE_FIELDS | set(seq.variables) | seq.fields_used
-    ) | seq.fields_optional
+    known = _known_fields(seq)
     unknown = sorted(set(given) - known)
     if unknown and not allow_unknown:
         raise EnrollError(
@@ -305,6 +330,7 @@ def check(
             if rows is not None:
                 findings += lint_contacts(seqs[seq_id], rows, str(csv_file))
         if text is not None and csv_file is not None and sequence in seqs:
+            _note_extra_columns(seqs[sequence], text, csv_file)
             problems += _bad_rows(seqs[sequence], text, str(csv_file))
         if strict:
             problems += [f"{w} (needed by `sequencer run`)" for w in warnings]
@@ -435,6 +461,7 @@ def enroll(
             if var:
                 raise EnrollError(["--var goes with a single EMAIL; put the values in CSV columns"])
             text = _csv_text(csv_file)
+            _note_extra_columns(seq, text, csv_file)
             people = contacts.read_csv(seq, text, str(csv_file))
         else:
             people = [contacts.contact(seq, email or "", _vars(seq, var or [], allow_unknown))]
@@ -765,7 +792,9 @@ def _why(r: dict[str, Any]) -> str:
             return f"{r['reason']} (from {eb['from']}, {eb['verdict']}, rules: {rules}){asked}"
         return (r["reason"] or "") + asked
     parts = []
-    if r["hold"]:
+    if r["hold"] == Hold.MANUAL_PAUSE:  # the contact's own, or its mailbox's
+        parts.append(f"HELD ({r['hold']}): {r['hold_detail']}")
+    elif r["hold"]:
         short = SHORT[Hold(r["hold"])].replace("EMAIL", r["email"])
         parts.append(f"HELD ({r['hold']}): {short}")
     if r["promised"]:
@@ -773,7 +802,7 @@ def _why(r: dict[str, Any]) -> str:
     if r["paused_until"]:
         parts.append(f"out of office until {r['paused_until'][:10]}")
     parts += [
-        reason.replace("holiday:", "holiday: ")
+        reason.replace("holiday:", "holiday: ").replace("manual_pause", "after a pause")
         for reason in r["next_reasons"]
         if reason not in {"promise", "out_of_office", "follow_up_on"}
     ]
@@ -816,6 +845,8 @@ async def _mailbox_views(settings: Settings, now: datetime) -> dict[str, Mailbox
             pause_reason=st.pause_reason if st else None,
             keepalive=mailbox.imap.keepalive_seconds,
             now=now,
+            manual_since=st.manual_since if st else None,
+            manual_until=st.manual_until if st else None,
         )
     return views
 
@@ -850,39 +881,60 @@ def _print_mailboxes(views: dict[str, MailboxView], as_json: bool) -> None:
         out.print(f"{hold}: {ADVICE[hold]}", highlight=False)
 
 
-@app.command(cls=_Command, epilog=_example("sequencer status jo@acme.test"))
-def status(
-    email: Annotated[str | None, typer.Argument(help="Only this address")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="A JSON array on stdout")] = False,
-    mailboxes: Annotated[
-        bool,
-        typer.Option("--mailboxes", help="Each mailbox: its inbox watcher and any hold"),
-    ] = False,
-    config: ConfigOpt = None,
-) -> None:
-    """One row per enrollment: state, steps sent, the next send (in the contact's zone) and
-    why then (window, holiday, gap, pace, promise, out-of-office, a hold), or why it ended.
-    With --mailboxes: one row per mailbox."""
+#: Rows read per query by `status`: memory stays flat whatever the size of the table.
+PAGE = 500
 
-    async def go() -> tuple[list[dict[str, Any]], dict[str, MailboxView]]:
-        settings = _settings(config)
-        etiquette = Etiquette(settings)
-        totals: dict[str, int] = {}
-        for path in settings.sequences.glob("*.yaml"):
-            try:
-                totals[path.stem] = len(load_sequence(path).steps)
-            except SequencerError:
-                continue
-        address = email.strip().lower() if email else None
-        now = SystemClock().now()
-        async with db.connected(settings.database):
-            views = await _mailbox_views(settings, now)
-            if mailboxes:
-                return [], views
-            rows = await queries.listing(address)
-            gates = await _pace_gates(etiquette, now)
-        return [
-            _row(
+
+def _totals(settings: Settings) -> dict[str, int]:
+    """Each sequence's number of steps (for `sent 1/4`), from the files as they are now."""
+    totals: dict[str, int] = {}
+    for path in settings.sequences.glob("*.yaml"):
+        try:
+            totals[path.stem] = len(load_sequence(path).steps)
+        except SequencerError:
+            continue
+    return totals
+
+
+async def _facts(settings: Settings, now: datetime) -> Any:
+    """What the summary needs, in a few grouped queries whatever the number of rows."""
+    from sequencer.summary import Facts, NextSend
+
+    views = await _mailbox_views(settings, now)
+    held = [name for name, v in views.items() if v.hold is not None]
+    first, due_now = await queries.next_sends(now, held)
+    nxt = None
+    if first is not None and first.next_at is not None:
+        nxt = NextSend(
+            first.next_at, first.email, first.sequence, first.steps_sent + 1, first.mailbox
+        )
+    etiquette = Etiquette(settings)
+    return Facts(
+        tallies=[(t.mailbox, t.state, t.hold, t.n) for t in await queries.counts()],
+        views=views,
+        next_send=nxt,
+        due_now=due_now,
+        sent_day=await queries.sent_by_mailbox(now - timedelta(days=1)),
+        now=now,
+        zone=ZoneInfo(settings.timezone),
+        zones={name: etiquette.mailbox_zone(name) for name in settings.mailboxes},
+    )
+
+
+async def _rows(
+    settings: Settings, filters: dict[str, str | None], limit: int | None, now: datetime
+) -> Any:
+    """`status --json` objects for the matching enrollments, read PAGE at a time by id."""
+    etiquette = Etiquette(settings)
+    totals = _totals(settings)
+    views = await _mailbox_views(settings, now)
+    gates = await _pace_gates(etiquette, now)
+    after, left = 0, limit
+    while left is None or left > 0:
+        size = PAGE if left is None else min(PAGE, left)
+        page = await queries.page(after, size, **filters)
+        for e, ended in page:
+            yield _row(
                 e,
                 ended,
                 totals.get(e.sequence),
@@ -890,48 +942,384 @@ def status(
                 _held_by(gates.get(e.mailbox), e, now),
                 views.get(e.mailbox),
             )
-            for e, ended in rows
-        ], views
+        if len(page) < size:
+            return
+        after = page[-1][0].id
+        left = None if left is None else left - len(page)
+    # The limit is reached: say whether there is more.
+    if await queries.page(after, 1, **filters):
+        yield None
 
-    rows, views = _run(go)
-    if mailboxes:
-        _print_mailboxes(views, as_json)
-        return
-    if as_json:
-        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
-        return
-    if not rows:
-        out.print("no enrollments" + (f" for {email}" if email else ""))
-        return
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for col in ("id", "email", "sequence", "state", "sent", "next (their time)", "why"):
-        wraps = col in {"next (their time)", "why"}
-        table.add_column(col, no_wrap=not wraps, overflow="fold", min_width=12 if wraps else None)
-    this_year = datetime.now(UTC).year
-    for r in rows:
-        total = r["steps_total"] or "?"
-        when = ""
-        if r["local_next_send_at"]:
-            local = datetime.fromisoformat(r["local_next_send_at"]).astimezone(
-                ZoneInfo(r["timezone"])
-            )
-            year = "" if local.year == this_year else f" {local.year}"
-            when = f"step {r['next_step']}: {local:%a %d %b}{year} {local:%H:%M} {local.tzname()}"
-        table.add_row(
-            str(r["id"]),
-            r["email"],
-            r["sequence"],
-            r["state"],
-            f"{r['steps_sent']}/{total}",
-            when,
-            Text(suppression.one_line(_why(r))),  # a subject or a name is text, not markup
+
+def _check_state(state: str | None) -> None:
+    from sequencer.states import State
+
+    known = [str(s) for s in State]
+    if state is not None and state not in known:
+        raise EnrollError(
+            [
+                f"--state {state}: not a state{_did_you_mean(state, known)}; "
+                f"one of {', '.join(known)}"
+            ]
         )
-    out.print(table, highlight=False)
 
 
-@app.command(cls=_Command, epilog=_example("sequencer resume jo@acme.test --sent"))
+@app.command(
+    cls=_Command,
+    epilog=_example(
+        "sequencer status   |   sequencer status jo@acme.test   |   "
+        "sequencer status --state failed --limit 20   |   sequencer status --watch"
+    ),
+)
+def status(
+    email: Annotated[str | None, typer.Argument(help="Only this address (shows rows)")] = None,
+    sequence: Annotated[
+        str | None, typer.Option("--sequence", help="Rows of this sequence")
+    ] = None,
+    state: Annotated[
+        str | None, typer.Option("--state", help="Rows in this state: active, failed, replied...")
+    ] = None,
+    mailbox: Annotated[str | None, typer.Option("--mailbox", help="Rows of this mailbox")] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="At most this many rows")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Every matching row as a JSON array on stdout")
+    ] = False,
+    mailboxes: Annotated[
+        bool,
+        typer.Option("--mailboxes", help="Each mailbox: its inbox watcher and any hold"),
+    ] = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Refresh every --interval seconds until Ctrl-C")
+    ] = False,
+    interval: Annotated[
+        float, typer.Option("--interval", min=0.5, help="Seconds between --watch refreshes")
+    ] = 5.0,
+    config: ConfigOpt = None,
+) -> None:
+    """Without arguments, a summary: counts by state and by mailbox, the next send, what is
+    held and why. With an EMAIL or a filter, one row per enrollment (paged on a terminal):
+    state, steps sent, the next send in the contact's zone and why then (window, holiday,
+    gap, pace, promise, out-of-office, a hold), or why it ended. --json: every matching row.
+    --mailboxes: one row per mailbox."""
+    from sequencer import pager, summary
+
+    address = email.strip().lower() if email else None
+    filters = {"email": address, "sequence": sequence, "state": state, "mailbox": mailbox}
+    wants_rows = as_json or limit is not None or any(v is not None for v in filters.values())
+
+    async def frame(settings: Settings) -> list[str]:
+        now = SystemClock().now()
+        width = out.width
+        if not wants_rows:
+            return summary.summary_lines(await _facts(settings, now), width)
+        cols = summary.Columns.for_width(width)
+        lines = summary.header(cols)
+        room = limit or max((out.height - 6) // 2, 5)
+        shown, more = 0, False
+        async for row in _rows(settings, filters, room, now):
+            if row is None:
+                more = True
+                continue
+            shown += 1
+            lines += summary.row_lines(row, _why(row), cols, now)
+        return [*lines, summary.count_line(shown, more)]
+
+    async def go() -> None:
+        _check_state(state)
+        if watch and (as_json or mailboxes):
+            raise EnrollError(["--watch shows the summary or rows; not with --json or --mailboxes"])
+        settings = _settings(config)
+        now = SystemClock().now()
+        async with db.connected(settings.database):
+            if mailboxes:
+                _print_mailboxes(await _mailbox_views(settings, now), as_json)
+                return
+            if watch:
+                await _watch(lambda: frame(settings), interval)
+                return
+            if not wants_rows:
+                for line in summary.summary_lines(await _facts(settings, now), out.width):
+                    out.print(line, highlight=False, markup=False)
+                return
+            if as_json:
+                await _json_rows(_rows(settings, filters, limit, now))
+                return
+            with pager.Output(page=True) as sink:
+                cols = summary.Columns.for_width(out.width)
+                shown, more = 0, False
+                async for row in _rows(settings, filters, limit, now):
+                    if row is None:
+                        more = True
+                        continue
+                    if not shown:
+                        sink.write("\n".join(summary.header(cols)) + "\n")
+                    shown += 1
+                    sink.write("\n".join(summary.row_lines(row, _why(row), cols, now)) + "\n")
+                if shown:
+                    sink.write(summary.count_line(shown, more) + "\n")
+        if not shown:
+            out.print("no enrollments" + (f" for {email}" if email else " match"))
+
+    try:
+        _run(go)
+    except pager.Closed:
+        pager.quiet_broken_pipe()
+    except KeyboardInterrupt:  # --watch ends with Ctrl-C; so may a long listing
+        raise typer.Exit(0) from None
+
+
+async def _json_rows(rows: Any) -> None:
+    """A JSON array written as it is read, byte for byte what json.dumps(rows, indent=2)
+    would give for the whole list."""
+    from sequencer.pager import Output
+
+    with Output(page=False) as sink:
+        first = True
+        async for row in rows:
+            if row is None:
+                continue
+            text = json.dumps(row, indent=2).replace("\n", "\n  ")
+            sink.write(("[\n  " if first else ",\n  ") + text)
+            first = False
+        sink.write("[]\n" if first else "\n]\n")
+
+
+async def _watch(frame: Callable[[], Coroutine[Any, Any, list[str]]], interval: float) -> None:
+    """Refresh `frame` every `interval` seconds until Ctrl-C: in place on a terminal (rich
+    Live), as successive frames anywhere else."""
+    from rich.live import Live
+
+    title = f"every {interval:g}s; Ctrl-C to stop"
+    if not out.is_terminal:
+        while True:
+            lines = await frame()
+            out.print("\n".join([title, *lines, ""]), highlight=False, markup=False)
+            sys.stdout.flush()
+            await asyncio.sleep(interval)
+    with Live(console=out, auto_refresh=False, transient=False) as live:
+        while True:
+            lines = await frame()
+            live.update(Text("\n".join([title, *lines])), refresh=True)
+            await asyncio.sleep(interval)
+
+
+def _when(at: datetime, zone: ZoneInfo) -> str:
+    """`Mon 04 Jan 2027 09:00 CET`: a time as the person it concerns reads it."""
+    local = at.astimezone(zone)
+    return f"{local:%a %d %b %Y %H:%M} {local.tzname()}"
+
+
+def _ended_note(address: str, rows: list[Any]) -> str:
+    """What each ended enrollment of an address is, and what to use instead of pause/resume:
+    `resume` never revives a stopped or failed contact."""
+    parts = [f"'{e.sequence}' is {e.state}" for e in rows]
+    fixes = []
+    if any(e.state == "failed" for e in rows):
+        fixes.append(
+            f"a failed one goes on with `sequencer retry {address}` once its cause is fixed"
+        )
+    if any(e.state not in ("failed", "active") for e in rows):
+        fixes.append(
+            "an ended one is never revived; to write to them again: "
+            f"`sequencer enroll SEQUENCE {address} --again`"
+        )
+    return f"{address} has no active enrollment ({', '.join(parts)}); " + "; ".join(fixes)
+
+
+async def _enrollments(address: str) -> list[Any]:
+    """Every enrollment of an address (active first), or EnrollError with 'did you mean'."""
+    rows = await queries.enrollments_of(address)
+    if not rows:
+        near = await queries.similar_addresses(address)
+        raise EnrollError(
+            [
+                f"no enrollment for {address}{_did_you_mean(address, near)} "
+                "(see `sequencer status --limit 50`)"
+            ]
+        )
+    return rows
+
+
+def _mailbox_name(settings: Settings, name: str) -> str:
+    if name not in settings.mailboxes:
+        known = sorted(settings.mailboxes)
+        raise EnrollError(
+            [
+                f"unknown mailbox '{name}'{_did_you_mean(name, known)}; "
+                f"{settings.source} has {', '.join(known) or 'none'}"
+            ]
+        )
+    return name
+
+
+def _until(text: str, now: datetime, zone: ZoneInfo) -> datetime:
+    """The instant a `--until DATE` pause ends (the start of that day in `zone`)."""
+    from sequencer import pauses
+
+    try:
+        day = pauses.parse_day(text, now, zone)
+    except ValueError as exc:
+        raise EnrollError([str(exc)]) from None
+    end = pauses.pause_end(day, zone)
+    if why := pauses.until_in_future(day, end, now, zone):
+        raise EnrollError([why])
+    return end
+
+
+def _chosen(rows: list[Any], sequence: str | None, address: str, what: str) -> list[Any]:
+    from sequencer import pauses
+
+    try:
+        wanted = pauses.pick([e.sequence for e in rows], sequence, address, what)
+    except ValueError as exc:
+        raise EnrollError([str(exc)]) from None
+    return [e for e in rows if e.sequence in wanted]
+
+
+@app.command(
+    cls=_Command,
+    epilog=_example(
+        "sequencer pause jo@acme.test --until 2027-01-04   |   "
+        'sequencer pause --mailbox sales --until "4 January"'
+    ),
+)
+def pause(
+    email: Annotated[str | None, typer.Argument(help="Contact address")] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            "--until",
+            help="Resume by itself at the start of this day, in the contact's zone (the "
+            'mailbox\'s with --mailbox): 2027-01-04, "4 January", "next monday"',
+        ),
+    ] = None,
+    sequence: Annotated[
+        str | None, typer.Option("--sequence", help="Only this sequence of theirs")
+    ] = None,
+    mailbox: Annotated[
+        str | None,
+        typer.Option("--mailbox", help="Pause a whole mailbox instead (a salesperson's holiday)"),
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Pause a contact, or a whole mailbox: nothing is sent until --until DATE, or until
+    `sequencer resume`. The contact stays active (held: manual_pause); replies are still
+    watched and stop the sequence as always. Afterwards the next step goes at the first time
+    the window, holidays and the gap allow."""
+
+    async def go() -> list[str]:
+        settings = _settings(config)
+        etiquette = Etiquette(settings)
+        now = SystemClock().now()
+        if (email is None) == (mailbox is None):
+            raise EnrollError(["give either an EMAIL or --mailbox NAME"])
+        if mailbox is not None:
+            if sequence is not None:
+                raise EnrollError(["--sequence goes with an EMAIL, not with --mailbox"])
+            name = _mailbox_name(settings, mailbox)
+            zone = etiquette.mailbox_zone(name)
+            end = _until(until, now, zone) if until else None
+            async with db.connected(settings.database):
+                await queries.pause_mailbox_by_hand(name, end, now)
+            when = _when(end, zone) if end else f"`sequencer resume --mailbox {name}`"
+            return [
+                f"paused mailbox '{name}' until {when}: nothing is sent from it until then; "
+                "its inbox is still watched, so replies stop sequences as always"
+            ]
+        seqs = _sequences(settings)
+        address = (email or "").strip().lower()
+        done = []
+        async with db.connected(settings.database):
+            rows = await _enrollments(address)
+            active = [e for e in rows if e.state == "active"]
+            if not active:
+                raise EnrollError([_ended_note(address, rows)])
+            chosen = _chosen(active, sequence, address, "active")
+            for e in chosen:
+                if e.hold is not None and e.hold is not Hold.MANUAL_PAUSE:
+                    raise EnrollError(
+                        [f"{address} in '{e.sequence}' is held ({e.hold}): {ADVICE[e.hold]}"]
+                    )
+            last = await queries.last_contact(address)
+            for e in chosen:
+                zone = etiquette.place(e.variables).zone
+                end = _until(until, now, zone) if until else None
+                next_at: datetime | None = None
+                reasons: tuple[str, ...] = ()
+                keep = True
+                if end is not None:
+                    seq = seqs.get(e.sequence)
+                    base = max(e.next_at or end, end)
+                    planned = etiquette.settle(
+                        seq,
+                        e.variables,
+                        base,
+                        last_contact=last,
+                        paused_until=None,
+                        step=e.steps_sent + 1,
+                    )
+                    next_at, reasons = planned.at, ("manual_pause", *planned.reasons)
+                    keep = not (e.promised and (e.next_at is None or e.next_at < end))
+                    if not keep:
+                        err.print(
+                            f"note: step {e.steps_sent + 1} of '{e.sequence}' was promised for "
+                            f"{_when(e.next_at, zone)}, inside the pause: it goes at the first "
+                            "allowed time after the pause instead",
+                            highlight=False,
+                        )
+                detail = f"until {_when(end, zone)}" if end else "until `sequencer resume`"
+                await queries.pause_contact(
+                    e.id,
+                    until=end,
+                    next_at=next_at,
+                    reasons=reasons,
+                    detail=f"paused by hand {detail}",
+                    now=now,
+                    keep_promise=keep,
+                )
+                line = f"paused {address} in '{e.sequence}' {detail}"
+                if next_at is not None:
+                    line += f"; then step {e.steps_sent + 1} at {_when(next_at, zone)}"
+                done.append(line)
+        return done
+
+    for line in _run(go):
+        out.print(line, highlight=False, markup=False)
+
+
+def _replanned(
+    etiquette: Etiquette, seq: Sequence | None, enr: Any, last: datetime | None, now: datetime
+) -> datetime:
+    """When the next step goes after a pause is lifted: its wait from the last send, then
+    the first time the window, holidays and the gap allow, and not before now."""
+    step = enr.steps_sent + 1
+    at = now
+    if seq is not None and step <= len(seq.steps):
+        planned, _ = etiquette.step_time(
+            seq,
+            step,
+            enr.variables,
+            after=enr.last_sent_at or enr.enrolled_at,
+            last_contact=last,
+            paused_until=enr.paused_until,
+        )
+        at = max(at, planned.at)
+    return etiquette.settle(
+        seq, enr.variables, at, last_contact=last, paused_until=enr.paused_until, step=step
+    ).at
+
+
+@app.command(
+    cls=_Command,
+    epilog=_example(
+        "sequencer resume jo@acme.test   |   sequencer resume jo@acme.test --sent   |   "
+        "sequencer resume --mailbox sales"
+    ),
+)
 def resume(
-    email: Annotated[str, typer.Argument(help="Contact address")],
+    email: Annotated[str | None, typer.Argument(help="Contact address")] = None,
     sent: Annotated[
         bool, typer.Option("--sent", help="The uncertain step did reach them: go on from it")
     ] = False,
@@ -939,23 +1327,47 @@ def resume(
         bool,
         typer.Option("--resend", help="It did not: send it again (same Message-ID)"),
     ] = False,
+    sequence: Annotated[
+        str | None, typer.Option("--sequence", help="Only this sequence of theirs")
+    ] = None,
+    mailbox: Annotated[
+        str | None, typer.Option("--mailbox", help="Lift a mailbox's pause (`pause --mailbox`)")
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Release a contact held for a person to decide: after an uncertain send (check your
-    Sent folder first, then say --sent or --resend), or after an inbound message that could
-    not be handled (read it yourself first)."""
+    """Release a contact held for a person to decide: paused by hand (`sequencer pause`),
+    after an uncertain send (check your Sent folder first, then say --sent or --resend), or
+    after an inbound message that could not be handled (read it yourself first). Never
+    revives a stopped or failed contact (`sequencer retry` puts a failed one back)."""
     from sequencer.worker import settle
 
     async def go() -> list[str]:
         if sent and resend:
             raise EnrollError(["say --sent or --resend, not both"])
+        if (email is None) == (mailbox is None):
+            raise EnrollError(["give either an EMAIL or --mailbox NAME"])
         settings = _settings(config)
-        seqs = _sequences(settings)
-        address = email.strip().lower()
         now = SystemClock().now()
+        if mailbox is not None:
+            name = _mailbox_name(settings, mailbox)
+            async with db.connected(settings.database):
+                lifted = await queries.resume_mailbox_by_hand(name)
+                view = (await _mailbox_views(settings, now))[name]
+            if not lifted:
+                why = f" (it is held: {view.hold}: {ADVICE[view.hold]})" if view.hold else ""
+                raise EnrollError([f"mailbox '{name}' is not paused by hand{why}"])
+            still = f"; still held: {view.hold}: {ADVICE[view.hold]}" if view.hold else ""
+            return [f"mailbox '{name}': sending resumes{still}"]
+        etiquette = Etiquette(settings)
+        seqs = _sequences(settings)
+        address = (email or "").strip().lower()
         done: list[str] = []
         async with db.connected(settings.database):
-            active = await queries.active_of(address)
+            rows = await _enrollments(address)
+            active = [e for e in rows if e.state == "active"]
+            if not active:
+                raise EnrollError([_ended_note(address, rows)])
+            active = _chosen(active, sequence, address, "active")
             held = [e for e in active if e.hold is not None]
             if not held:
                 views = await _mailbox_views(settings, now)
@@ -970,8 +1382,23 @@ def resume(
                         ]
                     )
                 raise EnrollError([f"{address} is not held (see `sequencer status {address}`)"])
+            last = await queries.last_contact(address)
             for enr in held:
-                if enr.hold is Hold.UNCERTAIN_SEND:
+                if enr.hold is Hold.MANUAL_PAUSE:
+                    zone = etiquette.place(enr.variables).zone
+                    next_at = enr.next_at
+                    if enr.promised and next_at is not None and next_at > now:
+                        await queries.resume_contact(enr.id, None)  # the promise stands
+                    else:
+                        # Planned again as if there had been no pause (a dated pause moved
+                        # it to the pause's end), and never before now.
+                        next_at = _replanned(etiquette, seqs.get(enr.sequence), enr, last, now)
+                        await queries.resume_contact(enr.id, next_at)
+                    done.append(
+                        f"{enr.sequence}: pause lifted; step {enr.steps_sent + 1} at "
+                        f"{_when(next_at or now, zone)}"
+                    )
+                elif enr.hold is Hold.UNCERTAIN_SEND:
                     if not (sent or resend):
                         raise EnrollError(
                             [
@@ -999,7 +1426,89 @@ def resume(
         return done
 
     for line in _run(go):
-        out.print(f"resumed {email}: {line}", highlight=False)
+        out.print(line if mailbox else f"resumed {email}: {line}", highlight=False, markup=False)
+
+
+@app.command(
+    cls=_Command,
+    epilog=_example("sequencer retry jo@acme.test --sequence after-meeting"),
+)
+def retry(
+    email: Annotated[str, typer.Argument(help="Contact address")],
+    sequence: Annotated[
+        str | None, typer.Option("--sequence", help="The sequence it failed in")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Put a failed contact back where it failed, once the cause is fixed (a template that
+    would not render, a step the server refused): active again at the same step, attempts
+    reset, sent as soon as every etiquette rule allows. Only for `failed`; stopped, replied
+    or completed contacts are never revived."""
+
+    async def go() -> str:
+        settings = _settings(config)
+        etiquette = Etiquette(settings)
+        seqs = _sequences(settings)
+        address = email.strip().lower()
+        now = SystemClock().now()
+        async with db.connected(settings.database):
+            rows = await _enrollments(address)
+            failed = [e for e in rows if e.state == "failed"]
+            if not failed:
+                states = ", ".join(f"'{e.sequence}' is {e.state}" for e in rows)
+                raise EnrollError(
+                    [
+                        f"{address} has no failed enrollment ({states}); retry only puts a "
+                        "failed contact back (held: `sequencer resume`; ended: `sequencer "
+                        f"enroll SEQUENCE {address} --again`)"
+                    ]
+                )
+            chosen = _chosen(failed, sequence, address, "failed")
+            names = list(dict.fromkeys(e.sequence for e in chosen))
+            if len(names) > 1:
+                raise EnrollError(
+                    [
+                        f"{address} failed in {len(names)} sequences ({', '.join(names)}): "
+                        f"say which with --sequence, e.g. --sequence {names[0]}"
+                    ]
+                )
+            enr = chosen[0]  # the latest: enrollments_of lists the most recent first
+            if any(e.state == "active" and e.sequence == enr.sequence for e in rows):
+                raise EnrollError(
+                    [f"{address} is active in '{enr.sequence}' again (enrolled since it failed)"]
+                )
+            if blocked := await queries.suppressed([address]):
+                raise EnrollError(
+                    [
+                        f"{address} is on the suppression list ({_entry_why(blocked[address])}); "
+                        "nothing can be sent to it"
+                    ]
+                )
+            seq = seqs.get(enr.sequence)
+            step = enr.steps_sent + 1
+            if seq is None or step > len(seq.steps):
+                raise EnrollError(
+                    [
+                        f"sequence '{enr.sequence}' is not loaded or has no step {step}; restore "
+                        "it (`sequencer check`) before retrying"
+                    ]
+                )
+            planned = etiquette.settle(
+                seq,
+                enr.variables,
+                now,
+                last_contact=await queries.last_contact(address),
+                paused_until=enr.paused_until,
+                step=step,
+            )
+            await queries.retry_failed(enr.id, planned.at, planned.reasons)
+        zone = etiquette.place(enr.variables).zone
+        return (
+            f"retrying {address} in '{enr.sequence}': step {step} at "
+            f"{_when(planned.at, zone)} (it had failed: {enr.reason})"
+        )
+
+    out.print(_run(go), highlight=False, markup=False)
 
 
 @app.command(cls=_Command, epilog=_example("sequencer stop jo@acme.test"))

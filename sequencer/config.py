@@ -347,7 +347,7 @@ def settings_from(doc: YamlDoc) -> Settings:
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(pydantic_problems(doc, exc)) from None
+        raise ConfigError(pydantic_problems(doc, exc, model=Settings)) from None
     base = doc.path.resolve().parent
     seq_dir = settings.sequences if settings.sequences.is_absolute() else base / settings.sequences
     boxes = {

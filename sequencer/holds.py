@@ -5,7 +5,7 @@ process). The daemon applies the same rules to its live watchers and senders.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sequencer.states import Hold, Inbox
 
@@ -32,15 +32,22 @@ def mailbox_view(
     pause_reason: str | None,
     keepalive: float,
     now: datetime,
+    manual_since: datetime | None = None,
+    manual_until: datetime | None = None,
 ) -> MailboxView:
     """The first hold that applies, in the order the daemon checks them: a mailbox whose
     inbox has not caught up within twice the keepalive is not watched (no daemon runs, or
-    its watcher is stuck), whatever its last recorded state says."""
+    its watcher is stuck), whatever its last recorded state says. A pause by hand comes
+    first: it is what a person decided, and it says when sending resumes."""
     state = inbox or Inbox.DOWN
     fresh = caught_up_at is not None and now - caught_up_at <= timedelta(seconds=2 * keepalive)
     if state is Inbox.WATCHING and not fresh:
         state = Inbox.DOWN
         inbox_error = inbox_error or "no daemon has caught up with this inbox lately"
+    if manual_hold(manual_since, manual_until, now):
+        return MailboxView(
+            name, state, Hold.MANUAL_PAUSE, manual_since, paused_by_hand(manual_until)
+        )
     if state is Inbox.AUTH_FAILED:
         return MailboxView(name, state, Hold.IMAP_AUTH_FAILED, inbox_since, inbox_error)
     if state is not Inbox.WATCHING:
@@ -50,6 +57,17 @@ def mailbox_view(
     if paused_until is not None and paused_until > now:
         return MailboxView(name, state, Hold.REPUTATION_PAUSE, paused_until, pause_reason)
     return MailboxView(name, state, None, inbox_since, None)
+
+
+def manual_hold(since: datetime | None, until: datetime | None, now: datetime) -> bool:
+    """A mailbox paused by hand (`sequencer pause --mailbox`) and not yet due back."""
+    return since is not None and (until is None or until > now)
+
+
+def paused_by_hand(until: datetime | None) -> str:
+    if until is None:
+        return "mailbox paused by hand until `sequencer resume --mailbox NAME`"
+    return f"mailbox paused by hand until {until.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
 
 
 #: A few words for each hold, for the `why` column of `status`.
@@ -63,6 +81,7 @@ SHORT = {
     "or `--resend`",
     Hold.INBOUND_FAILED: "a message that may be theirs could not be handled: read it, then "
     "`sequencer resume EMAIL`",
+    Hold.MANUAL_PAUSE: "paused by hand: `sequencer resume EMAIL`",
 }
 
 #: What a person does about each hold: `status` and the README's "Operating" section say it.
@@ -81,4 +100,7 @@ ADVICE = {
     "`sequencer resume EMAIL --sent` or `--resend`",
     Hold.INBOUND_FAILED: "a message that may be theirs could not be handled: read it in your "
     "inbox, then `sequencer resume EMAIL` (or stop them); it is retried every 5 minutes",
+    Hold.MANUAL_PAUSE: "paused by hand (`sequencer pause`): sending resumes at the date given, "
+    "or with `sequencer resume EMAIL` (`--mailbox NAME` for a mailbox); replies are still "
+    "watched",
 }

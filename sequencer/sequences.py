@@ -176,7 +176,7 @@ def sequence_from(doc: YamlDoc, mailboxes: Iterable[str] | None = None) -> Seque
     try:
         model = SequenceModel.model_validate(doc.data)
     except ValidationError as exc:
-        raise SequenceError(problems + pydantic_problems(doc, exc)) from None
+        raise SequenceError(problems + pydantic_problems(doc, exc, model=SequenceModel)) from None
 
     boxes = set(mailboxes) if mailboxes is not None else None
     if boxes is not None and model.mailbox not in boxes:

@@ -41,7 +41,7 @@ ON_THE_WIRE = (Send.SENDING, Send.SENT, Send.UNCERTAIN, Send.SKIPPED)
 
 class Hold(enum.StrEnum):
     """Why nothing is sent right now: one vocabulary for `status`, the database and the logs.
-    The first four hold a whole mailbox; the last three one contact."""
+    The first four hold a whole mailbox; the next three one contact; a manual pause either."""
 
     INBOX_UNAVAILABLE = "inbox_unavailable"  # the inbox is not watched: a reply could be missed
     SMTP_AUTH_FAILED = "smtp_auth_failed"
@@ -50,6 +50,7 @@ class Hold(enum.StrEnum):
     SEQUENCE_MISSING = "sequence_missing"  # its sequence file is gone, renamed or broken
     UNCERTAIN_SEND = "uncertain_send"  # a step may or may not have reached them
     INBOUND_FAILED = "inbound_failed"  # a message that may be theirs could not be handled
+    MANUAL_PAUSE = "manual_pause"  # `sequencer pause`: until resumed, or until a date
 
 
 class Inbox(enum.StrEnum):

@@ -35,6 +35,7 @@ from sequencer.config import Settings
 from sequencer.delivery import Action, judge
 from sequencer.errors import InboxError, SequencerError
 from sequencer.etiquette import Etiquette, promises_of
+from sequencer.holds import manual_hold, paused_by_hand
 from sequencer.inbox import InboxWatcher, WatchTuning
 from sequencer.renderer import Renderer, sample_problems
 from sequencer.sdnotify import Notifier
@@ -220,6 +221,8 @@ class Daemon:
         self, name: str, state: Any, now: datetime
     ) -> tuple[Hold | None, str | None]:
         """Why this mailbox may not send now, if it may not, and the detail."""
+        if state is not None and manual_hold(state.manual_since, state.manual_until, now):
+            return Hold.MANUAL_PAUSE, paused_by_hand(state.manual_until)
         watcher = self.watchers[name]
         if watcher.state is Inbox.AUTH_FAILED:
             return Hold.IMAP_AUTH_FAILED, watcher.error
@@ -256,8 +259,9 @@ class Daemon:
         self._holds[name] = hold
         if hold is None:
             log.info("mailbox.released", mailbox=name, was=str(before) if before else None)
-        else:
-            log.error("mailbox.held", mailbox=name, hold=str(hold), detail=detail)
+        else:  # a pause by hand is what a person asked for, not a fault
+            report = log.info if hold is Hold.MANUAL_PAUSE else log.error
+            report("mailbox.held", mailbox=name, hold=str(hold), detail=detail)
 
     async def holds(self) -> dict[str, tuple[Hold | None, str | None]]:
         now = self.clock.now()
@@ -279,6 +283,8 @@ class Daemon:
             await self.release_sequence_holds()
         await self._settle_uncertain()
         now = self.clock.now()
+        if resumed := await queries.end_pauses(now):
+            log.info("contacts.resumed", hold=str(Hold.MANUAL_PAUSE), count=resumed)
         holds = await self.holds()
         for name, (hold, detail) in holds.items():
             self._log_hold(name, hold, detail)

@@ -11,13 +11,16 @@ capped, and only the plain core tags are accepted (no `!!python/...`, `!!binary`
 
 from __future__ import annotations
 
+import difflib
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from ruamel.yaml.composer import Composer
@@ -315,15 +318,58 @@ def _dotted(loc: Loc) -> str:
     )
 
 
-def pydantic_problems(doc: YamlDoc, exc: ValidationError, prefix: Loc = ()) -> list[str]:
-    """Turn pydantic's errors into `file:line: where: what` sentences."""
+def _optional_of(tp: Any) -> Any:
+    """X for `X | None`; anything else as it is."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1:
+        return args[0]
+    return tp
+
+
+def _model_at(model: type[BaseModel], path: Loc) -> type[BaseModel] | None:
+    """The model that validates the mapping at `path` under `model` (map keys and list
+    indexes stepped over), or None where the path leaves the models."""
+    current: Any = model
+    for part in path:
+        current = _optional_of(current)
+        origin = typing.get_origin(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(part) if isinstance(part, str) else None
+            if field is None:
+                return None
+            current = field.annotation
+        elif origin is dict:
+            current = typing.get_args(current)[1]
+        elif origin in (list, tuple):
+            current = typing.get_args(current)[0]
+        else:
+            return None
+    current = _optional_of(current)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _unknown_key(key: str, model: type[BaseModel] | None, path: Loc) -> str:
+    """`unknown key 'daly_limit' (did you mean 'daily_limit'?)`: the closest key allowed at
+    that level, since a misspelt setting would otherwise be ignored or refused unexplained."""
+    at = _model_at(model, path) if model is not None else None
+    close = difflib.get_close_matches(key, sorted(at.model_fields), n=1) if at else []
+    if close:
+        return f"unknown key '{key}' (did you mean '{close[0]}'?)"
+    return f"unknown key '{key}' (check its spelling; see the README for valid keys)"
+
+
+def pydantic_problems(
+    doc: YamlDoc, exc: ValidationError, prefix: Loc = (), model: type[BaseModel] | None = None
+) -> list[str]:
+    """Turn pydantic's errors into `file:line: where: what` sentences; with the `model`
+    validated, an unknown key gets the closest allowed key at its level."""
     problems = []
     for err in exc.errors(include_url=False):
         loc: Loc = (*prefix, *(p for p in err["loc"] if isinstance(p, (str, int))))
         dotted = ".".join(str(p) for p in loc) or "(top level)"
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
-            msg = f"unknown key '{loc[-1]}' (check its spelling; see the README for valid keys)"
+            msg = _unknown_key(str(loc[-1]), model, loc[len(prefix) : -1])
         elif err["type"] == "missing":
             msg = f"required key '{loc[-1]}' is missing"
         elif msg.startswith("Value error, "):

@@ -274,6 +274,27 @@ def test_a_csv_saved_by_excel_in_europe_is_checked_and_enrolled_with_a_note(
     assert sorted(r["email"] for r in rows) == ["anna@mueller.test", "fr@cafe.test"]
 
 
+def test_extra_csv_columns_from_a_crm_export_are_a_note_not_an_error(
+    cfg: Path, tmp_path: Path
+) -> None:
+    """A CRM export carries columns no template uses: both `check --csv` and `enroll --csv`
+    name them on stderr (with the field a misspelt one was likely meant to be) and go on."""
+    export = tmp_path / "crm.csv"
+    export.write_text(
+        "Email,First_Name,Company,crm_id,Owner,compnay_size\n"
+        "ann@a.test,Ann,Acme,0017,sam,12\nbo@b.test,Bo,Bolt,0018,sam,40\n"
+    )
+    checked = cli("check", "follow-up", "--csv", str(export), cfg=cfg)
+    assert checked.returncode == 0, checked.stderr
+    note = f"note: {export}: column(s) not used by sequence 'follow-up'"
+    assert note in checked.stderr
+    assert "crm_id, owner, compnay_size (did you mean 'company'?)" in checked.stderr
+    res = cli("enroll", "follow-up", "--csv", str(export), cfg=cfg)
+    assert res.returncode == 0, res.stderr
+    assert "enrolled 2" in res.stdout and note in res.stderr and "crm_id" in res.stderr
+    assert "crm_id" not in res.stdout  # stdout stays the result alone
+
+
 def _start_daemon(cfg: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "sequencer", "run", "--config", str(cfg)],

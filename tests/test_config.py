@@ -182,8 +182,35 @@ def test_an_unsupported_database_url_says_what_to_use(tmp_path: Path) -> None:
 def test_an_unknown_top_level_key_is_named_with_its_line(tmp_path: Path) -> None:
     path = write(tmp_path, FULL.replace("timezone:", "time_zone:"))
     msg = one_problem(path)
-    assert msg.startswith(f"{path}:3: time_zone: unknown key 'time_zone'")
-    assert "check its spelling" in msg
+    assert msg == f"{path}:3: time_zone: unknown key 'time_zone' (did you mean 'timezone'?)"
+
+
+@pytest.mark.parametrize(
+    ("typo", "line", "where", "meant"),
+    [
+        ("min_gap:", 1, "min_gapp", "min_gap"),  # top level
+        ("display_name:", 7, "mailboxes.sales.displayname", "display_name"),  # a mailbox
+        ("password_env: SMTP", 8, "mailboxes.sales.smtp.pasword_env", "password_env"),  # smtp
+        ("daily_limit:", 11, "mailboxes.sales.pace.daly_limit", "daily_limit"),  # its pace
+    ],
+)
+def test_a_misspelt_key_gets_the_closest_key_allowed_at_its_level(
+    tmp_path: Path, typo: str, line: int, where: str, meant: str
+) -> None:
+    """A typo is answered with the key meant, from the keys valid where it stands (a mailbox's
+    `daly_limit` is not offered top-level keys)."""
+    text = "min_gap: 3d\n" + FULL.split("\n", 1)[1] + "    pace:\n      daily_limit: 20\n"
+    wrong = where.rsplit(".", 1)[-1] + ":"
+    text = text.replace(typo, wrong + typo.removeprefix(typo.split(":")[0] + ":"), 1)
+    path = write(tmp_path, text)
+    msg = one_problem(path)
+    assert msg == f"{path}:{line}: {where}: unknown key '{wrong[:-1]}' (did you mean '{meant}'?)"
+
+
+def test_a_key_like_no_other_is_still_named(tmp_path: Path) -> None:
+    path = write(tmp_path, FULL.replace("display_name:", "zzz:"))
+    msg = one_problem(path)
+    assert msg.startswith(f"{path}:7: mailboxes.sales.zzz: unknown key 'zzz' (check its spelling")
 
 
 def test_an_unknown_nested_key_is_named_with_its_line(tmp_path: Path) -> None:

@@ -232,6 +232,28 @@ def test_a_database_made_at_the_last_version_before_migrations_is_adopted(cfg: P
     assert jo["promises"] == {"2": {"local": "2026-11-26 10:00", "zone": "UTC"}}
 
 
+def test_an_upgraded_database_takes_pauses_by_hand_and_keeps_what_it_had(cfg: Path) -> None:
+    """0006_manual_pause on an old database: the contact and the mailbox's pacing state are
+    kept, and both can then be paused by hand."""
+    url = url_of(cfg)
+    old_database(url, "19ca62f", ROWS_19CA62F)
+    res = cli(cfg, "migrate")
+    assert res.exit_code == 0, res.output
+    assert "applied 0006_manual_pause" in res.stdout.splitlines()
+    res = cli(cfg, "pause", "jo@prospect.test")
+    assert res.exit_code == 0, res.output
+    (jo,) = json.loads(cli(cfg, "status", "--json").stdout)
+    assert (jo["state"], jo["hold"], jo["promised"]) == ("active", "manual_pause", True)
+    res = cli(cfg, "pause", "--mailbox", "sales", "--until", "2099-01-05")
+    assert res.exit_code == 0, res.output
+    rows = sql(
+        url, "SELECT next_free_at, manual_since, manual_until FROM mailbox_state", fetch=True
+    )
+    assert [[v is not None for v in row] for row in rows] == [[True, True, True]]
+    (box,) = json.loads(cli(cfg, "status", "--mailboxes", "--json").stdout)
+    assert box["held_reason"] == "manual_pause"
+
+
 def test_tables_a_newer_version_added_to_an_old_database_are_dropped_when_empty(
     cfg: Path,
 ) -> None:

@@ -47,6 +47,9 @@ class Enrollment(Model):
     hold = fields.CharEnumField(Hold, max_length=32, null=True)
     hold_since = fields.DatetimeField(null=True)
     hold_detail = fields.TextField(null=True)
+    # A manual pause with an end (`sequencer pause EMAIL --until DATE`): released by the
+    # daemon from then on. Indexed: the daemon looks for pauses that have ended each tick.
+    hold_until = fields.DatetimeField(null=True, db_index=True)
     # What a human reply asked for: its intent (interested, not_now, referral, decline,
     # unclear), the day a not-now named, and the people a referral points to
     # ([{"address": ..., "name": ...}]). Kept so `status` shows it and nothing is forgotten.
@@ -213,6 +216,10 @@ class MailboxState(Model):
     caught_up_at = fields.DatetimeField(null=True)
     inbox_error = fields.TextField(null=True)
     watcher = fields.CharField(max_length=100, null=True)
+    # Paused by hand (`sequencer pause --mailbox NAME`, a salesperson's holiday): nothing is
+    # sent from it since then, until `manual_until` (None: until `sequencer resume --mailbox`).
+    manual_since = fields.DatetimeField(null=True)
+    manual_until = fields.DatetimeField(null=True)
 
     class Meta:
         table = "mailbox_state"

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
+from tortoise.functions import Count
 from tortoise.transactions import in_transaction
 
 from sequencer import suppression
@@ -474,7 +475,12 @@ async def release_hold(
     ids = list(enrollment_ids)
     if not ids:
         return 0
-    values: dict[str, Any] = {"hold": None, "hold_since": None, "hold_detail": None}
+    values: dict[str, Any] = {
+        "hold": None,
+        "hold_since": None,
+        "hold_detail": None,
+        "hold_until": None,
+    }
     if next_at is not None:
         values["next_at"] = next_at
     released = await Enrollment.filter(id__in=ids, hold=reason).update(**values)
@@ -549,6 +555,7 @@ async def finish(
         hold=None,
         hold_since=None,
         hold_detail=None,
+        hold_until=None,
     )
     return bool(changed)
 
@@ -1000,3 +1007,175 @@ async def service_summary() -> tuple[int, dict[str, datetime]]:
         .values("mailbox", "first")
     )
     return active, {r["mailbox"]: r["first"] for r in rows if isinstance(r["first"], datetime)}
+
+
+# --- pause, resume, retry ----------------------------------------------------------------
+
+
+async def pause_contact(
+    enrollment_id: int,
+    *,
+    until: datetime | None,
+    next_at: datetime | None,
+    reasons: Sequence[str],
+    detail: str,
+    now: datetime,
+    keep_promise: bool,
+) -> bool:
+    """Hold one active contact by hand (`sequencer pause`), until `until` or until resumed.
+    A pause replaces an earlier pause; any other hold stays (it is settled first)."""
+    values: dict[str, Any] = {
+        "hold": Hold.MANUAL_PAUSE,
+        "hold_since": now,
+        "hold_detail": detail,
+        "hold_until": until,
+        "claimed_until": None,
+    }
+    if next_at is not None:
+        values.update(next_at=next_at, next_reasons=list(reasons))
+    if not keep_promise:
+        values["promised"] = False
+    query = Enrollment.filter(id=enrollment_id, state=ACTIVE)
+    return bool(
+        await query.filter(Q(hold__isnull=True) | Q(hold=Hold.MANUAL_PAUSE)).update(**values)
+    )
+
+
+async def end_pauses(now: datetime) -> int:
+    """Release the manual pauses whose end has come (one indexed range read)."""
+    ids = await Enrollment.filter(hold_until__lte=now, hold=Hold.MANUAL_PAUSE).values_list(
+        "id", flat=True
+    )
+    return await release_hold([int(str(i)) for i in ids], Hold.MANUAL_PAUSE)
+
+
+async def resume_contact(enrollment_id: int, next_at: datetime | None) -> bool:
+    """Lift a manual pause; `next_at`: a time worked out again (the old one passed during
+    the pause, and a promise that passed can no longer be kept exactly)."""
+    if next_at is not None:
+        await Enrollment.filter(id=enrollment_id, hold=Hold.MANUAL_PAUSE).update(
+            promised=False, next_reasons=["manual_pause"]
+        )
+    return bool(await release_hold([enrollment_id], Hold.MANUAL_PAUSE, next_at=next_at))
+
+
+async def pause_mailbox_by_hand(mailbox: str, until: datetime | None, now: datetime) -> None:
+    """Nothing from this mailbox until `until` (None: until resumed); its inbox is still
+    watched, so replies meanwhile stop their sequences as always."""
+    await _upsert(MailboxState, mailbox, manual_since=now, manual_until=until)
+
+
+async def resume_mailbox_by_hand(mailbox: str) -> bool:
+    """Lift a manual pause; True when there was one."""
+    return bool(
+        await MailboxState.filter(mailbox=mailbox, manual_since__isnull=False).update(
+            manual_since=None, manual_until=None
+        )
+    )
+
+
+async def retry_failed(enrollment_id: int, next_at: datetime, reasons: Sequence[str]) -> bool:
+    """Put a failed enrollment back where it failed: active, the same step, no attempts."""
+    return bool(
+        await Enrollment.filter(id=enrollment_id, state=State.FAILED).update(
+            state=ACTIVE,
+            reason=None,
+            finished_at=None,
+            attempts=0,
+            last_error=None,
+            next_at=next_at,
+            next_reasons=list(reasons),
+            claimed_until=None,
+            hold=None,
+            hold_since=None,
+            hold_detail=None,
+            hold_until=None,
+        )
+    )
+
+
+async def similar_addresses(email: str, limit: int = 2000) -> list[str]:
+    """Addresses that may be what a mistyped `email` meant: at the same domain, or with the
+    same local part (bounded reads, for 'did you mean' only)."""
+    local, _, domain = email.rpartition("@")
+    found: set[str] = set()
+    for query in (
+        Enrollment.filter(email__endswith="@" + domain) if domain else None,
+        Enrollment.filter(email__startswith=local + "@") if local else None,
+    ):
+        if query is not None:
+            found.update(str(e) for e in await query.limit(limit).values_list("email", flat=True))
+    return sorted(found)
+
+
+# --- status: grouped counts and pages, never the whole table ----------------------------
+
+
+@dataclass(frozen=True)
+class Tally:
+    mailbox: str
+    state: str
+    hold: str | None
+    n: int
+
+
+async def counts() -> list[Tally]:
+    """Enrollments by mailbox, state and hold: one grouped query, a few dozen rows."""
+    rows = (
+        await Enrollment.annotate(n=Count("id"))
+        .group_by("mailbox", "state", "hold")
+        .values_list("mailbox", "state", "hold", "n")
+    )
+    return [
+        Tally(str(m), str(s), str(h) if h is not None else None, int(str(n))) for m, s, h, n in rows
+    ]
+
+
+async def next_sends(now: datetime, held: Iterable[str]) -> tuple[Enrollment | None, int]:
+    """The next send that nothing holds, and how many are due now (both on the next_at
+    index)."""
+    query = Enrollment.filter(state=ACTIVE, next_at__not_isnull=True).filter(
+        Q(hold__isnull=True) | Q(hold=Hold.MANUAL_PAUSE, hold_until__lte=now)
+    )
+    if stopped := list(held):
+        query = query.filter(~Q(mailbox__in=stopped))
+    due_now = await query.filter(next_at__lte=now).count()
+    first = await query.filter(next_at__gt=now).order_by("next_at", "id").first()
+    return first, due_now
+
+
+async def sent_by_mailbox(since: datetime) -> dict[str, int]:
+    """Messages on the wire since `since`, by mailbox (one grouped query)."""
+    rows = (
+        await SentMessage.filter(attempted_at__gte=since, status__in=ON_THE_WIRE)
+        .annotate(n=Count("id"))
+        .group_by("mailbox")
+        .values_list("mailbox", "n")
+    )
+    return {str(m): int(str(n)) for m, n in rows}
+
+
+async def page(
+    after_id: int,
+    size: int,
+    *,
+    email: str | None = None,
+    sequence: str | None = None,
+    state: str | None = None,
+    mailbox: str | None = None,
+) -> list[tuple[Enrollment, InboundMessage | None]]:
+    """One page of enrollments after `after_id` (keyset: memory stays flat at any size),
+    each with the inbound message that ended it."""
+    query = Enrollment.filter(id__gt=after_id)
+    if email is not None:
+        query = query.filter(email=email)
+    if sequence is not None:
+        query = query.filter(sequence=sequence)
+    if state is not None:
+        query = query.filter(state=state)
+    if mailbox is not None:
+        query = query.filter(mailbox=mailbox)
+    rows = list(await query.order_by("id").limit(size))
+    ids = [r.ended_by_id for r in rows if r.ended_by_id is not None]
+    inbound = {m.id: m for m in await InboundMessage.filter(id__in=ids)} if ids else {}
+    return [(r, inbound.get(r.ended_by_id) if r.ended_by_id else None) for r in rows]
