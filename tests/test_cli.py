@@ -538,7 +538,8 @@ def test_check_refuses_a_runaway_template_within_the_budget(cfg: Path) -> None:
     started = time.monotonic()
     res = cli("check", cfg=cfg, timeout=30)
     assert res.returncode == 2, res.stderr
-    assert time.monotonic() - started < 5  # 2 s of budget plus interpreter start-ups
+    # Stopped by the 2 s budget, not by the 30 s timeout (generous: machines under load vary).
+    assert time.monotonic() - started < 15
     assert f"{seq}:9: step 2: body: template took longer than 2 s to render" in res.stderr
     assert "Traceback" not in res.stderr
 
@@ -620,7 +621,7 @@ def test_sighup_reload_of_a_yaml_bomb_keeps_the_daemon_and_its_sequences(cfg: Pa
         started = time.monotonic()
         proc.send_signal(signal.SIGHUP)
         lines = _read_until(proc, "sequences.reloaded")
-        assert time.monotonic() - started < 2
+        assert time.monotonic() - started < 10  # read bounded, not expanded
         failed = next(line for line in lines if line["event"] == "sequence.broken")
         assert failed["sequence"] == "bomb"
         assert f"{bomb}:6: the document expands to more than 10000 values" in str(

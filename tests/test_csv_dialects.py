@@ -174,4 +174,4 @@ def test_a_hostile_header_line_is_sniffed_quickly() -> None:
     start = time.monotonic()
     header, rows = csvfile.read(hostile, "h.csv")
     assert header[0] == "email" and rows == []
-    assert time.monotonic() - start < 2
+    assert time.monotonic() - start < 10  # unbounded backtracking takes minutes

@@ -69,7 +69,7 @@ async def test_a_runaway_render_is_stopped_at_its_budget_and_the_loop_stays_free
     finally:
         task.cancel()
     elapsed = time.monotonic() - started
-    assert 0.5 <= elapsed < 1.5, elapsed
+    assert 0.5 <= elapsed < 5, elapsed  # the budget stopped it (bound generous for load)
     assert ticker.ticks >= 20, ticker.ticks  # ~50 expected: the loop was never blocked
     assert renderer.restarts == 1
     assert await renderer.render_step("Hi", "{{ contact.first_name }}", CONTACT, SENDER) == (
@@ -100,7 +100,7 @@ async def test_bombs_fail_inside_the_render_process(
     started = time.monotonic()
     with pytest.raises(TemplateError, match=message):
         await renderer.render_step(None, source, CONTACT, SENDER)
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 10  # stopped by a cap, not by running out
     assert await renderer.render_step(None, "ok", CONTACT, SENDER) == ("", "ok")
 
 
@@ -118,7 +118,7 @@ async def test_a_cancelled_render_kills_the_process_and_the_next_render_works(
     started = time.monotonic()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 3  # killed, not left to finish its 30 s
     assert renderer.restarts == 1
     assert await renderer.render_step(None, "ok", CONTACT, SENDER) == ("", "ok")
     assert renderer.pid != pid
@@ -189,7 +189,7 @@ async def test_sample_problems_name_file_line_step_and_part(tmp_path: Path) -> N
     started = time.monotonic()
     async with Renderer() as r:
         found = await sample_problems(r, [seq], {"sales": SENDER}, budget=SHORT)
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 10  # the short budget, not the default
     assert found == [
         f"{path}:6: step 2: body: template took longer than 0.5 s to render (nested loops?); "
         "it was stopped (rendered with sample values; `sequencer preview` shows the step)",
