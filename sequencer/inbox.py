@@ -456,18 +456,15 @@ async def open_imap(
     except ConfigError as exc:
         raise InboxError(f"{where}: {'; '.join(exc.problems)}") from None
     try:
-        if context is not None:
-            imap: aioimaplib.IMAP4 = aioimaplib.IMAP4_SSL(
-                host=i.host,
-                port=i.port,
-                timeout=i.timeout,
-                ssl_context=context,
-                conn_lost_cb=on_lost,
-            )
-        else:
-            imap = aioimaplib.IMAP4(
-                host=i.host, port=i.port, timeout=i.timeout, conn_lost_cb=on_lost
-            )
+        # IMAP4, not IMAP4_SSL: only IMAP4 takes conn_lost_cb (aioimaplib 2.0.3); given a
+        # context it speaks TLS from the first byte, as IMAP4_SSL does.
+        imap = aioimaplib.IMAP4(
+            host=i.host,
+            port=i.port,
+            timeout=i.timeout,
+            conn_lost_cb=on_lost,
+            ssl_context=context,
+        )
         await imap.wait_hello_from_server()
         _keepalive_socket(imap, i.keepalive_seconds)
         resp = await imap.login(i.username, password)

@@ -30,6 +30,7 @@ COMMANDS = [
     ["run"],
     ["classify"],
     ["demo"],
+    ["test"],
 ]
 
 
