@@ -340,7 +340,7 @@ def check(
         from sequencer import trial
 
         boxes = list(settings.mailboxes.values())
-        failed = _print_steps(lambda: trial.try_logins(boxes), boxes)
+        failed = _print_steps(lambda: trial.try_logins(boxes), boxes, trial.LOGIN_STEPS)
         if failed:
             err.print(
                 f"[bold red]error:[/] {failed} of {2 * len(boxes)} login(s) failed (above)",
@@ -349,7 +349,9 @@ def check(
             raise typer.Exit(2)
 
 
-def _print_steps(steps: Callable[[], AsyncIterator[Any]], boxes: Iterable[Any]) -> int:
+def _print_steps(
+    steps: Callable[[], AsyncIterator[Any]], boxes: Iterable[Any], what_width: int
+) -> int:
     """Print each trial step as it ends (a slow server shows where it is slow); the number
     that failed."""
     width = max((len(b.name) for b in boxes), default=0)
@@ -357,7 +359,7 @@ def _print_steps(steps: Callable[[], AsyncIterator[Any]], boxes: Iterable[Any]) 
     async def go() -> int:
         failed = 0
         async for step in steps():
-            out.print(step.line(width), highlight=False, markup=False)
+            out.print(step.line(width, what_width), highlight=False, markup=False)
             failed += not step.ok
         return failed
 
@@ -409,7 +411,9 @@ def self_test(
             raise ConfigError(problems)
     except SequencerError as exc:
         raise _fail(exc) from None
-    failed = _print_steps(lambda: trial.round_trip(box, wait=wait, keep=keep), [box])
+    failed = _print_steps(
+        lambda: trial.round_trip(box, wait=wait, keep=keep), [box], trial.TEST_STEPS
+    )
     if failed:
         err.print(f"[bold red]error:[/] mailbox '{mailbox}': the test failed (above)")
         raise typer.Exit(2)

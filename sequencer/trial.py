@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import SMTP
-from email.utils import format_datetime, formataddr, make_msgid
+from email.utils import format_datetime, formataddr
 
 import aioimaplib
 
@@ -27,6 +27,9 @@ from sequencer.errors import InboxError
 from sequencer.inbox import open_imap, quietly, response_text, search_uids
 from sequencer.replies import SELF_TEST_HEADER
 from sequencer.sender import Sender, SendFailed
+
+#: The widest step name of each trial, for the column.
+LOGIN_STEPS, TEST_STEPS = 4, 7
 
 #: How often the folder is searched while waiting for the test message.
 POLL_EVERY = 0.2
@@ -49,8 +52,8 @@ class Step:
     def ok(self) -> bool:
         return self.error is None
 
-    def line(self, width: int = 0) -> str:
-        head = f"{self.mailbox:<{width}}  {self.what:<10}  {self.target}"
+    def line(self, width: int = 0, what_width: int = 4) -> str:
+        head = f"{self.mailbox:<{width}}  {self.what:<{what_width}}  {self.target}"
         if self.error is not None:
             return f"{head}  failed after {self.seconds:.2f} s: {self.error}"
         return f"{head}  ok  {self.seconds:.2f} s" + (f"  ({self.note})" if self.note else "")
@@ -119,9 +122,7 @@ def test_message(box: Mailbox, token: str, now: float) -> tuple[str, bytes]:
     msg["To"] = box.address
     msg["Subject"] = f"sequencer test {token}"
     msg["Date"] = format_datetime(datetime.fromtimestamp(now, UTC))
-    msg["Message-ID"] = message_id = make_msgid(
-        idstring=f"sequencer-test.{token}", domain=box.domain
-    )
+    msg["Message-ID"] = message_id = f"<sequencer-test.{token}@{box.domain}>"
     msg[SELF_TEST_HEADER] = token
     # No auto-responder answers it, and no mail client files it as a conversation.
     msg["Auto-Submitted"] = "auto-generated"
@@ -203,7 +204,8 @@ async def _send_and_find(
             f"does not deliver to {box.address}); if it turns up later, the daemon ignores it",
         )
         return
-    yield Step(box.name, "arrived", f"in {folder}", timer() - start)
+    kept = "kept, as --keep asks" if keep else None
+    yield Step(box.name, "arrived", f"in {folder}", timer() - start, note=kept)
     if keep:
         return
     start = timer()

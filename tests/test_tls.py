@@ -263,11 +263,10 @@ def test_check_connect_passes_over_tls_and_names_an_untrusted_certificate(
     assert res.returncode == 0, res.stdout + res.stderr
     lines = res.stdout.splitlines()
     assert any(
-        line.startswith(f"sales  smtp        127.0.0.1:{sink.port} starttls  ok  ")
-        for line in lines
+        line.startswith(f"sales  smtp  127.0.0.1:{sink.port} starttls  ok  ") for line in lines
     ), lines
     assert any(
-        line.startswith(f"sales  imap        127.0.0.1:{server.port} tls, folder INBOX  ok  ")
+        line.startswith(f"sales  imap  127.0.0.1:{server.port} tls, folder INBOX  ok  ")
         for line in lines
     ), lines
 
