@@ -17,6 +17,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -193,6 +194,21 @@ async def test_a_ca_file_is_the_only_ca_trusted_for_that_server(
     with pytest.raises(SendFailed) as caught:
         await Sender(mailbox(cfg)).login()
     assert "is not signed by the CA in mailboxes.sales.smtp.ca_file" in str(caught.value)
+
+
+async def test_smtp_refuses_an_expired_certificate(tmp_path: Path, pki: Pki) -> None:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    long_ago = datetime(2020, 1, 1, tzinfo=UTC)
+    leaf = pki.ca.issue_cert("127.0.0.1", not_before=long_ago, not_after=long_ago + timedelta(1))
+    leaf.configure_cert(ctx)
+    sink = SmtpSink(tls=ctx, implicit_tls=True).start()
+    try:
+        cfg = write_config(tmp_path, smtp=(sink.port, "tls"), smtp_ca="ca.pem")
+        with pytest.raises(SendFailed) as caught:
+            await Sender(mailbox(cfg)).login()
+    finally:
+        sink.stop()
+    assert f"the certificate of 127.0.0.1:{sink.port} has expired" in str(caught.value)
 
 
 # --- IMAPS against Dovecot ----------------------------------------------------------------
