@@ -54,7 +54,8 @@ class Sender:
         s = self.mailbox.smtp
         password = s.password(self._setting)
         try:
-            smtp = aiosmtplib.SMTP(**self._session(tls.context(s, self._setting)))
+            context = tls.context(s, self._setting) if s.security != "none" else None
+            smtp = aiosmtplib.SMTP(**self._session(context))
         except ConfigError as exc:
             raise self._fail(Stage.CONNECT, None, str(exc), "; ".join(exc.problems)) from None
         try:
@@ -92,7 +93,7 @@ class Sender:
     def _setting(self) -> str:
         return f"mailboxes.{self.mailbox.name}.smtp"
 
-    def _session(self, context: ssl.SSLContext) -> dict[str, Any]:
+    def _session(self, context: ssl.SSLContext | None) -> dict[str, Any]:
         """aiosmtplib's connection options; the certificate is verified for both kinds of
         TLS (aiosmtplib's `tls_context` serves implicit TLS and STARTTLS alike)."""
         s = self.mailbox.smtp
