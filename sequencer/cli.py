@@ -18,7 +18,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -35,7 +35,7 @@ from rich.text import Text
 from typer._click.core import Context, Parameter
 from typer.core import TyperCommand, TyperGroup, TyperOption
 
-from sequencer import contacts, csvfile, enrolment, logs, render, suppression
+from sequencer import contacts, csvfile, enrolment, logs, render, suppression, tls
 from sequencer.addresses import normalize_address
 from sequencer.clock import SystemClock
 from sequencer.config import Settings, find_config, load_settings
@@ -258,7 +258,10 @@ def _vars(seq: Sequence, pairs: list[str], allow_unknown: bool) -> dict[str, str
 
 
 @app.command(
-    cls=_Command, epilog=_example("sequencer check after-meeting --strict --csv leads.csv")
+    cls=_Command,
+    epilog=_example("sequencer check after-meeting --strict --csv leads.csv")
+    + "\n\n"
+    + _example("sequencer check --connect"),
 )
 def check(
     sequence: Annotated[
@@ -266,6 +269,14 @@ def check(
     ] = None,
     strict: Annotated[
         bool, typer.Option("--strict", help="Fail on warnings too (for CI and before a launch)")
+    ] = False,
+    connect: Annotated[
+        bool,
+        typer.Option(
+            "--connect",
+            help="Then log in to every mailbox's SMTP and IMAP server (TLS included), one "
+            "line each with the time it took; nothing is sent",
+        ),
     ] = False,
     csv_file: Annotated[
         Path | None,
@@ -278,7 +289,7 @@ def check(
     """Validate the settings file and every sequence, and lint what the sequences say.
 
     Errors exit 2 with every problem found; content warnings are printed (exit 0) unless
-    --strict, which makes them errors."""
+    --strict, which makes them errors. With --connect, a login that fails exits 2 too."""
     from sequencer.lint import Finding, lint, lint_contacts
 
     try:
@@ -297,10 +308,8 @@ def check(
                 except ConfigError as exc:
                     warnings += exc.problems
             if box.imap.security == "starttls":
-                problems.append(
-                    f"{settings.source}: mailboxes.{name}.imap.security: starttls "
-                    "is not supported for IMAP; use tls (usually port 993)"
-                )
+                problems.append(f"{settings.source}: mailboxes.{name}.imap: {tls.IMAP_STARTTLS}")
+            problems += _ca_problems(settings, name)
         if not settings.mailboxes:
             problems.append(
                 f"{settings.source}: no mailboxes configured (add one under 'mailboxes:')"
@@ -356,6 +365,102 @@ def check(
         + (f"; {notes} warning(s) above" if notes else ""),
         highlight=False,
     )
+    if connect:
+        from sequencer import trial
+
+        boxes = list(settings.mailboxes.values())
+        failed = _print_steps(lambda: trial.try_logins(boxes), boxes, trial.LOGIN_STEPS)
+        if failed:
+            err.print(
+                f"[bold red]error:[/] {failed} of {2 * len(boxes)} login(s) failed (above)",
+                highlight=False,
+            )
+            raise typer.Exit(2)
+
+
+def _print_steps(
+    steps: Callable[[], AsyncIterator[Any]], boxes: Iterable[Any], what_width: int
+) -> int:
+    """Print each trial step as it ends (a slow server shows where it is slow); the number
+    that failed."""
+    width = max((len(b.name) for b in boxes), default=0)
+
+    async def go() -> int:
+        failed = 0
+        async for step in steps():
+            out.print(step.line(width, what_width), highlight=False, markup=False)
+            failed += not step.ok
+        return failed
+
+    return asyncio.run(go())
+
+
+@app.command(
+    "test",
+    cls=_Command,
+    epilog=_example("sequencer test sales --timeout 60s"),
+)
+def self_test(
+    mailbox: Annotated[str, typer.Argument(help="The mailbox's name, as under 'mailboxes:'")],
+    timeout: Annotated[
+        str,
+        typer.Option("--timeout", help="How long to wait for the message to arrive: 60s, 2m"),
+    ] = "60s",
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Leave the test message in the folder")
+    ] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Send a message from MAILBOX to itself and wait until it arrives in the watched folder.
+
+    Logs in to SMTP and IMAP, sends a message marked X-Sequencer-Test (the daemon ignores
+    it), waits until it is in the folder the daemon watches, then deletes it. Each step is
+    one line with its time. Exits 2 at the first step that fails, 0 when all pass."""
+    from sequencer import trial
+    from sequencer.schedule import parse_duration
+
+    try:
+        settings = _settings(config)
+        box = settings.mailboxes.get(mailbox)
+        if box is None:
+            known = sorted(settings.mailboxes)
+            raise ConfigError(
+                [
+                    f"{settings.source}: no mailbox '{mailbox}'"
+                    f"{_did_you_mean(mailbox, known)}; configured: {', '.join(known) or 'none'}"
+                ]
+            )
+        try:
+            wait = parse_duration(timeout, "--timeout").total_seconds()
+        except ValueError as exc:
+            raise ConfigError([f"--timeout {timeout}: {exc} (try 60s or 2m)"]) from None
+        if wait <= 0:
+            raise ConfigError([f"--timeout {timeout}: must be more than 0s (try 60s)"])
+        if problems := _ca_problems(settings, mailbox):
+            raise ConfigError(problems)
+    except SequencerError as exc:
+        raise _fail(exc) from None
+    failed = _print_steps(
+        lambda: trial.round_trip(box, wait=wait, keep=keep), [box], trial.TEST_STEPS
+    )
+    if failed:
+        err.print(f"[bold red]error:[/] mailbox '{mailbox}': the test failed (above)")
+        raise typer.Exit(2)
+    out.print(f"ok: mailbox '{mailbox}' sends, and its folder {box.imap.folder} sees it arrive")
+
+
+def _ca_problems(settings: Settings, name: str) -> list[str]:
+    """Each server's ca_file, loaded as a connection would load it: missing, unreadable or
+    not a PEM certificate is an error (the daemon could not connect)."""
+    box = settings.mailboxes[name]
+    found = []
+    for kind, server in (("smtp", box.smtp), ("imap", box.imap)):
+        if server.ca_file is not None:
+            try:
+                tls.context(server, f"{settings.source}: mailboxes.{name}.{kind}")
+            except ConfigError as exc:
+                found += exc.problems
+    return found
 
 
 def _csv_text(path: Path, error: type[SequencerError] = EnrollError) -> str:
@@ -2041,6 +2146,8 @@ def run(
         for name, box in settings.mailboxes.items():  # fail now, not at the first send
             box.smtp.password(f"{settings.source}: mailboxes.{name}.smtp")
             box.imap.password(f"{settings.source}: mailboxes.{name}.imap")
+        if ca_problems := [p for name in settings.mailboxes for p in _ca_problems(settings, name)]:
+            raise ConfigError(ca_problems)
         if not settings.mailboxes:
             raise ConfigError([f"{settings.source}: no mailboxes configured"])
     except SequencerError as exc:

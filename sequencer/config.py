@@ -44,6 +44,9 @@ class Server(_Frozen):
     username: str | None = None
     password_env: str | None = None
     password_file: str | None = None
+    # A private CA's certificate (PEM): only it is trusted for this server. The certificate is
+    # always verified; there is no setting to turn that off.
+    ca_file: str | None = None
     timeout: float = Field(default=30.0, gt=0)
 
     @field_validator("host")
@@ -57,6 +60,10 @@ class Server(_Frozen):
     def _one_secret(self) -> Server:
         if self.password_env and self.password_file:
             raise ValueError("set password_env or password_file, not both (remove one of them)")
+        if self.ca_file is not None and self.security == "none":
+            raise ValueError(
+                "ca_file is used only with security: starttls or tls (remove it, or turn TLS on)"
+            )
         return self
 
     def password(self, where: str) -> str | None:
@@ -74,15 +81,7 @@ class Server(_Frozen):
                 )
             return value
         if self.password_file:
-            expanded = os.path.expanduser(os.path.expandvars(self.password_file))
-            if "$" in expanded:
-                raise ConfigError(
-                    [
-                        f"{where}: password_file {self.password_file}: an environment "
-                        f"variable in it is not set (export it, or write the path out)"
-                    ]
-                )
-            path = Path(expanded)
+            path = _expand(self.password_file, f"{where}: password_file")
             try:
                 return path.read_text(encoding="utf-8").rstrip("\r\n")
             except OSError as exc:
@@ -90,6 +89,23 @@ class Server(_Frozen):
                     [f"{where}: cannot read password_file {path}: {exc.strerror}"]
                 ) from None
         return None
+
+    def ca_path(self, where: str) -> Path | None:
+        """The ca_file's path, expanded now; None: the system's trusted CAs."""
+        return None if self.ca_file is None else _expand(self.ca_file, f"{where}: ca_file")
+
+
+def _expand(raw: str, what: str) -> Path:
+    """`~` and `${VAR}` expanded, as a shell would (systemd's $CREDENTIALS_DIRECTORY)."""
+    expanded = os.path.expanduser(os.path.expandvars(raw))
+    if "$" in expanded:
+        raise ConfigError(
+            [
+                f"{what} {raw}: an environment variable in it is not set "
+                "(export it, or write the path out)"
+            ]
+        )
+    return Path(expanded)
 
 
 _S = TypeVar("_S", bound=Server)
@@ -317,15 +333,18 @@ def resolve_database(url: str, base: Path) -> str:
     return url
 
 
-def _anchor_secret(server: _S, base: Path) -> _S:
-    """A relative password_file is relative to the config's folder, like every other path."""
-    raw = server.password_file
-    if raw is None:
-        return server
-    expanded = os.path.expanduser(os.path.expandvars(raw))
-    if "$" in expanded or Path(expanded).is_absolute():
-        return server  # expanded (or reported) when it is read
-    return server.model_copy(update={"password_file": str(base / raw)})
+def _anchor_files(server: _S, base: Path) -> _S:
+    """A relative password_file or ca_file is relative to the config's folder, like every
+    other path."""
+    update = {}
+    for name in ("password_file", "ca_file"):
+        raw = getattr(server, name)
+        if raw is None:
+            continue
+        expanded = os.path.expanduser(os.path.expandvars(raw))
+        if "$" not in expanded and not Path(expanded).is_absolute():
+            update[name] = str(base / raw)  # else expanded (or reported) when it is read
+    return server.model_copy(update=update) if update else server
 
 
 def load_settings(path: Path) -> Settings:
@@ -354,8 +373,8 @@ def settings_from(doc: YamlDoc) -> Settings:
         name: box.model_copy(
             update={
                 "name": name,
-                "smtp": _anchor_secret(box.smtp, base),
-                "imap": _anchor_secret(box.imap, base),
+                "smtp": _anchor_files(box.smtp, base),
+                "imap": _anchor_files(box.imap, base),
             }
         )
         for name, box in settings.mailboxes.items()

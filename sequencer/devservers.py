@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -96,13 +97,24 @@ class SmtpSink:
     """aiosmtpd in a thread on a free loopback port."""
 
     def __init__(
-        self, credentials: tuple[str, str] | None = None, size_limit: int | None = None
+        self,
+        credentials: tuple[str, str] | None = None,
+        size_limit: int | None = None,
+        *,
+        tls: ssl.SSLContext | None = None,
+        implicit_tls: bool = False,
     ) -> None:
+        """`tls`: the server's context; STARTTLS, required before MAIL (or, with
+        `implicit_tls`, TLS from the first byte, as on port 465)."""
         self.handler = SinkHandler()
         self.port = free_port()
         self.credentials = credentials
         self.auth_attempts = 0
         kwargs: dict[str, Any] = {}
+        if tls is not None and implicit_tls:
+            kwargs["ssl_context"] = tls
+        elif tls is not None:
+            kwargs |= {"tls_context": tls, "require_starttls": True}
         if size_limit is not None:
             kwargs["data_size_limit"] = size_limit  # advertised as SIZE in EHLO
         if credentials is not None:

@@ -23,7 +23,6 @@ import os
 import random
 import re
 import socket
-import ssl
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -32,9 +31,10 @@ from typing import Any, TypeVar
 import aioimaplib
 import structlog
 
+from sequencer import tls
 from sequencer.clock import Clock, SystemClock
 from sequencer.config import Mailbox
-from sequencer.errors import InboxError
+from sequencer.errors import ConfigError, InboxError
 from sequencer.states import Inbox
 from sequencer.store import db, queries
 
@@ -447,28 +447,33 @@ async def open_imap(
     """A logged-in connection to the mailbox's IMAP server, TCP keepalive on. Raises
     InboxError, or AuthFailed when the login itself is refused."""
     i = mailbox.imap
+    setting = f"mailboxes.{mailbox.name}.imap"
     if i.security == "starttls":
-        raise InboxError(
-            f"{where}: IMAP STARTTLS is not supported; use security: tls (usually port 993)"
-        )
-    password = i.password(f"mailboxes.{mailbox.name}.imap") or ""
+        raise InboxError(f"{where}: {tls.IMAP_STARTTLS}")
+    password = i.password(setting) or ""
     try:
-        if i.security == "tls":
-            imap: aioimaplib.IMAP4 = aioimaplib.IMAP4_SSL(
-                host=i.host,
-                port=i.port,
-                timeout=i.timeout,
-                ssl_context=ssl.create_default_context(),
-                conn_lost_cb=on_lost,
-            )
-        else:
-            imap = aioimaplib.IMAP4(
-                host=i.host, port=i.port, timeout=i.timeout, conn_lost_cb=on_lost
-            )
+        context = tls.context(i, setting) if i.security == "tls" else None
+    except ConfigError as exc:
+        raise InboxError(f"{where}: {'; '.join(exc.problems)}") from None
+    try:
+        # IMAP4, not IMAP4_SSL: only IMAP4 takes conn_lost_cb (aioimaplib 2.0.3); given a
+        # context it speaks TLS from the first byte, as IMAP4_SSL does.
+        imap = aioimaplib.IMAP4(
+            host=i.host,
+            port=i.port,
+            timeout=i.timeout,
+            conn_lost_cb=on_lost,
+            ssl_context=context,
+        )
         await imap.wait_hello_from_server()
         _keepalive_socket(imap, i.keepalive_seconds)
         resp = await imap.login(i.username, password)
     except (OSError, TimeoutError, aioimaplib.AioImapException) as exc:
+        if cert := tls.certificate_error(exc):
+            names = []
+            if cert.verify_code in tls.HOST_MISMATCH:
+                names = await tls.names_on_certificate(i, setting)
+            raise InboxError(f"{where}: {tls.explain(cert, i, setting, names)}") from None
         raise InboxError(f"{where}: cannot connect: {exc or type(exc).__name__}") from None
     if resp.result != "OK":
         await quietly(imap.logout())

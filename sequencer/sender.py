@@ -11,13 +11,17 @@ SIZE is not offered at all.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ssl
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aiosmtplib
 
+from sequencer import tls
 from sequencer.config import Mailbox
 from sequencer.delivery import Failure, Stage
-from sequencer.errors import DeliveryError
+from sequencer.errors import ConfigError, DeliveryError
 
 
 class SendFailed(DeliveryError):
@@ -48,14 +52,12 @@ class Sender:
         if self._smtp is not None and self._smtp.is_connected:
             return self._smtp
         s = self.mailbox.smtp
-        password = s.password(f"mailboxes.{self.mailbox.name}.smtp")
-        smtp = aiosmtplib.SMTP(
-            hostname=s.host,
-            port=s.port,
-            use_tls=s.security == "tls",
-            start_tls=s.security == "starttls",
-            timeout=s.timeout,
-        )
+        password = s.password(self._setting)
+        try:
+            context = tls.context(s, self._setting) if s.security != "none" else None
+            smtp = aiosmtplib.SMTP(**self._session(context))
+        except ConfigError as exc:
+            raise self._fail(Stage.CONNECT, None, str(exc), "; ".join(exc.problems)) from None
         try:
             await smtp.connect()
             if not smtp.esmtp_extensions:
@@ -81,9 +83,40 @@ class Sender:
             ) from None
         except (aiosmtplib.SMTPException, OSError) as exc:
             smtp.close()
-            raise self._fail(Stage.CONNECT, None, str(exc), f"cannot connect: {exc}") from None
+            cert = tls.certificate_error(exc)
+            what = await self._explain(cert) if cert else f"cannot connect: {exc}"
+            raise self._fail(Stage.CONNECT, None, str(exc), what) from None
         self._smtp = smtp
         return smtp
+
+    @property
+    def _setting(self) -> str:
+        return f"mailboxes.{self.mailbox.name}.smtp"
+
+    def _session(self, context: ssl.SSLContext | None) -> dict[str, Any]:
+        """aiosmtplib's connection options; the certificate is verified for both kinds of
+        TLS (aiosmtplib's `tls_context` serves implicit TLS and STARTTLS alike)."""
+        s = self.mailbox.smtp
+        return {
+            "hostname": s.host,
+            "port": s.port,
+            "use_tls": s.security == "tls",
+            "start_tls": s.security == "starttls",
+            "tls_context": context,
+            "timeout": s.timeout,
+        }
+
+    async def _explain(self, cert: ssl.SSLCertVerificationError) -> str:
+        """The certificate failure in words, with the names the certificate is for when the
+        host name was wrong (read over a chain-verifying probe that never logs in)."""
+        s = self.mailbox.smtp
+        names: list[str] = []
+        if cert.verify_code in tls.HOST_MISMATCH:
+            if s.security == "tls":
+                names = await tls.names_on_certificate(s, self._setting)
+            elif (probe := tls.names_context(s, self._setting)) is not None:
+                names = await _names_after_starttls(self._session(probe))
+        return tls.explain(cert, s, self._setting, names)
 
     async def login(self) -> None:
         """Connect and log in now (start-up checks, and one retry after a refused login)."""
@@ -157,6 +190,20 @@ async def _log_in(smtp: aiosmtplib.SMTP, username: str, password: str) -> None:
     raise aiosmtplib.SMTPException(
         f"the server offers no login method we speak ({', '.join(smtp.server_auth_methods)})"
     )
+
+
+async def _names_after_starttls(session: dict[str, Any]) -> list[str]:
+    """The names on the certificate the server shows after STARTTLS: EHLO, STARTTLS, read,
+    hang up (no login, nothing sent)."""
+    smtp = aiosmtplib.SMTP(**{**session, "timeout": min(session["timeout"], 10)})
+    try:
+        await smtp.connect()
+        return tls.names_of(smtp.get_transport_info("peercert"))
+    except (aiosmtplib.SMTPException, OSError, TimeoutError):
+        return []
+    finally:
+        with contextlib.suppress(Exception):
+            smtp.close()
 
 
 def _size_limit(smtp: aiosmtplib.SMTP) -> int | None:

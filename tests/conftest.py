@@ -10,7 +10,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,9 @@ class DovecotServer:
     """Dovecot from a config in a short temp folder; killed, restarted and delivered to by
     hand (as an MTA's delivery agent writes into the Maildir, with or without IMAP up)."""
 
-    def __init__(self, binary: str) -> None:
+    def __init__(self, binary: str, tls: tuple[Path, Path] | None = None) -> None:
+        """`tls`: (certificate chain, key) as PEM files: IMAPS only (ssl = required) on
+        `port`; otherwise plain IMAP there."""
         self.binary = binary
         self.dir = tempfile.mkdtemp(dir="/tmp", prefix="dc")  # sockets must be < 108 chars
         self.port = free_port()
@@ -57,7 +59,20 @@ class DovecotServer:
         for sub in ("run", "state", "mail"):
             os.mkdir(f"{d}/{sub}")
         Path(f"{d}/passwd").write_text(f"{IMAP_USER}:{{PLAIN}}{IMAP_PASSWORD}::::::\n")
-        Path(f"{d}/dovecot.conf").write_text(DOVECOT_CONF.format(d=d, port=self.port))
+        conf = DOVECOT_CONF.format(d=d, port=self.port)
+        if tls is not None:
+            cert, key = tls
+            conf = conf.replace(
+                "ssl = no\n", f"ssl = required\nssl_cert = <{cert}\nssl_key = <{key}\n"
+            )
+            conf = conf.replace(
+                f"    address = 127.0.0.1\n    port = {self.port}\n  }}\n  inet_listener imaps {{\n"
+                "    port = 0\n",
+                f"    port = 0\n  }}\n  inet_listener imaps {{\n    address = 127.0.0.1\n"
+                f"    port = {self.port}\n",
+            )
+            assert f"imaps {{\n    address = 127.0.0.1\n    port = {self.port}" in conf
+        Path(f"{d}/dovecot.conf").write_text(conf)
         os.chmod(d, 0o755)  # noqa: S103 - Dovecot's unprivileged processes must reach it
         shutil.chown(f"{d}/mail", "nobody")
         self.proc: subprocess.Popen[bytes] | None = None
@@ -153,19 +168,32 @@ service imap-login {{
 
 
 @pytest.fixture
-def dovecot() -> Iterator[ImapServer]:
+def dovecot_factory() -> Iterator[Callable[..., ImapServer]]:
+    """Starts Dovecot servers, `tls=(cert, key)` for IMAPS; all stopped after the test."""
     binary = _dovecot_binary()
     if binary is None:
         pytest.skip("Dovecot is not installed (apt-get install dovecot-imapd; `make test` does)")
     if os.geteuid() != 0:
         pytest.skip("the Dovecot fixture runs as root (it drops mail access to nobody)")
-    server = DovecotServer(binary)
-    try:
+    servers: list[DovecotServer] = []
+
+    def start(tls: tuple[Path, Path] | None = None) -> ImapServer:
+        server = DovecotServer(binary, tls)
+        servers.append(server)
         server.start()
-        yield ImapServer("dovecot", server.port, server=server)
+        return ImapServer("dovecot", server.port, server=server)
+
+    try:
+        yield start
     finally:
-        server.stop()
-        shutil.rmtree(server.dir, ignore_errors=True)
+        for server in servers:
+            server.stop()
+            shutil.rmtree(server.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def dovecot(dovecot_factory: Callable[..., ImapServer]) -> ImapServer:
+    return dovecot_factory()
 
 
 @pytest.fixture

@@ -32,6 +32,7 @@ COMMANDS = [
     ["run"],
     ["classify"],
     ["demo"],
+    ["test"],
 ]
 
 
