@@ -22,6 +22,11 @@ class Redactor:
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
 
+    def add(self, secret: str) -> None:
+        """A secret learnt while running (an OAuth2 access token): scrubbed from now on."""
+        if secret and secret not in self.secrets:
+            self.secrets = sorted({*self.secrets, secret}, key=len, reverse=True)
+
     def scrub(self, value: Any) -> Any:
         if isinstance(value, str):
             for secret in self.secrets:
@@ -39,23 +44,33 @@ class Redactor:
         if not self.secrets:
             return event
         for key in list(event):
-            if key.lower() in ("password", "secret", "token"):
+            if key.lower() in ("password", "secret", "token", "access_token", "refresh_token"):
                 event[key] = REDACTED
             else:
                 event[key] = self.scrub(event[key])
         return event
 
 
+#: The configured redactor, so secrets learnt later (OAuth2 tokens) can be added to it.
+_redactor = Redactor()
+
+
+def redact(secret: str) -> None:
+    """Scrub this secret from every log line from now on."""
+    _redactor.add(secret)
+
+
 def configure(
     stream: TextIO | None = None, secrets: Iterable[str] = (), level: str = "info"
 ) -> None:
+    _redactor.secrets = Redactor(secrets).secrets
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
-            Redactor(secrets),
+            _redactor,
             structlog.processors.JSONRenderer(sort_keys=False),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),

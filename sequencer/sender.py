@@ -15,9 +15,11 @@ from collections.abc import Awaitable, Callable
 
 import aiosmtplib
 
+from sequencer.clock import SystemClock
 from sequencer.config import Mailbox
 from sequencer.delivery import Failure, Stage
 from sequencer.errors import DeliveryError
+from sequencer.oauth import TokenError, TokenSource, TokenUnavailable
 
 
 class SendFailed(DeliveryError):
@@ -32,8 +34,11 @@ class SendFailed(DeliveryError):
 class Sender:
     """Sends for one mailbox, one message at a time, over a connection kept open."""
 
-    def __init__(self, mailbox: Mailbox) -> None:
+    def __init__(self, mailbox: Mailbox, tokens: TokenSource | None = None) -> None:
         self.mailbox = mailbox
+        if tokens is None and mailbox.smtp.auth == "oauth2":
+            tokens = TokenSource(mailbox, SystemClock())
+        self.tokens = tokens
         self._smtp: aiosmtplib.SMTP | None = None
         self._lock = asyncio.Lock()
 
@@ -48,7 +53,10 @@ class Sender:
         if self._smtp is not None and self._smtp.is_connected:
             return self._smtp
         s = self.mailbox.smtp
-        password = s.password(f"mailboxes.{self.mailbox.name}.smtp")
+        oauth = self.tokens if s.auth == "oauth2" else None
+        password = None if oauth else s.password(f"mailboxes.{self.mailbox.name}.smtp")
+        # Before connecting: a revoked grant never knocks on the server's door.
+        token = await self._token(oauth.token()) if oauth else None
         smtp = aiosmtplib.SMTP(
             hostname=s.host,
             port=s.port,
@@ -60,17 +68,23 @@ class Sender:
             await smtp.connect()
             if not smtp.esmtp_extensions:
                 await smtp.ehlo()  # now: SIZE and AUTH are read from its answer
-            if password is not None and s.username:
+            if oauth is not None and token is not None:
+                await self._xoauth2(smtp, oauth, token)
+            elif password is not None and s.username:
                 await _log_in(smtp, s.username, password)
         except aiosmtplib.SMTPAuthenticationError as exc:
             smtp.close()
+            source = "the oauth2: block and its grant" if oauth else "the password source"
             raise self._fail(
                 Stage.AUTH,
                 exc.code,
                 exc.message,
-                f"login refused for user '{s.username}' ({exc.code} {exc.message}): "
-                "check the username and the password source",
+                f"login refused for user '{s.username or self.mailbox.address}' "
+                f"({exc.code} {exc.message}): check the username and {source}",
             ) from None
+        except SendFailed:
+            smtp.close()
+            raise
         except aiosmtplib.SMTPResponseException as exc:
             smtp.close()
             raise self._fail(
@@ -84,6 +98,31 @@ class Sender:
             raise self._fail(Stage.CONNECT, None, str(exc), f"cannot connect: {exc}") from None
         self._smtp = smtp
         return smtp
+
+    async def _token(self, aw: Awaitable[str]) -> str:
+        """An access token, or the SendFailed that says why there is none: a revoked grant
+        or a refused client is a refused login (the mailbox is held), an unreachable token
+        endpoint a failed connection (retried)."""
+        try:
+            return await aw
+        except TokenError as exc:
+            stage = Stage.CONNECT if isinstance(exc, TokenUnavailable) else Stage.AUTH
+            raise self._fail(stage, None, str(exc), str(exc)) from None
+
+    async def _xoauth2(self, smtp: aiosmtplib.SMTP, tokens: TokenSource, token: str) -> None:
+        """XOAUTH2 as the mailbox's user; a refused token is refreshed and tried once more
+        (it may have expired or been revoked since we got it)."""
+        user = self.mailbox.smtp.username or self.mailbox.address
+        if "xoauth2" not in smtp.server_auth_methods:
+            offered = ", ".join(smtp.server_auth_methods) or "none"
+            raise aiosmtplib.SMTPException(
+                f"the server does not offer XOAUTH2 (it offers: {offered}); check smtp.host "
+                "and port, or use auth: password"
+            )
+        try:
+            await smtp.auth_xoauth2(user, token)
+        except aiosmtplib.SMTPAuthenticationError:
+            await smtp.auth_xoauth2(user, await self._token(tokens.renew(token)))
 
     async def login(self) -> None:
         """Connect and log in now (start-up checks, and one retry after a refused login)."""

@@ -49,7 +49,7 @@ class DovecotServer:
     """Dovecot from a config in a short temp folder; killed, restarted and delivered to by
     hand (as an MTA's delivery agent writes into the Maildir, with or without IMAP up)."""
 
-    def __init__(self, binary: str) -> None:
+    def __init__(self, binary: str, introspection_url: str | None = None) -> None:
         self.binary = binary
         self.dir = tempfile.mkdtemp(dir="/tmp", prefix="dc")  # sockets must be < 108 chars
         self.port = free_port()
@@ -57,7 +57,17 @@ class DovecotServer:
         for sub in ("run", "state", "mail"):
             os.mkdir(f"{d}/{sub}")
         Path(f"{d}/passwd").write_text(f"{IMAP_USER}:{{PLAIN}}{IMAP_PASSWORD}::::::\n")
-        Path(f"{d}/dovecot.conf").write_text(DOVECOT_CONF.format(d=d, port=self.port))
+        conf = DOVECOT_CONF.format(d=d, port=self.port)
+        if introspection_url is not None:
+            # XOAUTH2 checked by Dovecot's oauth2 passdb against the test's token server.
+            conf = conf.replace(
+                "auth_mechanisms = plain login", "auth_mechanisms = plain login xoauth2 oauthbearer"
+            )
+            conf += DOVECOT_OAUTH2.format(d=d)
+            Path(f"{d}/dovecot-oauth2.conf.ext").write_text(
+                DOVECOT_OAUTH2_EXT.format(url=introspection_url)
+            )
+        Path(f"{d}/dovecot.conf").write_text(conf)
         os.chmod(d, 0o755)  # noqa: S103 - Dovecot's unprivileged processes must reach it
         shutil.chown(f"{d}/mail", "nobody")
         self.proc: subprocess.Popen[bytes] | None = None
@@ -113,6 +123,25 @@ class DovecotServer:
         for path in self.maildir.iterdir():
             if path.name.startswith("dovecot") and path.is_file():
                 path.unlink()
+
+
+#: Dovecot's oauth2 passdb (doc.dovecot.org, "Open Authentication v2.0 database"): the
+#: token is posted to the introspection URL (RFC 7662), `active` must be true, and the
+#: introspected `username` must be the user logging in. A second passdb: the first answers
+#: only for the XOAUTH2 and OAUTHBEARER mechanisms.
+DOVECOT_OAUTH2 = """passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {d}/dovecot-oauth2.conf.ext
+}}
+"""
+DOVECOT_OAUTH2_EXT = """introspection_mode = post
+introspection_url = {url}
+username_attribute = username
+active_attribute = active
+active_value = true
+force_introspection = yes
+"""
 
 
 def _dovecot_binary() -> str | None:
