@@ -235,6 +235,7 @@ class OAuth2(_Frozen):
             device_code_url=self.device_code_url or base.device_code_url,
             scopes=tuple(self.scopes) if self.scopes else base.scopes,
             authorize_params=base.authorize_params,
+            refresh_with_scope=base.refresh_with_scope,
         )
 
     def client_secret(self, where: str) -> str | None:

@@ -241,11 +241,15 @@ class TokenSource:
                     None,
                 )
             logs.redact(self._refresh)
-        url = self.oauth.endpoints().token_url
+        ends = self.oauth.endpoints()
+        url = ends.token_url
+        scope = {"scope": " ".join(ends.scopes)} if ends.refresh_with_scope else {}
         used = self._refresh
         try:
             async with client_for(self.oauth, self.where, self.mailbox.imap.timeout) as client:
-                answer: dict[str, Any] = dict(await client.refresh_token(url, refresh_token=used))
+                answer: dict[str, Any] = dict(
+                    await client.refresh_token(url, refresh_token=used, **scope)
+                )
         except (OAuthError, httpx2.HTTPError, ValueError) as exc:
             error = classify(exc, self.name, url)
             if isinstance(error, TokenRevoked):

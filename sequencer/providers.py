@@ -40,6 +40,9 @@ class Preset:
     #: Extra query parameters on the authorization URL (Google hands out a refresh token only
     #: with access_type=offline, and a second time only with prompt=consent).
     authorize_params: tuple[tuple[str, str], ...] = ()
+    #: Send the scopes again with each refresh (RFC 6749 6 allows it; Microsoft's v2.0
+    #: endpoint wants them, as MSAL always sends them). Google's docs send none.
+    refresh_with_scope: bool = True
 
 
 DEFAULT_TENANT = "organizations"
@@ -53,6 +56,7 @@ PRESETS = {
         device_code_url=None,
         scopes=("https://mail.google.com/",),
         authorize_params=(("access_type", "offline"), ("prompt", "consent")),
+        refresh_with_scope=False,
     ),
     "microsoft": Preset(
         token_url=_MICROSOFT + "/token",
@@ -81,4 +85,5 @@ def preset(provider: str, tenant: str | None) -> Preset | None:
         ),
         scopes=found.scopes,
         authorize_params=found.authorize_params,
+        refresh_with_scope=found.refresh_with_scope,
     )

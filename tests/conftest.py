@@ -11,6 +11,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -181,20 +182,27 @@ service imap-login {{
 """
 
 
-@pytest.fixture
-def dovecot() -> Iterator[ImapServer]:
+@contextmanager
+def running_dovecot(introspection_url: str | None = None) -> Iterator[ImapServer]:
+    """A Dovecot for one test; with `introspection_url`, XOAUTH2 logins too (oauth2 passdb)."""
     binary = _dovecot_binary()
     if binary is None:
         pytest.skip("Dovecot is not installed (apt-get install dovecot-imapd; `make test` does)")
     if os.geteuid() != 0:
         pytest.skip("the Dovecot fixture runs as root (it drops mail access to nobody)")
-    server = DovecotServer(binary)
+    server = DovecotServer(binary, introspection_url)
     try:
         server.start()
         yield ImapServer("dovecot", server.port, server=server)
     finally:
         server.stop()
         shutil.rmtree(server.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def dovecot() -> Iterator[ImapServer]:
+    with running_dovecot() as server:
+        yield server
 
 
 @pytest.fixture

@@ -8,8 +8,6 @@ import asyncio
 import contextlib
 import io
 import json
-import os
-import shutil
 import stat
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -22,7 +20,7 @@ import pytest
 import structlog
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
-from conftest import DovecotServer, ImapServer, _dovecot_binary
+from conftest import ImapServer, running_dovecot
 from tokenserver import CLIENT_ID, CLIENT_SECRET, Provider, TokenServer, xoauth2_user_token
 from world import FOLLOW_UP, SALES, START, World, cli, reply
 
@@ -100,18 +98,8 @@ def oauth_smtp(provider: Provider) -> Iterator[OAuthSink]:
 
 @pytest.fixture
 def oauth_dovecot(provider: Provider) -> Iterator[ImapServer]:
-    binary = _dovecot_binary()
-    if binary is None:
-        pytest.skip("Dovecot is not installed (apt-get install dovecot-imapd; `make test` does)")
-    if os.geteuid() != 0:
-        pytest.skip("the Dovecot fixture runs as root (it drops mail access to nobody)")
-    server = DovecotServer(binary, introspection_url=provider.url + "/introspect")
-    try:
-        server.start()
-        yield ImapServer("dovecot", server.port, server=server)
-    finally:
-        server.stop()
-        shutil.rmtree(server.dir, ignore_errors=True)
+    with running_dovecot(introspection_url=provider.url + "/introspect") as server:
+        yield server
 
 
 def write_config(
@@ -247,6 +235,7 @@ async def test_an_access_token_is_refreshed_before_it_expires_by_the_injected_cl
     assert second != first
     assert setup.provider.active(second) == "sales"
     assert setup.provider.grants == ["refresh_token", "refresh_token"]
+    assert setup.provider.refresh_scopes == ["mail", "mail"]  # as granted, each time
 
 
 async def test_a_token_the_servers_refuse_is_refreshed_once_and_the_login_retried(

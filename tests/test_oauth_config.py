@@ -87,6 +87,7 @@ def test_google_has_no_device_flow_and_asks_for_offline_access(tmp_path: Path) -
     assert ends.device_code_url is None
     assert ends.scopes == ("https://mail.google.com/",)
     assert ("access_type", "offline") in ends.authorize_params
+    assert not ends.refresh_with_scope  # Microsoft's preset sends the scopes again
 
 
 def test_auth_oauth2_without_a_block_names_what_to_add(tmp_path: Path) -> None:

@@ -46,6 +46,7 @@ class Provider:
     device_codes: dict[str, dict[str, Any]] = field(default_factory=dict)
     codes: dict[str, dict[str, Any]] = field(default_factory=dict)
     grants: list[str] = field(default_factory=list)  # grant_type of every token request
+    refresh_scopes: list[str | None] = field(default_factory=list)  # scope sent with each
     introspections: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -206,6 +207,7 @@ class _Handler(BaseHTTPRequestHandler):
         with p.lock:
             p.grants.append(grant)
             if grant == "refresh_token":
+                p.refresh_scopes.append(form.get("scope"))
                 found = p.refresh_tokens.get(form.get("refresh_token", ""))
                 if found is None or found.revoked:
                     return _error("invalid_grant", 400, "Token has been expired or revoked.")
