@@ -422,7 +422,8 @@ class InboxWatcher:
                     # Said once (the daemon's mailbox.held line); then only a file is read
                     # now and then, until `sequencer auth` has written a new token.
                     await self._set_state(Inbox.AUTH_FAILED, error)
-                    await _wait(stop, self.tuning.revoked_poll)
+                    renewed = self.tokens.renewed if self.tokens is not None else None
+                    await _wait(stop, self.tuning.revoked_poll, renewed)
                     delay = self.tuning.reconnect_min
                     continue
                 await self._set_state(Inbox.AUTH_FAILED if auth else Inbox.DOWN, error)
@@ -551,9 +552,15 @@ def _answer_sasl_errors(imap: aioimaplib.IMAP4) -> None:
     protocol._continuation = continuation
 
 
-async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
+async def _wait(stop: asyncio.Event, seconds: float, *more: asyncio.Event | None) -> None:
+    """Until `stop` or any of `more` is set, or `seconds` have passed."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in (stop, *more) if e is not None]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
 
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")

@@ -22,10 +22,14 @@ class Redactor:
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
 
-    def add(self, secret: str) -> None:
-        """A secret learnt while running (an OAuth2 access token): scrubbed from now on."""
-        if secret and secret not in self.secrets:
-            self.secrets = sorted({*self.secrets, secret}, key=len, reverse=True)
+    def add(self, secret: str, replaces: str | None = None) -> None:
+        """A secret learnt while running (an OAuth2 access token): scrubbed from now on. The
+        one it `replaces` (an expired token) is dropped, so an hourly refresh never grows
+        the list a long-running daemon checks every log line against."""
+        kept = {s for s in self.secrets if s != replaces}
+        if secret:
+            kept.add(secret)
+        self.secrets = sorted(kept, key=len, reverse=True)
 
     def scrub(self, value: Any) -> Any:
         if isinstance(value, str):
@@ -55,9 +59,9 @@ class Redactor:
 _redactor = Redactor()
 
 
-def redact(secret: str) -> None:
-    """Scrub this secret from every log line from now on."""
-    _redactor.add(secret)
+def redact(secret: str, replaces: str | None = None) -> None:
+    """Scrub this secret from every log line from now on (instead of `replaces`)."""
+    _redactor.add(secret, replaces)
 
 
 def configure(

@@ -192,6 +192,8 @@ class TokenSource:
         self._revoked: str | None = None  # why, while the grant is gone
         self._revoked_token: str | None = None  # the refresh token that was refused
         self._lock = asyncio.Lock()
+        #: Set when a new refresh token turns up after a revocation: wakes the inbox watcher.
+        self.renewed = asyncio.Event()
 
     @property
     def name(self) -> str:
@@ -210,6 +212,7 @@ class TokenSource:
                 self._revoked = self._revoked_token = None
                 self._refresh = fresh
                 logs.redact(fresh)
+                self.renewed.set()
         return self._revoked
 
     async def token(self) -> str:
@@ -260,12 +263,12 @@ class TokenSource:
             raise TokenUnavailable(
                 f"mailbox '{self.name}': the token endpoint {url} answered without an access_token"
             )
-        logs.redact(access)
+        logs.redact(access, replaces=self._access)
         lifetime = _lifetime(answer.get("expires_in"))
         self._access, self._expires = access, self.clock.now() + lifetime
         rotated = answer.get("refresh_token")
         if isinstance(rotated, str) and rotated and rotated != used:
-            logs.redact(rotated)
+            logs.redact(rotated, replaces=used)
             self._refresh = rotated
             self._save(rotated)
         log.info(
@@ -278,6 +281,7 @@ class TokenSource:
 
     def _revoke(self, error: TokenRevoked, token: str | None) -> TokenRevoked:
         self._revoked, self._revoked_token = str(error), token
+        self.renewed.clear()
         self._access = self._expires = None
         self._refresh = None
         return error

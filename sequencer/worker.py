@@ -224,6 +224,10 @@ class Daemon:
         if (revoked := await self._oauth_hold(name, state, now)) is not None:
             return Hold.OAUTH_REVOKED, revoked
         watcher = self.watchers[name]
+        if watcher.state is Inbox.AUTH_FAILED and f"{oauth.REVOKED}: " in (watcher.error or ""):
+            # A new grant is on disk and the watcher, woken, signs in with it: still the
+            # same hold until it has (no second log line for a passing state).
+            return Hold.OAUTH_REVOKED, watcher.error
         if watcher.state is Inbox.AUTH_FAILED:
             return Hold.IMAP_AUTH_FAILED, watcher.error
         if watcher.state is not Inbox.WATCHING:

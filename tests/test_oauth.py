@@ -9,6 +9,7 @@ import contextlib
 import io
 import json
 import stat
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import structlog
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 from conftest import ImapServer, running_dovecot
+from test_crash import Run
 from tokenserver import CLIENT_ID, CLIENT_SECRET, Provider, TokenServer, xoauth2_user_token
 from world import FOLLOW_UP, SALES, START, World, cli, reply
 
@@ -331,6 +333,42 @@ async def test_a_revoked_grant_holds_only_its_mailbox_says_so_once_and_status_sh
         assert len(w.sent_to("jo@prospect.test")) == 1
         assert len(setup.provider.grants) == grants + 1
     assert not [t for t in _tokens(setup.provider) if t in setup.log.getvalue()]
+
+
+def test_the_running_daemon_holds_a_revoked_mailbox_once_and_resumes_after_auth(
+    setup: Setup,
+) -> None:
+    """`sequencer run` as systemd runs it: the watcher's own loop, the real clock, its log."""
+    setup.provider.revoke_all()
+    env = {"TEST_OAUTH_SECRET": CLIENT_SECRET, "TEST_OPS_PASSWORD": OPS_PASSWORD}
+    env["TEST_IMAP_PASSWORD"] = setup.imap.password
+    for seq, address in (("follow-up", "jo@prospect.test"), ("ops-follow-up", "al@prospect.test")):
+        res = cli(setup.cfg, "enroll", seq, address, "--var", "first_name=Jo")
+        assert res.returncode == 0, res.stderr
+    daemon = Run(setup.cfg, env)
+    try:
+        daemon.wait_for("mailbox.held", mailbox="sales", hold="oauth_revoked")
+        _wait_until(lambda: len(setup.smtp.received) == 1)  # ops goes on meanwhile
+        assert setup.smtp.received[0].rcpt_tos == ["al@prospect.test"]
+        # `sequencer auth sales` has run: a new refresh token in the configured file.
+        setup.token_file.write_text(setup.provider.issue_refresh())
+        daemon.wait_for("mailbox.released", mailbox="sales", timeout=30)
+        _wait_until(lambda: len(setup.smtp.received) == 2)
+        assert setup.smtp.received[1].rcpt_tos == ["jo@prospect.test"]
+    finally:
+        daemon.stop()
+    held = [e for e in daemon.events("mailbox.held") if e["mailbox"] == "sales"]
+    assert len(held) == 1 and "run `sequencer auth sales`" in held[0]["detail"]
+    output = json.dumps([line for _, line in daemon.lines])
+    output += (setup.root / "stderr.log").read_text()
+    assert not [t for t in _tokens(setup.provider) if t in output]
+
+
+def _wait_until(ok: Any, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not ok():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.05)
 
 
 async def _look(w: World) -> None:

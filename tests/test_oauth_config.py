@@ -151,3 +151,13 @@ def test_a_revoked_grant_recorded_by_the_daemon_reads_back_as_its_hold() -> None
     assert view.hold is Hold.OAUTH_REVOKED
     assert "sequencer auth MAILBOX" in ADVICE[Hold.OAUTH_REVOKED]
     assert Hold.OAUTH_REVOKED in SHORT
+
+
+def test_a_refreshed_token_takes_the_expired_ones_place_in_the_redactor() -> None:
+    from sequencer.logs import Redactor
+
+    redactor = Redactor(["pw-1"])
+    redactor.add("at-1")
+    redactor.add("at-2", replaces="at-1")  # an hourly refresh: the list does not grow
+    assert sorted(redactor.secrets) == ["at-2", "pw-1"]
+    assert redactor.scrub("pw-1 at-2") == "[redacted] [redacted]"
