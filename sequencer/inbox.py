@@ -497,6 +497,14 @@ async def open_imap(
         _keepalive_socket(imap, i.keepalive_seconds)
         if oauth:
             assert tokens is not None
+            offered = imap.protocol.capabilities if imap.protocol is not None else set()
+            if offered and "AUTH=XOAUTH2" not in offered:
+                await quietly(imap.logout())
+                raise AuthFailed(
+                    f"{where}: the server does not offer XOAUTH2 (it offers "
+                    f"{' '.join(sorted(c for c in offered if c.startswith('AUTH='))) or 'no AUTH='}"
+                    "); check imap.host and port, or use auth: password"
+                )
             _answer_sasl_errors(imap)
             resp = await imap.xoauth2(i.username, token)
             if resp.result == "NO":

@@ -115,10 +115,11 @@ class Sender:
         user = self.mailbox.smtp.username or self.mailbox.address
         if "xoauth2" not in smtp.server_auth_methods:
             offered = ", ".join(smtp.server_auth_methods) or "none"
-            raise aiosmtplib.SMTPException(
+            what = (
                 f"the server does not offer XOAUTH2 (it offers: {offered}); check smtp.host "
                 "and port, or use auth: password"
             )
+            raise self._fail(Stage.AUTH, None, what, what)
         try:
             await smtp.auth_xoauth2(user, token)
         except aiosmtplib.SMTPAuthenticationError:

@@ -29,8 +29,11 @@ from world import FOLLOW_UP, SALES, START, World, cli, reply
 from sequencer import logs, oauth
 from sequencer.clock import FrozenClock
 from sequencer.config import load_settings
+from sequencer.delivery import Action, judge
 from sequencer.devservers import LOOPBACK, SinkHandler, SmtpSink
 from sequencer.errors import InboxError
+from sequencer.inbox import AuthFailed, open_imap
+from sequencer.sender import Sender, SendFailed
 from sequencer.sequences import load_all
 from sequencer.states import Hold, Inbox
 from sequencer.store import db
@@ -333,6 +336,27 @@ async def test_a_revoked_grant_holds_only_its_mailbox_says_so_once_and_status_sh
         assert len(w.sent_to("jo@prospect.test")) == 1
         assert len(setup.provider.grants) == grants + 1
     assert not [t for t in _tokens(setup.provider) if t in setup.log.getvalue()]
+
+
+async def test_servers_without_xoauth2_are_refused_saying_what_they_offer(
+    tmp_path: Path,
+    provider: Provider,
+    smtp: SmtpSink,
+    dovecot: ImapServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """auth: oauth2 pointed at servers that take passwords only: a refused login (the mailbox
+    is held, nothing retried in a loop) that says so, not a connection failure."""
+    monkeypatch.setenv("TEST_OAUTH_SECRET", CLIENT_SECRET)
+    cfg = write_config(tmp_path, smtp.port, dovecot, provider.url)
+    (tmp_path / "sales.token").write_text(provider.issue_refresh())
+    box = load_settings(cfg).mailboxes["sales"]
+    tokens = oauth.TokenSource(box, FrozenClock(START))
+    with pytest.raises(AuthFailed, match=r"does not offer XOAUTH2 \(it offers AUTH=LOGIN"):
+        await open_imap(box, "IMAP", tokens=tokens)
+    with pytest.raises(SendFailed, match="does not offer XOAUTH2") as info:
+        await Sender(box, tokens).login()
+    assert judge(info.value.failure) is Action.AUTH_FAILED
 
 
 def test_the_running_daemon_holds_a_revoked_mailbox_once_and_resumes_after_auth(
