@@ -32,18 +32,18 @@ import os
 import tempfile
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx2
 import structlog
-from authlib.integrations.base_client import OAuthError
-from authlib.integrations.httpx_client import AsyncOAuth2Client
 
 from sequencer import logs
 from sequencer.clock import Clock
 from sequencer.config import Mailbox, OAuth2
 from sequencer.errors import ConfigError, SequencerError
 from sequencer.states import Hold
+
+if TYPE_CHECKING:
+    from authlib.integrations.httpx_client import AsyncOAuth2Client
 
 log = structlog.get_logger("sequencer.oauth")
 
@@ -146,6 +146,10 @@ def save_rotated(oauth: OAuth2, token: str, replaces: str | None) -> Path:
 def client_for(oauth: OAuth2, where: str, timeout: float = 30.0) -> AsyncOAuth2Client:
     """Authlib's client for this mailbox's app: the secret in the POST body when there is one
     (Google's and Microsoft's confidential clients), else a public client (client_id only)."""
+    # Authlib and httpx2 load only where OAuth2 is used: a daemon of password mailboxes
+    # starts as fast as before.
+    from authlib.integrations.httpx_client import AsyncOAuth2Client
+
     secret = oauth.client_secret(f"{where}.oauth2")
     return AsyncOAuth2Client(
         client_id=oauth.client_id,
@@ -155,8 +159,19 @@ def client_for(oauth: OAuth2, where: str, timeout: float = 30.0) -> AsyncOAuth2C
     )
 
 
+def request_errors() -> tuple[type[Exception], ...]:
+    """What a token request raises when the endpoint refuses or cannot be reached."""
+    import httpx2
+    from authlib.integrations.base_client import OAuthError
+
+    return (OAuthError, httpx2.HTTPError, ValueError)
+
+
 def classify(exc: Exception, mailbox: str, url: str) -> TokenError:
     """What a failed token request means for us."""
+    import httpx2
+    from authlib.integrations.base_client import OAuthError
+
     if isinstance(exc, OAuthError):
         desc = f"{exc.error}" + (f" ({exc.description})" if exc.description else "")
         if exc.error == "invalid_grant":
@@ -233,6 +248,14 @@ class TokenSource:
         return self._expires is None or self.clock.now() >= self._expires - self.margin
 
     async def _renew(self) -> str:
+        try:
+            return await self._refreshed()
+        except ConfigError as exc:
+            # A client secret or token file that cannot be read: a fix in the config or on
+            # disk, held like a refused login (never a crash of the watcher).
+            raise TokenRefused(f"mailbox '{self.name}': {exc}") from None
+
+    async def _refreshed(self) -> str:
         if (why := self.revoked()) is not None:
             raise TokenRevoked(why)
         if self._refresh is None:
@@ -253,7 +276,9 @@ class TokenSource:
                 answer: dict[str, Any] = dict(
                     await client.refresh_token(url, refresh_token=used, **scope)
                 )
-        except (OAuthError, httpx2.HTTPError, ValueError) as exc:
+        except Exception as exc:  # what each means is classify's: Authlib, httpx2 or JSON
+            if not isinstance(exc, request_errors()):
+                raise
             error = classify(exc, self.name, url)
             if isinstance(error, TokenRevoked):
                 raise self._revoke(error, used) from None

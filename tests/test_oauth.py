@@ -243,6 +243,19 @@ async def test_an_access_token_is_refreshed_before_it_expires_by_the_injected_cl
     assert setup.provider.refresh_scopes == ["mail", "mail"]  # as granted, each time
 
 
+async def test_an_unreadable_client_secret_is_a_refused_login_that_says_which(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = load_settings(setup.cfg)
+    monkeypatch.delenv("TEST_OAUTH_SECRET")
+    tokens = oauth.TokenSource(settings.mailboxes["sales"], FrozenClock(START))
+    with pytest.raises(oauth.TokenRefused, match="environment variable TEST_OAUTH_SECRET"):
+        await tokens.token()
+    with pytest.raises(AuthFailed, match="TEST_OAUTH_SECRET is not set"):
+        await open_imap(settings.mailboxes["sales"], "IMAP", tokens=tokens)
+    assert setup.provider.grants == []  # nothing was sent without the secret
+
+
 async def test_a_token_the_servers_refuse_is_refreshed_once_and_the_login_retried(
     setup: Setup,
 ) -> None:
