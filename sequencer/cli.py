@@ -38,7 +38,7 @@ from typer.core import TyperCommand, TyperGroup, TyperOption
 from sequencer import contacts, csvfile, enrolment, logs, render, suppression, tls
 from sequencer.addresses import normalize_address
 from sequencer.clock import SystemClock
-from sequencer.config import Settings, find_config, load_settings
+from sequencer.config import Mailbox, Settings, find_config, load_settings
 from sequencer.errors import (
     AgendaError,
     ConfigError,
@@ -155,6 +155,14 @@ def _settings(config: Path | None) -> Settings:
             [f"{path}: settings file not found ({hint}; see deploy/sequencer.yaml for an example)"]
         )
     return load_settings(path)
+
+
+def _oauth_readiness(box: Mailbox, where: str) -> list[str]:
+    if box.oauth2 is None:
+        return []
+    from sequencer import oauth  # Authlib and httpx2 load only where OAuth2 is used
+
+    return oauth.readiness(box, where)
 
 
 def _sequences(settings: Settings) -> dict[str, Sequence]:
@@ -307,6 +315,7 @@ def check(
                     server.password(f"{settings.source}: mailboxes.{name}.{kind}")
                 except ConfigError as exc:
                     warnings += exc.problems
+            warnings += _oauth_readiness(box, f"{settings.source}: mailboxes.{name}")
             if box.imap.security == "starttls":
                 problems.append(f"{settings.source}: mailboxes.{name}.imap: {tls.IMAP_STARTTLS}")
             problems += _ca_problems(settings, name)
@@ -2114,6 +2123,62 @@ def migrate(config: ConfigOpt = None) -> None:
         out.print(f"already up to date ({done.version})", highlight=False)
 
 
+@app.command(
+    cls=_Command,
+    epilog=_example("sequencer auth sales --config /etc/sequencer/sequencer.yaml"),
+)
+def auth(
+    mailbox: Annotated[str, typer.Argument(help="The mailbox to sign in (a key of mailboxes:)")],
+    browser: Annotated[
+        bool,
+        typer.Option(
+            "--browser",
+            help="Sign in through a browser redirect to this machine, even where the provider "
+            "offers a device code",
+        ),
+    ] = False,
+    port: Annotated[
+        int,
+        typer.Option(
+            "--port", help="Port for the browser's redirect on 127.0.0.1 (default: a free one)"
+        ),
+    ] = 0,
+    config: ConfigOpt = None,
+) -> None:
+    """Sign a mailbox in with OAuth2 (Google Workspace, Microsoft 365) and save its refresh
+    token where oauth2.refresh_token_file says (else in the state directory), mode 0600. Run
+    it as the daemon's user; a running daemon picks the new token up by itself."""
+    from sequencer import authflow
+
+    async def go() -> authflow.Outcome:
+        settings = _settings(config)
+        box = settings.mailboxes.get(mailbox)
+        if box is None:
+            known = ", ".join(sorted(settings.mailboxes)) or "none"
+            raise ConfigError([f"{settings.source}: no mailbox '{mailbox}' (mailboxes: {known})"])
+        if box.oauth2 is None:
+            raise ConfigError(
+                [
+                    f"{settings.source}: mailbox '{mailbox}' does not use OAuth2 (give it "
+                    "auth: oauth2 on smtp and imap, and an oauth2: block)"
+                ]
+            )
+
+        def say(line: str) -> None:
+            out.print(line, highlight=False, markup=False, soft_wrap=True)
+            out.file.flush()  # a person (or a script) is waiting on this line
+
+        return await authflow.sign_in(box, browser=browser, port=port, say=say)
+
+    done = _run(go)
+    out.print(
+        f"signed in: mailbox '{mailbox}' ({done.flow} flow); refresh token saved to "
+        f"{done.path} (mode 0600)",
+        highlight=False,
+        markup=False,
+    )
+
+
 class LogFormat(enum.StrEnum):
     AUTO = "auto"
     JSON = "json"
@@ -2146,6 +2211,8 @@ def run(
         for name, box in settings.mailboxes.items():  # fail now, not at the first send
             box.smtp.password(f"{settings.source}: mailboxes.{name}.smtp")
             box.imap.password(f"{settings.source}: mailboxes.{name}.imap")
+            if box.oauth2 is not None:
+                box.oauth2.client_secret(f"{settings.source}: mailboxes.{name}.oauth2")
         if ca_problems := [p for name in settings.mailboxes for p in _ca_problems(settings, name)]:
             raise ConfigError(ca_problems)
         if not settings.mailboxes:

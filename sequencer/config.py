@@ -11,6 +11,7 @@ import os
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Literal, TypeVar
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from pydantic import (
@@ -18,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -26,6 +28,7 @@ from sequencer import safetext
 from sequencer.addresses import normalize_address
 from sequencer.errors import ConfigError
 from sequencer.pacing import Pace
+from sequencer.providers import Preset, preset
 from sequencer.schedule import WindowModel, check_country, check_zone, parse_duration
 from sequencer.yamlfile import YamlDoc, load, pydantic_problems, unsafe_text
 
@@ -48,6 +51,9 @@ class Server(_Frozen):
     # always verified; there is no setting to turn that off.
     ca_file: str | None = None
     timeout: float = Field(default=30.0, gt=0)
+    # password: username + password_env/password_file; oauth2: XOAUTH2 with the mailbox's
+    # `oauth2:` tokens (Google Workspace, Microsoft 365).
+    auth: Literal["password", "oauth2"] = "password"
 
     @field_validator("host")
     @classmethod
@@ -64,31 +70,18 @@ class Server(_Frozen):
             raise ValueError(
                 "ca_file is used only with security: starttls or tls (remove it, or turn TLS on)"
             )
+        if self.auth == "oauth2" and (self.password_env or self.password_file):
+            raise ValueError(
+                "auth: oauth2 logs in with a token, not a password: remove password_env/"
+                "password_file (or set auth: password)"
+            )
         return self
 
     def password(self, where: str) -> str | None:
         """The secret, read now. `where` names the setting for the error message."""
         if self.password_env and self.password_file:
             raise ConfigError([f"{where}: set password_env or password_file, not both"])
-        if self.password_env:
-            value = os.environ.get(self.password_env)
-            if value is None:
-                raise ConfigError(
-                    [
-                        f"{where}: environment variable {self.password_env} is not set "
-                        f"(export it, or use password_file)"
-                    ]
-                )
-            return value
-        if self.password_file:
-            path = _expand(self.password_file, f"{where}: password_file")
-            try:
-                return path.read_text(encoding="utf-8").rstrip("\r\n")
-            except OSError as exc:
-                raise ConfigError(
-                    [f"{where}: cannot read password_file {path}: {exc.strerror}"]
-                ) from None
-        return None
+        return read_secret(where, "password", self.password_env, self.password_file)
 
     def ca_path(self, where: str) -> Path | None:
         """The ca_file's path, expanded now; None: the system's trusted CAs."""
@@ -106,6 +99,27 @@ def _expand(raw: str, what: str) -> Path:
             ]
         )
     return Path(expanded)
+
+
+def read_secret(where: str, what: str, env: str | None, file: str | None) -> str | None:
+    """A secret from `{what}_env` (an environment variable) or `{what}_file` (a file, a
+    trailing newline ignored), read when it is needed; None when neither is set."""
+    if env:
+        value = os.environ.get(env)
+        if value is None:
+            raise ConfigError(
+                [f"{where}: environment variable {env} is not set (export it, or use {what}_file)"]
+            )
+        return value
+    if file:
+        path = _expand(file, f"{where}: {what}_file")
+        try:
+            return path.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(
+                [f"{where}: cannot read {what}_file {path}: {exc.strerror}"]
+            ) from None
+    return None
 
 
 _S = TypeVar("_S", bound=Server)
@@ -160,6 +174,91 @@ class PaceModel(_Frozen):
         return Pace(self.daily_limit, low, high)
 
 
+def _https(url: str, key: str) -> str:
+    """Tokens and client secrets travel only over TLS; plain http only to this machine (a
+    local test server)."""
+    parts = urlsplit(url)
+    local = parts.hostname in ("127.0.0.1", "::1", "localhost")
+    if (parts.scheme == "https" and parts.hostname) or (parts.scheme == "http" and local):
+        return url
+    raise ValueError(f"{key} '{url}' must be an https:// URL (http:// only for 127.0.0.1)")
+
+
+class OAuth2(_Frozen):
+    """`oauth2:` on a mailbox: where its tokens come from (sequencer/oauth.py uses them).
+
+    The refresh token is read from `refresh_token_file` (written by `sequencer auth`), or from
+    the state directory where a rotated one was written back (see `token_store`)."""
+
+    provider: Literal["google", "microsoft", "custom"]
+    client_id: str
+    client_secret_env: str | None = None
+    client_secret_file: str | None = None
+    tenant: str | None = None  # microsoft: organizations (default), common, or the tenant id
+    token_url: str | None = None
+    device_code_url: str | None = None
+    authorize_url: str | None = None
+    scopes: list[str] | None = None
+    refresh_token_file: str | None = None
+    # Where a refresh token the provider rotates is written back (set at load: the state
+    # directory, see `state_directory`); not a key of the file.
+    token_store: str | None = Field(default=None, exclude=True)
+
+    @field_validator("client_id")
+    @classmethod
+    def _client_id(cls, v: str) -> str:
+        if not v.strip() or any(c.isspace() for c in v):
+            raise ValueError(f"client_id '{v}' is not a client id (copy it from the app's page)")
+        return v
+
+    @field_validator("token_url", "device_code_url", "authorize_url")
+    @classmethod
+    def _urls(cls, v: str | None, info: ValidationInfo) -> str | None:
+        return None if v is None else _https(v, str(info.field_name))
+
+    @field_validator("scopes")
+    @classmethod
+    def _scopes(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and (not v or any(not s.strip() or " " in s for s in v)):
+            raise ValueError("scopes must be a list of scope names, one per item")
+        return v
+
+    @model_validator(mode="after")
+    def _coherent(self) -> OAuth2:
+        if self.client_secret_env and self.client_secret_file:
+            raise ValueError(
+                "set client_secret_env or client_secret_file, not both (remove one of them)"
+            )
+        if self.tenant is not None and self.provider != "microsoft":
+            raise ValueError(
+                f"tenant is for provider: microsoft only (remove it for {self.provider})"
+            )
+        if self.provider == "custom" and not self.token_url:
+            raise ValueError(
+                "provider: custom needs token_url (the provider's token endpoint), and "
+                "device_code_url or authorize_url for `sequencer auth`"
+            )
+        if self.provider == "custom" and not self.scopes:
+            raise ValueError("provider: custom needs scopes (the scopes IMAP and SMTP need)")
+        return self
+
+    def endpoints(self) -> Preset:
+        """The preset's endpoints and scopes, with what this block overrides."""
+        base = preset(self.provider, self.tenant) or Preset("", None, None, ())
+        return Preset(
+            token_url=self.token_url or base.token_url,
+            authorize_url=self.authorize_url or base.authorize_url,
+            device_code_url=self.device_code_url or base.device_code_url,
+            scopes=tuple(self.scopes) if self.scopes else base.scopes,
+            authorize_params=base.authorize_params,
+            refresh_with_scope=base.refresh_with_scope,
+        )
+
+    def client_secret(self, where: str) -> str | None:
+        """None for a public client (device flow, PKCE): many installed apps have no secret."""
+        return read_secret(where, "client_secret", self.client_secret_env, self.client_secret_file)
+
+
 class Mailbox(_Frozen):
     name: str = ""
     address: str
@@ -176,6 +275,27 @@ class Mailbox(_Frozen):
     on_uncertain_send: UncertainPolicy | None = None
     smtp: Server
     imap: Imap
+    oauth2: OAuth2 | None = None
+
+    @model_validator(mode="after")
+    def _oauth2_block(self) -> Mailbox:
+        users = [k for k, srv in (("smtp", self.smtp), ("imap", self.imap)) if srv.auth == "oauth2"]
+        if users and self.oauth2 is None:
+            raise ValueError(
+                f"{' and '.join(k + '.auth' for k in users)} "
+                f"{'are' if len(users) > 1 else 'is'} oauth2, but the mailbox has no "
+                "oauth2: block; add one, e.g. oauth2: {provider: google, client_id: ..., "
+                "client_secret_env: ..., refresh_token_file: ...}"
+            )
+        if self.oauth2 is not None and not users:
+            raise ValueError(
+                "the oauth2: block is unused: add auth: oauth2 to smtp and imap (or remove it)"
+            )
+        return self
+
+    @property
+    def uses_oauth2(self) -> bool:
+        return self.oauth2 is not None
 
     @property
     def appends_copies(self) -> bool:
@@ -296,6 +416,13 @@ class Settings(_Frozen):
                     continue
                 if pw:
                     found.append(pw)
+            if box.oauth2 is not None:
+                try:
+                    secret = box.oauth2.client_secret("")
+                except ConfigError:
+                    continue
+                if secret:
+                    found.append(secret)
         return found
 
 
@@ -347,6 +474,49 @@ def _anchor_files(server: _S, base: Path) -> _S:
     return server.model_copy(update=update) if update else server
 
 
+def state_directory(database: str, base: Path) -> Path:
+    """Where the daemon keeps what it writes besides the database (a refresh token the
+    provider rotated): $STATE_DIRECTORY (systemd's StateDirectory=, the first of several),
+    else the folder of the SQLite database, else the config file's folder. Credentials and
+    /etc are read-only under systemd, so the config's own files are never written there."""
+    env = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if env:
+        return Path(env)
+    if database.startswith("sqlite://"):
+        path = database.removeprefix("sqlite://")
+        if path and path != ":memory:":
+            return Path(path).parent
+    return base
+
+
+def _token_store(state: Path, mailbox: str) -> str:
+    """The file a rotated refresh token of this mailbox is written back to."""
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in mailbox)
+    return str(state / f"oauth2-{safe}.token")
+
+
+def _anchor_path(raw: str | None, base: Path) -> str | None:
+    """A relative path is relative to the config's folder, like every other path."""
+    if raw is None:
+        return None
+    expanded = os.path.expanduser(os.path.expandvars(raw))
+    if "$" in expanded or Path(expanded).is_absolute():
+        return raw  # expanded (or reported) when it is read
+    return str(base / raw)
+
+
+def _anchor_oauth2(box: Mailbox, base: Path, state: Path, name: str) -> OAuth2 | None:
+    if box.oauth2 is None:
+        return None
+    return box.oauth2.model_copy(
+        update={
+            "client_secret_file": _anchor_path(box.oauth2.client_secret_file, base),
+            "refresh_token_file": _anchor_path(box.oauth2.refresh_token_file, base),
+            "token_store": _token_store(state, name),
+        }
+    )
+
+
 def load_settings(path: Path) -> Settings:
     doc = load(path, ConfigError)
     return settings_from(doc)
@@ -369,19 +539,22 @@ def settings_from(doc: YamlDoc) -> Settings:
         raise ConfigError(pydantic_problems(doc, exc, model=Settings)) from None
     base = doc.path.resolve().parent
     seq_dir = settings.sequences if settings.sequences.is_absolute() else base / settings.sequences
+    database = resolve_database(settings.database, base)
+    state = state_directory(database, base)
     boxes = {
         name: box.model_copy(
             update={
                 "name": name,
                 "smtp": _anchor_files(box.smtp, base),
                 "imap": _anchor_files(box.imap, base),
+                "oauth2": _anchor_oauth2(box, base, state, name),
             }
         )
         for name, box in settings.mailboxes.items()
     }
     return settings.model_copy(
         update={
-            "database": resolve_database(settings.database, base),
+            "database": database,
             "sequences": seq_dir,
             "mailboxes": boxes,
             "source": doc.path,

@@ -37,8 +37,14 @@ def mailbox_view(
 ) -> MailboxView:
     """The first hold that applies, in the order the daemon checks them: a mailbox whose
     inbox has not caught up within twice the keepalive is not watched (no daemon runs, or
-    its watcher is stuck), whatever its last recorded state says. A pause by hand comes
-    first: it is what a person decided, and it says when sending resumes."""
+    its watcher is stuck), whatever its last recorded state says. A revoked OAuth2 grant
+    comes first (it causes the holds after it), then a pause by hand: it is what a person
+    decided, and it says when sending resumes."""
+    for error, since in ((smtp_error, smtp_failed_since), (inbox_error, inbox_since)):
+        # A revoked OAuth2 grant is recorded as a refused login whose error says so
+        # (oauth.REVOKED): the cause of every other hold it brings, so it comes first.
+        if error is not None and f"{Hold.OAUTH_REVOKED}: " in error:
+            return MailboxView(name, inbox or Inbox.DOWN, Hold.OAUTH_REVOKED, since, error)
     state = inbox or Inbox.DOWN
     fresh = caught_up_at is not None and now - caught_up_at <= timedelta(seconds=2 * keepalive)
     if state is Inbox.WATCHING and not fresh:
@@ -72,6 +78,7 @@ def paused_by_hand(until: datetime | None) -> str:
 
 #: A few words for each hold, for the `why` column of `status`.
 SHORT = {
+    Hold.OAUTH_REVOKED: "OAuth2 sign-in revoked or expired: `sequencer auth MAILBOX`",
     Hold.INBOX_UNAVAILABLE: "its inbox is not watched",
     Hold.IMAP_AUTH_FAILED: "IMAP login refused",
     Hold.SMTP_AUTH_FAILED: "SMTP login refused",
@@ -86,6 +93,9 @@ SHORT = {
 
 #: What a person does about each hold: `status` and the README's "Operating" section say it.
 ADVICE = {
+    Hold.OAUTH_REVOKED: "the mailbox's OAuth2 grant was revoked or has expired (password "
+    "changed, access removed, or unused too long): run `sequencer auth MAILBOX` as the "
+    "daemon's user; the daemon notices the new token by itself and sends again",
     Hold.INBOX_UNAVAILABLE: "the inbox is not watched (daemon stopped, or the IMAP server is "
     "down): sending resumes once it is watched again",
     Hold.IMAP_AUTH_FAILED: "the IMAP login was refused: fix the username or password, then "

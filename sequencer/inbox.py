@@ -35,6 +35,7 @@ from sequencer import tls
 from sequencer.clock import Clock, SystemClock
 from sequencer.config import Mailbox
 from sequencer.errors import ConfigError, InboxError
+from sequencer.oauth import TokenError, TokenRefused, TokenRevoked, TokenSource
 from sequencer.states import Inbox
 from sequencer.store import db, queries
 
@@ -63,6 +64,10 @@ class AuthFailed(InboxError):
     """The server refused the login: a person must fix the credentials."""
 
 
+class GrantRevoked(AuthFailed):
+    """The mailbox's OAuth2 grant is gone: `sequencer auth MAILBOX`, nothing to retry."""
+
+
 @dataclass
 class WatchTuning:
     reconnect_min: float = 1.0
@@ -71,6 +76,9 @@ class WatchTuning:
     #: attempts an hour never trips an account lockout; a loop would).
     auth_retry_min: float = 60.0
     auth_retry_max: float = 1800.0
+    #: A revoked OAuth2 grant: look this often for a new refresh token on disk (a file read;
+    #: nothing is sent to any server until one is there).
+    revoked_poll: float = 10.0
     #: A transient database error while handling a message: first retry after this long.
     retry_min: float = 0.5
     retry_max: float = 30.0
@@ -91,8 +99,12 @@ class InboxWatcher:
         on_failure: FailureHandler | None = None,
         seen: SeenCheck | None = None,
         tuning: WatchTuning | None = None,
+        tokens: TokenSource | None = None,
     ) -> None:
         self.mailbox = mailbox
+        if tokens is None and mailbox.imap.auth == "oauth2":
+            tokens = TokenSource(mailbox, SystemClock())
+        self.tokens = tokens
         self.handle = handle
         self.on_failure = on_failure
         self.seen = seen
@@ -159,7 +171,7 @@ class InboxWatcher:
         if self.state is not Inbox.AUTH_FAILED:  # stays so until a login succeeds
             await self._set_state(Inbox.CONNECTING, self.error)
         self._lost = asyncio.Event()
-        imap = await open_imap(self.mailbox, self._where(), self._connection_lost)
+        imap = await open_imap(self.mailbox, self._where(), self._connection_lost, self.tokens)
         resp = await imap.select(i.folder)
         if resp.result != "OK":
             await quietly(imap.logout())
@@ -406,6 +418,14 @@ class InboxWatcher:
                 await self._drop()
                 if not isinstance(exc, InboxError) and not db.transient(exc):
                     log.exception("inbox.crashed", mailbox=self.name)
+                if isinstance(exc, GrantRevoked):
+                    # Said once (the daemon's mailbox.held line); then only a file is read
+                    # now and then, until `sequencer auth` has written a new token.
+                    await self._set_state(Inbox.AUTH_FAILED, error)
+                    renewed = self.tokens.renewed if self.tokens is not None else None
+                    await _wait(stop, self.tuning.revoked_poll, renewed)
+                    delay = self.tuning.reconnect_min
+                    continue
                 await self._set_state(Inbox.AUTH_FAILED if auth else Inbox.DOWN, error)
                 log.warning(
                     "inbox.auth_failed" if auth else "inbox.reconnecting",
@@ -443,14 +463,22 @@ async def open_imap(
     mailbox: Mailbox,
     where: str,
     on_lost: Callable[[Exception | None], None] | None = None,
+    tokens: TokenSource | None = None,
 ) -> aioimaplib.IMAP4:
     """A logged-in connection to the mailbox's IMAP server, TCP keepalive on. Raises
-    InboxError, or AuthFailed when the login itself is refused."""
+    InboxError, or AuthFailed when the login itself is refused (GrantRevoked when the
+    mailbox's OAuth2 grant is gone)."""
     i = mailbox.imap
     setting = f"mailboxes.{mailbox.name}.imap"
     if i.security == "starttls":
         raise InboxError(f"{where}: {tls.IMAP_STARTTLS}")
-    password = i.password(setting) or ""
+    oauth = i.auth == "oauth2"
+    password = "" if oauth else i.password(setting) or ""
+    token = ""
+    if oauth:
+        tokens = tokens or TokenSource(mailbox, SystemClock())
+        # Before connecting: a revoked grant never knocks on the server's door.
+        token = await _token(tokens.token(), where)
     try:
         context = tls.context(i, setting) if i.security == "tls" else None
     except ConfigError as exc:
@@ -467,7 +495,24 @@ async def open_imap(
         )
         await imap.wait_hello_from_server()
         _keepalive_socket(imap, i.keepalive_seconds)
-        resp = await imap.login(i.username, password)
+        if oauth:
+            assert tokens is not None
+            offered = imap.protocol.capabilities if imap.protocol is not None else set()
+            if offered and "AUTH=XOAUTH2" not in offered:
+                await quietly(imap.logout())
+                raise AuthFailed(
+                    f"{where}: the server does not offer XOAUTH2 (it offers "
+                    f"{' '.join(sorted(c for c in offered if c.startswith('AUTH='))) or 'no AUTH='}"
+                    "); check imap.host and port, or use auth: password"
+                )
+            _answer_sasl_errors(imap)
+            resp = await imap.xoauth2(i.username, token)
+            if resp.result == "NO":
+                # Expired or revoked since we got it: refresh once and try once more.
+                token = await _token(tokens.renew(token), where, imap)
+                resp = await imap.xoauth2(i.username, token)
+        else:
+            resp = await imap.login(i.username, password)
     except (OSError, TimeoutError, aioimaplib.AioImapException) as exc:
         if cert := tls.certificate_error(exc):
             names = []
@@ -479,11 +524,56 @@ async def open_imap(
         await quietly(imap.logout())
         detail = response_text(resp.lines)
         refused = resp.result == "NO" or _AUTH_FAILED.search(detail.encode())
+        source = "the oauth2: block and its grant" if oauth else "the password source"
         raise (AuthFailed if refused else InboxError)(
             f"{where}: login refused for user '{i.username}': {detail} "
-            "(check the username and the password source)"
+            f"(check the username and {source})"
         )
     return imap
+
+
+async def _token(aw: Awaitable[str], where: str, imap: aioimaplib.IMAP4 | None = None) -> str:
+    """An access token, or the InboxError that says why there is none."""
+    try:
+        return await aw
+    except TokenError as exc:
+        if imap is not None:
+            await quietly(imap.logout())
+        if isinstance(exc, TokenRevoked):
+            raise GrantRevoked(f"{where}: {exc}") from None
+        if isinstance(exc, TokenRefused):
+            raise AuthFailed(f"{where}: {exc}") from None
+        raise InboxError(f"{where}: {exc}") from None
+
+
+def _answer_sasl_errors(imap: aioimaplib.IMAP4) -> None:
+    """Dovecot and Gmail answer a refused XOAUTH2 token with a continuation carrying a JSON
+    error, then wait for an empty line before the tagged NO (RFC 7628 3.2.3). aioimaplib
+    2.0.3 never answers it, so the login would hang until its timeout: answer it here."""
+    protocol = imap.protocol
+    if protocol is None:
+        return
+    original = protocol._continuation
+
+    def continuation(line: bytes) -> None:
+        command = protocol.pending_sync_command
+        if command is not None and command.name == "AUTHENTICATE":
+            protocol.transport.write(b"\r\n")
+            return
+        original(line)
+
+    protocol._continuation = continuation
+
+
+async def _wait(stop: asyncio.Event, seconds: float, *more: asyncio.Event | None) -> None:
+    """Until `stop` or any of `more` is set, or `seconds` have passed."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in (stop, *more) if e is not None]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
 
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")

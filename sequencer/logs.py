@@ -39,6 +39,15 @@ class Redactor:
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
 
+    def add(self, secret: str, replaces: str | None = None) -> None:
+        """A secret learnt while running (an OAuth2 access token): scrubbed from now on. The
+        one it `replaces` (an expired token) is dropped, so an hourly refresh never grows
+        the list a long-running daemon checks every log line against."""
+        kept = {s for s in self.secrets if s != replaces}
+        if secret:
+            kept.add(secret)
+        self.secrets = sorted(kept, key=len, reverse=True)
+
     def scrub(self, value: Any) -> Any:
         if isinstance(value, str):
             for secret in self.secrets:
@@ -56,11 +65,20 @@ class Redactor:
         if not self.secrets:
             return event
         for key in list(event):
-            if key.lower() in ("password", "secret", "token"):
+            if key.lower() in ("password", "secret", "token", "access_token", "refresh_token"):
                 event[key] = REDACTED
             else:
                 event[key] = self.scrub(event[key])
         return event
+
+
+#: The configured redactor, so secrets learnt later (OAuth2 tokens) can be added to it.
+_redactor = Redactor()
+
+
+def redact(secret: str, replaces: str | None = None) -> None:
+    """Scrub this secret from every log line from now on (instead of `replaces`)."""
+    _redactor.add(secret, replaces)
 
 
 def configure(
@@ -75,13 +93,14 @@ def configure(
         if fmt == "console"
         else structlog.processors.JSONRenderer(sort_keys=False)
     )
+    _redactor.secrets = Redactor(secrets).secrets
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
-            Redactor(secrets),
+            _redactor,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),

@@ -19,9 +19,11 @@ from typing import Any
 import aiosmtplib
 
 from sequencer import tls
+from sequencer.clock import SystemClock
 from sequencer.config import Mailbox
 from sequencer.delivery import Failure, Stage
 from sequencer.errors import ConfigError, DeliveryError
+from sequencer.oauth import TokenError, TokenSource, TokenUnavailable
 
 
 class SendFailed(DeliveryError):
@@ -36,8 +38,11 @@ class SendFailed(DeliveryError):
 class Sender:
     """Sends for one mailbox, one message at a time, over a connection kept open."""
 
-    def __init__(self, mailbox: Mailbox) -> None:
+    def __init__(self, mailbox: Mailbox, tokens: TokenSource | None = None) -> None:
         self.mailbox = mailbox
+        if tokens is None and mailbox.smtp.auth == "oauth2":
+            tokens = TokenSource(mailbox, SystemClock())
+        self.tokens = tokens
         self._smtp: aiosmtplib.SMTP | None = None
         self._lock = asyncio.Lock()
 
@@ -52,7 +57,10 @@ class Sender:
         if self._smtp is not None and self._smtp.is_connected:
             return self._smtp
         s = self.mailbox.smtp
-        password = s.password(self._setting)
+        oauth = self.tokens if s.auth == "oauth2" else None
+        password = None if oauth else s.password(self._setting)
+        # Before connecting: a revoked grant never knocks on the server's door.
+        token = await self._token(oauth.token()) if oauth else None
         try:
             context = tls.context(s, self._setting) if s.security != "none" else None
             smtp = aiosmtplib.SMTP(**self._session(context))
@@ -62,17 +70,23 @@ class Sender:
             await smtp.connect()
             if not smtp.esmtp_extensions:
                 await smtp.ehlo()  # now: SIZE and AUTH are read from its answer
-            if password is not None and s.username:
+            if oauth is not None and token is not None:
+                await self._xoauth2(smtp, oauth, token)
+            elif password is not None and s.username:
                 await _log_in(smtp, s.username, password)
         except aiosmtplib.SMTPAuthenticationError as exc:
             smtp.close()
+            source = "the oauth2: block and its grant" if oauth else "the password source"
             raise self._fail(
                 Stage.AUTH,
                 exc.code,
                 exc.message,
-                f"login refused for user '{s.username}' ({exc.code} {exc.message}): "
-                "check the username and the password source",
+                f"login refused for user '{s.username or self.mailbox.address}' "
+                f"({exc.code} {exc.message}): check the username and {source}",
             ) from None
+        except SendFailed:
+            smtp.close()
+            raise
         except aiosmtplib.SMTPResponseException as exc:
             smtp.close()
             raise self._fail(
@@ -117,6 +131,32 @@ class Sender:
             elif (probe := tls.names_context(s, self._setting)) is not None:
                 names = await _names_after_starttls(self._session(probe))
         return tls.explain(cert, s, self._setting, names)
+
+    async def _token(self, aw: Awaitable[str]) -> str:
+        """An access token, or the SendFailed that says why there is none: a revoked grant
+        or a refused client is a refused login (the mailbox is held), an unreachable token
+        endpoint a failed connection (retried)."""
+        try:
+            return await aw
+        except TokenError as exc:
+            stage = Stage.CONNECT if isinstance(exc, TokenUnavailable) else Stage.AUTH
+            raise self._fail(stage, None, str(exc), str(exc)) from None
+
+    async def _xoauth2(self, smtp: aiosmtplib.SMTP, tokens: TokenSource, token: str) -> None:
+        """XOAUTH2 as the mailbox's user; a refused token is refreshed and tried once more
+        (it may have expired or been revoked since we got it)."""
+        user = self.mailbox.smtp.username or self.mailbox.address
+        if "xoauth2" not in smtp.server_auth_methods:
+            offered = ", ".join(smtp.server_auth_methods) or "none"
+            what = (
+                f"the server does not offer XOAUTH2 (it offers: {offered}); check smtp.host "
+                "and port, or use auth: password"
+            )
+            raise self._fail(Stage.AUTH, None, what, what)
+        try:
+            await smtp.auth_xoauth2(user, token)
+        except aiosmtplib.SMTPAuthenticationError:
+            await smtp.auth_xoauth2(user, await self._token(tokens.renew(token)))
 
     async def login(self) -> None:
         """Connect and log in now (start-up checks, and one retry after a refused login)."""

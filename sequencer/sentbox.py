@@ -17,9 +17,11 @@ from datetime import datetime
 import aioimaplib
 import structlog
 
+from sequencer.clock import SystemClock
 from sequencer.config import Mailbox
 from sequencer.errors import InboxError
 from sequencer.inbox import open_imap, quietly, response_text, search_uids
+from sequencer.oauth import TokenSource
 
 log = structlog.get_logger("sequencer.sentbox")
 
@@ -28,8 +30,11 @@ _USUAL_NAMES = ("Sent", "Sent Items", "Sent Messages", "Sent Mail", "INBOX.Sent"
 
 
 class SentFolder:
-    def __init__(self, mailbox: Mailbox) -> None:
+    def __init__(self, mailbox: Mailbox, tokens: TokenSource | None = None) -> None:
         self.mailbox = mailbox
+        if tokens is None and mailbox.imap.auth == "oauth2":
+            tokens = TokenSource(mailbox, SystemClock())
+        self.tokens = tokens
         self.folder: str | None = mailbox.imap.sent_folder
         self._imap: aioimaplib.IMAP4 | None = None
         self._lost = False
@@ -47,7 +52,7 @@ class SentFolder:
             return self._imap
         await self._drop()
         self._lost = False
-        imap = await open_imap(self.mailbox, self._where(), self._connection_lost)
+        imap = await open_imap(self.mailbox, self._where(), self._connection_lost, self.tokens)
         try:
             if self.folder is None:
                 self.folder = await self._find(imap)

@@ -41,12 +41,13 @@ ON_THE_WIRE = (Send.SENDING, Send.SENT, Send.UNCERTAIN, Send.SKIPPED)
 
 class Hold(enum.StrEnum):
     """Why nothing is sent right now: one vocabulary for `status`, the database and the logs.
-    The first four hold a whole mailbox; the next three one contact; a manual pause either."""
+    The first five hold a whole mailbox; the next three one contact; a manual pause either."""
 
     INBOX_UNAVAILABLE = "inbox_unavailable"  # the inbox is not watched: a reply could be missed
     SMTP_AUTH_FAILED = "smtp_auth_failed"
     IMAP_AUTH_FAILED = "imap_auth_failed"
     REPUTATION_PAUSE = "reputation_pause"  # a server refused our mail for our reputation
+    OAUTH_REVOKED = "oauth_revoked"  # the OAuth2 grant is gone: `sequencer auth MAILBOX`
     SEQUENCE_MISSING = "sequence_missing"  # its sequence file is gone, renamed or broken
     UNCERTAIN_SEND = "uncertain_send"  # a step may or may not have reached them
     INBOUND_FAILED = "inbound_failed"  # a message that may be theirs could not be handled

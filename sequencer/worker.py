@@ -29,14 +29,14 @@ from zoneinfo import ZoneInfo
 import structlog
 from structlog.contextvars import bound_contextvars
 
-from sequencer import pacing, render, replies, statusline
+from sequencer import oauth, pacing, render, replies, statusline
 from sequencer.clock import Clock
 from sequencer.config import Settings
 from sequencer.delivery import Action, judge
 from sequencer.errors import InboxError, SequencerError
 from sequencer.etiquette import Etiquette, promises_of
 from sequencer.holds import manual_hold, paused_by_hand
-from sequencer.inbox import InboxWatcher, WatchTuning
+from sequencer.inbox import GrantRevoked, InboxWatcher, WatchTuning
 from sequencer.renderer import Renderer, sample_problems
 from sequencer.sdnotify import Notifier
 from sequencer.sender import Sender, SendFailed
@@ -101,8 +101,14 @@ class Daemon:
         self._holds: dict[str, Hold | None] = {}  # last logged hold per mailbox
         self._holds_to_check = False  # a reload may bring back held contacts' sequences
         self._background: set[asyncio.Future[None]] = set()
-        self.senders = {name: Sender(box) for name, box in settings.mailboxes.items()}
-        self.sentboxes = {name: SentFolder(box) for name, box in settings.mailboxes.items()}
+        # One token source per OAuth2 mailbox, shared by its SMTP, inbox and Sent connections.
+        self.tokens = oauth.sources(settings.mailboxes, clock)
+        self.senders = {
+            name: Sender(box, self.tokens.get(name)) for name, box in settings.mailboxes.items()
+        }
+        self.sentboxes = {
+            name: SentFolder(box, self.tokens.get(name)) for name, box in settings.mailboxes.items()
+        }
         self.renderer = Renderer()  # started at the first render; stopped in close()
         self.own_addresses = {box.address for box in settings.mailboxes.values()}
         self.watchers = {
@@ -112,6 +118,7 @@ class Daemon:
                 on_failure=self._inbound_failure(name),
                 seen=_seen_before,
                 tuning=tuning,
+                tokens=self.tokens.get(name),
             )
             for name, box in settings.mailboxes.items()
         }
@@ -221,9 +228,15 @@ class Daemon:
         self, name: str, state: Any, now: datetime
     ) -> tuple[Hold | None, str | None]:
         """Why this mailbox may not send now, if it may not, and the detail."""
+        if (revoked := await self._oauth_hold(name, state, now)) is not None:
+            return Hold.OAUTH_REVOKED, revoked
         if state is not None and manual_hold(state.manual_since, state.manual_until, now):
             return Hold.MANUAL_PAUSE, paused_by_hand(state.manual_until)
         watcher = self.watchers[name]
+        if watcher.state is Inbox.AUTH_FAILED and f"{oauth.REVOKED}: " in (watcher.error or ""):
+            # A new grant is on disk and the watcher, woken, signs in with it: still the
+            # same hold until it has (no second log line for a passing state).
+            return Hold.OAUTH_REVOKED, watcher.error
         if watcher.state is Inbox.AUTH_FAILED:
             return Hold.IMAP_AUTH_FAILED, watcher.error
         if watcher.state is not Inbox.WATCHING:
@@ -244,6 +257,20 @@ class Daemon:
             return Hold.REPUTATION_PAUSE, state.pause_reason
         return None, None
 
+    async def _oauth_hold(self, name: str, state: Any, now: datetime) -> str | None:
+        """Why the mailbox's OAuth2 grant is gone, recorded for `status` (in the SMTP login
+        columns: a grant that is gone is a refused login for the whole mailbox); None once a
+        new refresh token is on disk, which releases that record."""
+        tokens = self.tokens.get(name)
+        why = tokens.revoked() if tokens is not None else None
+        recorded = state is not None and f"{oauth.REVOKED}: " in (state.smtp_error or "")
+        if why is not None and not recorded:
+            await queries.smtp_refused_login(name, why, now, now + SMTP_AUTH_MAX)
+        elif why is None and recorded:
+            await queries.smtp_login_ok(name)  # the next send logs in afresh
+            state.smtp_failed_since = None
+        return why
+
     async def _smtp_refused(self, name: str, exc: SendFailed, now: datetime) -> None:
         """The SMTP login failed: hold the mailbox, retry with a doubling interval."""
         state = (await queries.mailbox_states()).get(name)
@@ -253,6 +280,9 @@ class Daemon:
 
     def _log_hold(self, name: str, hold: Hold | None, detail: str | None) -> None:
         """One log line when a mailbox's hold changes, not one per tick or per contact."""
+        tokens = self.tokens.get(name)
+        if hold is not None and tokens is not None and (why := tokens.revoked()) is not None:
+            hold, detail = Hold.OAUTH_REVOKED, why  # the cause of any login hold it brings
         before = self._holds.get(name)
         if before is hold:
             return
@@ -754,7 +784,8 @@ class Daemon:
         try:
             await self.watchers[name].open()
         except InboxError as exc:
-            log.error("inbox.unavailable", mailbox=name, error=str(exc))
+            if not isinstance(exc, GrantRevoked):  # said by the mailbox.held line below
+                log.error("inbox.unavailable", mailbox=name, error=str(exc))
             await self.watchers[name].mark_down(exc)
         try:
             await self.senders[name].login()

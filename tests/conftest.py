@@ -11,6 +11,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,9 +50,14 @@ class DovecotServer:
     """Dovecot from a config in a short temp folder; killed, restarted and delivered to by
     hand (as an MTA's delivery agent writes into the Maildir, with or without IMAP up)."""
 
-    def __init__(self, binary: str, tls: tuple[Path, Path] | None = None) -> None:
+    def __init__(
+        self,
+        binary: str,
+        tls: tuple[Path, Path] | None = None,
+        introspection_url: str | None = None,
+    ) -> None:
         """`tls`: (certificate chain, key) as PEM files: IMAPS only (ssl = required) on
-        `port`; otherwise plain IMAP there."""
+        `port`; otherwise plain IMAP there. `introspection_url`: XOAUTH2 logins too."""
         self.binary = binary
         self.dir = tempfile.mkdtemp(dir="/tmp", prefix="dc")  # sockets must be < 108 chars
         self.port = free_port()
@@ -72,6 +78,15 @@ class DovecotServer:
                 f"    port = {self.port}\n",
             )
             assert f"imaps {{\n    address = 127.0.0.1\n    port = {self.port}" in conf
+        if introspection_url is not None:
+            # XOAUTH2 checked by Dovecot's oauth2 passdb against the test's token server.
+            conf = conf.replace(
+                "auth_mechanisms = plain login", "auth_mechanisms = plain login xoauth2 oauthbearer"
+            )
+            conf += DOVECOT_OAUTH2.format(d=d)
+            Path(f"{d}/dovecot-oauth2.conf.ext").write_text(
+                DOVECOT_OAUTH2_EXT.format(url=introspection_url)
+            )
         Path(f"{d}/dovecot.conf").write_text(conf)
         os.chmod(d, 0o755)  # noqa: S103 - Dovecot's unprivileged processes must reach it
         shutil.chown(f"{d}/mail", "nobody")
@@ -130,6 +145,25 @@ class DovecotServer:
                 path.unlink()
 
 
+#: Dovecot's oauth2 passdb (doc.dovecot.org, "Open Authentication v2.0 database"): the
+#: token is posted to the introspection URL (RFC 7662), `active` must be true, and the
+#: introspected `username` must be the user logging in. A second passdb: the first answers
+#: only for the XOAUTH2 and OAUTHBEARER mechanisms.
+DOVECOT_OAUTH2 = """passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {d}/dovecot-oauth2.conf.ext
+}}
+"""
+DOVECOT_OAUTH2_EXT = """introspection_mode = post
+introspection_url = {url}
+username_attribute = username
+active_attribute = active
+active_value = true
+force_introspection = yes
+"""
+
+
 def _dovecot_binary() -> str | None:
     return shutil.which("dovecot") or (
         "/usr/sbin/dovecot" if os.path.exists("/usr/sbin/dovecot") else None
@@ -167,33 +201,41 @@ service imap-login {{
 """
 
 
-@pytest.fixture
-def dovecot_factory() -> Iterator[Callable[..., ImapServer]]:
-    """Starts Dovecot servers, `tls=(cert, key)` for IMAPS; all stopped after the test."""
+@contextmanager
+def running_dovecot(
+    introspection_url: str | None = None, tls: tuple[Path, Path] | None = None
+) -> Iterator[ImapServer]:
+    """A Dovecot for one test: `tls=(cert, key)` for IMAPS; with `introspection_url`,
+    XOAUTH2 logins too (oauth2 passdb)."""
     binary = _dovecot_binary()
     if binary is None:
         pytest.skip("Dovecot is not installed (apt-get install dovecot-imapd; `make test` does)")
     if os.geteuid() != 0:
         pytest.skip("the Dovecot fixture runs as root (it drops mail access to nobody)")
-    servers: list[DovecotServer] = []
-
-    def start(tls: tuple[Path, Path] | None = None) -> ImapServer:
-        server = DovecotServer(binary, tls)
-        servers.append(server)
-        server.start()
-        return ImapServer("dovecot", server.port, server=server)
-
+    server = DovecotServer(binary, tls, introspection_url)
     try:
-        yield start
+        server.start()
+        yield ImapServer("dovecot", server.port, server=server)
     finally:
-        for server in servers:
-            server.stop()
-            shutil.rmtree(server.dir, ignore_errors=True)
+        server.stop()
+        shutil.rmtree(server.dir, ignore_errors=True)
 
 
 @pytest.fixture
-def dovecot(dovecot_factory: Callable[..., ImapServer]) -> ImapServer:
-    return dovecot_factory()
+def dovecot_factory() -> Iterator[Callable[..., ImapServer]]:
+    """Starts Dovecot servers (`tls=(cert, key)` for IMAPS); all stopped after the test."""
+    with ExitStack() as stack:
+
+        def start(tls: tuple[Path, Path] | None = None) -> ImapServer:
+            return stack.enter_context(running_dovecot(tls=tls))
+
+        yield start
+
+
+@pytest.fixture
+def dovecot() -> Iterator[ImapServer]:
+    with running_dovecot() as server:
+        yield server
 
 
 @pytest.fixture
