@@ -326,7 +326,10 @@ def build_message(
     """
     check_header_value("subject", subject)
     check_header_value("display name", from_name)
-    if not subject.strip():
+    # A template's stray space at either end: mail clients drop it when they read the header,
+    # so it is dropped here and the Subject we record is the one they show.
+    subject = subject.strip()
+    if not subject:
         raise TemplateError("subject renders empty")
     if not body.strip():
         raise TemplateError("body renders empty")

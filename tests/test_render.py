@@ -393,7 +393,7 @@ def test_messages_round_trip(name: str, subject: str, body: str) -> None:
     msg = parse(data)
     assert shown_display_name(data) == name
     assert msg["From"].addresses[0].addr_spec == "sales@vendor.test"
-    assert msg["Subject"] == subject
+    assert msg["Subject"] == subject.strip()
     assert text_of(msg).splitlines() == body.splitlines()
 
 
