@@ -16,6 +16,7 @@ import functools
 import io
 import json
 import os
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
@@ -71,6 +72,21 @@ class _Command(TyperCommand):
 class _Group(TyperGroup):
     def get_params(self, ctx: Context) -> list[Parameter]:
         return _plain_flags(super().get_params(ctx))
+
+    def get_command(self, ctx: Context, cmd_name: str) -> Any:
+        """The command list shows each command's first sentence, not its whole help (this
+        typer prints the whole docstring there, hard line breaks and all)."""
+        command = super().get_command(ctx, cmd_name)
+        if command is not None and command.short_help is None and command.help:
+            command.short_help = _first_sentence(command.help)
+        return command
+
+
+def _first_sentence(text: str) -> str:
+    """Up to the first full stop that ends a sentence (not one of "GDPR Art. 17")."""
+    flat = " ".join(text.split())
+    end = re.search(r"(?<!\b[A-Z][a-z])(?<!\b[A-Z][a-z]{2})\.\s", flat)
+    return flat if end is None else flat[: end.start() + 1]
 
 
 def _example(command: str) -> str:

@@ -74,3 +74,12 @@ def test_help_lists_plain_flags() -> None:
 def test_every_help_shows_an_example_of_that_command(command: list[str]) -> None:
     text = " ".join(cli(*command, "-h").stdout.split())  # wrapped lines joined
     assert "Example: " + " ".join(["sequencer", *command]) in text
+
+
+def test_the_command_list_shows_each_commands_first_sentence() -> None:
+    """Not the whole docstring: the list is read at a glance, `COMMAND -h` has the rest."""
+    res = cli("--help")
+    assert res.returncode == 0
+    assert "Erase everything stored about a person (GDPR Art. 17)" in res.stdout
+    assert "Irreversible; one transaction" not in res.stdout  # forget's later sentences
+    assert "Irreversible" in cli("forget", "--help").stdout
