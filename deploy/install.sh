@@ -13,7 +13,8 @@
 #
 # The paths can be moved (to try the script in a scratch folder, say) with SEQUENCER_PREFIX,
 # SEQUENCER_ETC, SEQUENCER_STATE, SEQUENCER_UNIT and the user with SEQUENCER_USER; the unit
-# itself names the defaults.
+# itself names the defaults, the example config follows the moved ones. SEQUENCER_PYTHON is
+# the interpreter the virtual environment is made from (default: python3 on root's PATH).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -21,6 +22,8 @@ REPO="$(cd "$HERE/.." && pwd)"
 
 say() { printf '==> %s\n' "$*"; }
 die() { printf 'install.sh: %s\n' "$*" >&2; exit 1; }
+# TEXT as the replacement of a sed s|...|...| command.
+sed_text() { local t=${1//\\/\\\\}; t=${t//&/\\&}; printf '%s' "${t//|/\\|}"; }
 
 OPERATORS=()
 SOURCE=""
@@ -28,7 +31,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --operator) [ $# -ge 2 ] || die "--operator needs a user name"; OPERATORS+=("$2"); shift 2 ;;
         --operator=*) OPERATORS+=("${1#--operator=}"); shift ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
         -*) die "unknown option $1 (see: $0 --help)" ;;
         *) [ -z "$SOURCE" ] || die "one PROJECT only (got $SOURCE and $1)"; SOURCE="$1"; shift ;;
     esac
@@ -41,6 +44,10 @@ ETC="${SEQUENCER_ETC:-/etc/sequencer}"
 STATE="${SEQUENCER_STATE:-/var/lib/sequencer}"
 UNIT="${SEQUENCER_UNIT:-/etc/systemd/system/sequencer.service}"
 SERVICE_USER="${SEQUENCER_USER:-sequencer}"
+PYTHON="${SEQUENCER_PYTHON:-python3}"
+for path in "$PREFIX" "$ETC" "$STATE" "$UNIT"; do
+    case "$path" in /*) ;; *) die "$path: the SEQUENCER_* paths must be absolute" ;; esac
+done
 
 [ "$(id -u)" -eq 0 ] || die "run as root (sudo $0 $*)"
 for user in "${OPERATORS[@]}"; do
@@ -53,9 +60,9 @@ upgrading=no
 for f in "$HERE/sequencer.service" "$HERE/sequencer.yaml"; do
     [ -f "$f" ] || die "$f is missing; run this script from a checkout of the project"
 done
-command -v python3 >/dev/null || die "python3 is not installed (apt-get install python3)"
-python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
-    || die "sequencer needs Python 3.11 or newer; this host has $(python3 -V 2>&1)"
+command -v "$PYTHON" >/dev/null || die "$PYTHON is not installed (apt-get install python3)"
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+    || die "sequencer needs Python 3.11 or newer; $PYTHON is $("$PYTHON" -V 2>&1)"
 
 # What we create is world-readable unless said otherwise (the program, the unit);
 # /etc/sequencer is tightened explicitly below.
@@ -77,18 +84,26 @@ fi
 if [ ! -x "$VENV/bin/python" ]; then
     say "creating $VENV"
     mkdir -p "$PREFIX"
-    if ! python3 -m venv "$VENV"; then
+    if ! "$PYTHON" -m venv "$VENV"; then
         # Debian and Ubuntu ship venv's pip bootstrap separately.
         rm -rf "$VENV"
         if command -v apt-get >/dev/null; then
             say "installing python3-venv"
             apt-get update -qq
             DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
-            python3 -m venv "$VENV"
+            "$PYTHON" -m venv "$VENV"
         else
-            die "python3 -m venv failed; install your distribution's venv package"
+            die "$PYTHON -m venv failed; install your distribution's venv package"
         fi
     fi
+fi
+# The venv's python is a link to the interpreter it was made from. One under /root (pyenv,
+# a hand-built Python) installs fine but the service user cannot run it: the unit would
+# fail at every start with "Permission denied". Say so now.
+if ! (cd / && runuser -u "$SERVICE_USER" -- "$VENV/bin/python" -c '') 2>/dev/null; then
+    die "$SERVICE_USER cannot run $VENV/bin/python ($(readlink -f "$VENV/bin/python"): a folder
+above it is closed to other users). Make the venv from the system's Python:
+  rm -rf $VENV && SEQUENCER_PYTHON=/usr/bin/python3 $0 ${OPERATORS[*]/#/--operator } $SOURCE"
 fi
 say "installing $SOURCE into $VENV"
 "$VENV/bin/pip" install --quiet --disable-pip-version-check --upgrade pip
@@ -103,7 +118,12 @@ fi
 install -d -m 0750 -o root -g "$SERVICE_USER" "$ETC"
 if [ ! -e "$ETC/sequencer.yaml" ]; then
     say "writing the example config to $ETC/sequencer.yaml (edit it)"
-    install -m 0640 -o root -g "$SERVICE_USER" "$HERE/sequencer.yaml" "$ETC/sequencer.yaml"
+    # Its database and sequences in the moved folders, when they are moved.
+    sed -e "s|^database: sqlite:///var/lib/sequencer/|database: sqlite://$(sed_text "$STATE")/|" \
+        -e "s|^sequences: /etc/sequencer/|sequences: $(sed_text "$ETC")/|" \
+        "$HERE/sequencer.yaml" > "$ETC/.sequencer.yaml.new"
+    install -m 0640 -o root -g "$SERVICE_USER" "$ETC/.sequencer.yaml.new" "$ETC/sequencer.yaml"
+    rm -f "$ETC/.sequencer.yaml.new"
 else
     say "keeping the existing $ETC/sequencer.yaml"
 fi
@@ -154,6 +174,23 @@ done
 #    (a no-op when it is current). As the service user, from its state directory, with its
 #    umask, so what it writes (a SQLite backup beside the database) is as the service's own.
 #    The running daemon keeps the previous version until it is restarted (next steps).
+# A SQLite database not made yet (the service never started) is nothing to migrate: the
+# first start makes it. (Migrating would make it now, and a second run would not be a no-op.)
+if [ "$upgrading" = yes ] && [ "$(cd "$STATE" && "$VENV/bin/python" - "$ETC/sequencer.yaml" \
+        2>/dev/null <<'PY'
+import sys
+from pathlib import Path
+
+from sequencer.config import load_settings
+from sequencer.store.db import sqlite_path
+
+path = sqlite_path(load_settings(Path(sys.argv[1])).database)
+print("none" if path is not None and not path.exists() else "some")
+PY
+)" = none ]; then
+    say "no database yet: nothing to migrate"
+    upgrading=no
+fi
 if [ "$upgrading" = yes ]; then
     say "migrating the database (sequencer migrate)"
     if ! (cd "$STATE" && umask 007 && runuser -u "$SERVICE_USER" -- \

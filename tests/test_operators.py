@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from world import FOLLOW_UP
 
+from sequencer.store.sharing import as_user
+
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switches users: runs as root")
 
 NOBODY = 65534
@@ -118,7 +120,7 @@ def test_root_is_refused_on_a_state_folder_that_belongs_to_the_service(install: 
             str(install / "sequencer.yaml"),
         ]
     )
-    assert f"sudo -u nobody {expected}" in res.stderr.replace("\n", " ")
+    assert f"{as_user('nobody')} {expected}" in res.stderr.replace("\n", " ")
     assert list(state.iterdir()) == []  # no database, no lock, no journal
 
 
@@ -132,10 +134,57 @@ def test_root_is_refused_on_a_database_owned_by_the_service(install: Path) -> No
         res = cli(install, *args)
         assert res.returncode == 2, (args, res.stderr)
         assert f"{state / 'sequencer.db'} belongs to nobody" in res.stderr
-        assert "sudo -u nobody " in res.stderr
+        assert f"{as_user('nobody')} " in res.stderr
         assert shlex.join(args) in res.stderr
     assert {p.name: p.stat().st_mtime_ns for p in state.iterdir()} == before
     assert all(p.stat().st_uid == NOBODY for p in state.iterdir())
+
+
+def test_the_command_a_refusal_prints_works_as_printed(install: Path) -> None:
+    """The operator enrolled first, so the database is theirs, in the service's folder: root
+    is told to run as the service (not as that operator), with a program this host has (a
+    Debian without sudo gets runuser), and the line, pasted as is, enrolls the contact."""
+    state = install / "state"
+    os.chown(state, NOBODY, NOBODY)  # the service's folder, its own group shared
+    state.chmod(0o2770)
+    python, env = _python_for_others()
+    if env and shutil.which("sudo"):
+        pytest.skip("sudo would drop the PYTHONPATH this host's interpreter needs")
+    run = {"capture_output": True, "text": True, "timeout": 60, "cwd": install}
+    env = {**os.environ, "TEST_IMAP_PASSWORD": "x", **env}
+    config = ["--config", str(install / "sequencer.yaml")]
+    operator = subprocess.run(
+        [python, "-m", "sequencer", "status", *config],
+        env=env,
+        user=OPERATOR,
+        group=NOBODY,
+        extra_groups=[NOBODY],
+        **run,  # type: ignore[call-overload]
+    )
+    assert operator.returncode == 0, operator.stderr
+    assert (state / "sequencer.db").stat().st_uid == OPERATOR
+
+    enroll = ["enroll", "follow-up", "jo@prospect.test", "--var", "first_name=Jo"]
+    refused = subprocess.run([python, "-m", "sequencer", *enroll, *config], env=env, **run)
+    assert refused.returncode == 2
+    assert f"belongs to {OPERATOR}" in refused.stderr
+    lines = refused.stderr.splitlines()
+    command = lines[next(i for i, line in enumerate(lines) if line.endswith("instead:")) + 1]
+    assert shutil.which(shlex.split(command)[0]), command  # a program this host has
+    assert "nobody" in shlex.split(command)[:3], command  # the service, not the operator
+
+    pasted = subprocess.run(command, shell=True, env=env, **run)  # noqa: S602
+    assert pasted.returncode == 0, pasted.stderr
+    rows = subprocess.run(
+        [python, "-m", "sequencer", "status", "--json", *config],
+        env=env,
+        user=NOBODY,
+        group=NOBODY,
+        extra_groups=[NOBODY],
+        **run,  # type: ignore[call-overload]
+    )
+    assert rows.returncode == 0, rows.stderr
+    assert [r["email"] for r in json.loads(rows.stdout)] == ["jo@prospect.test"]
 
 
 def test_service_and_operator_share_the_state_folder_whatever_their_umask(

@@ -14,6 +14,7 @@ group). Two rules keep either side from locking the other out:
 
 from __future__ import annotations
 
+import grp
 import os
 import pwd
 import shlex
@@ -30,6 +31,20 @@ def _owner_name(uid: int) -> str:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return str(uid)
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def as_user(user: str) -> str:
+    """How root runs a command as another user on this host: sudo where it is installed, else
+    runuser (util-linux, on every Debian and Ubuntu; minimal images and containers lack sudo,
+    where `sudo -u` would only say "command not found")."""
+    return f"sudo -u {user}" if shutil.which("sudo") else f"runuser -u {user} --"
 
 
 def this_command(argv: list[str] | None = None) -> list[str]:
@@ -49,17 +64,22 @@ def check_owner(database: Path, *, euid: int | None = None, argv: list[str] | No
     target = database if database.exists() else database.parent
     try:
         uid = target.stat().st_uid
+        folder = database.parent.stat()
     except OSError:
         return  # missing: the caller says so in its own words
     if uid == 0:
         return
     owner = _owner_name(uid)
+    # The service owns its state folder (StateDirectory= makes it so); the database in it may
+    # be an operator's, who created it first. The command to give is the service's.
+    service = _owner_name(folder.st_uid if folder.st_uid != 0 else uid)
+    group = _group_name(folder.st_gid)
     raise StoreError(
         f"{target} belongs to {owner}, and this command runs as root: the files it would "
         f"create there (the database, its journal, the lock) would be root's, and the service "
-        f"running as {owner} could no longer open them. Run it as {owner} instead:\n"
-        f"  sudo -u {owner} {shlex.join(this_command(argv))}\n"
-        f"(or, as an operator in the {owner} group, without sudo)"
+        f"running as {service} could no longer open them. Run it as {service} instead:\n"
+        f"  {as_user(service)} {shlex.join(this_command(argv))}\n"
+        f"(or as yourself, if you are an operator in the {group} group)"
     )
 
 
