@@ -45,12 +45,17 @@ OPS_PASSWORD = "ops-Secret-9"
 
 
 @pytest.fixture
-def provider() -> Iterator[Provider]:
+def token_server() -> Iterator[TokenServer]:
     server = TokenServer().start()
     try:
-        yield server.provider
+        yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def provider(token_server: TokenServer) -> Provider:
+    return token_server.provider
 
 
 @pytest.fixture
@@ -348,6 +353,35 @@ async def test_a_revoked_grant_holds_only_its_mailbox_says_so_once_and_status_sh
         assert await _tick(w) == 1
         assert len(w.sent_to("jo@prospect.test")) == 1
         assert len(setup.provider.grants) == grants + 1
+    assert not [t for t in _tokens(setup.provider) if t in setup.log.getvalue()]
+
+
+async def test_an_unreachable_token_endpoint_sends_nothing_from_that_mailbox_until_it_is_back(
+    setup: Setup, token_server: TokenServer
+) -> None:
+    """The fault injected into the real server: the token endpoint goes away before the
+    daemon starts. Without a token the mailbox cannot log in: nothing goes from it (its inbox
+    is not watched, so a reply could be missed), the other mailbox goes on, nothing crashes;
+    once the endpoint is back, the contact gets the step exactly once."""
+    token_server.stop()
+    async with setup.world() as w:
+        await w.enroll("jo@prospect.test")
+        await w.enroll("al@prospect.test", sequence="ops-follow-up")
+        for _ in range(3):
+            await _tick(w)
+        assert w.sent_to("jo@prospect.test") == []
+        assert len(w.sent_to("al@prospect.test")) == 1
+        hold, _ = (await w.daemon.holds())["sales"]
+        assert hold is not None
+        back = TokenServer(setup.provider, port=token_server.port).start()
+        try:
+            await _until(lambda: w.daemon.watchers["sales"].state is Inbox.WATCHING, w)
+            for _ in range(3):
+                await _tick(w)
+            assert len(w.sent_to("jo@prospect.test")) == 1
+            assert len(w.sent_to("al@prospect.test")) == 1
+        finally:
+            back.stop()
     assert not [t for t in _tokens(setup.provider) if t in setup.log.getvalue()]
 
 

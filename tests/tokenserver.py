@@ -84,10 +84,11 @@ class Provider:
 
 
 class TokenServer:
-    def __init__(self, provider: Provider | None = None) -> None:
+    def __init__(self, provider: Provider | None = None, port: int = 0) -> None:
+        """`port`: a fixed one, to bring a stopped server back where the config points."""
         self.provider = provider or Provider()
         handler = type("Handler", (_Handler,), {"provider": self.provider})
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self.port = self.httpd.server_address[1]
         self.provider.url = self.url
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
