@@ -101,18 +101,21 @@ def write(folder: Path, starter: Starter, *, force: bool) -> list[Path]:
         raise ConfigError(
             [f"{config} already exists: edit it, or run `sequencer init --force` to replace it"]
         )
-    written = []
     sequences = folder / "sequences"
-    if not sequences.exists():
-        sequences.mkdir(parents=True)
-        example = sequences / "after-meeting.yaml"
-        example.write_text(
-            files("sequencer").joinpath("starter_data/after-meeting.yaml").read_text("utf-8"),
-            encoding="utf-8",
-        )
-        written.append(example)
-    tmp = config.with_name(config.name + ".tmp")
-    tmp.write_text(starter.text, encoding="utf-8")
-    tmp.replace(config)
-    written.insert(0, config)
+    example = sequences / "after-meeting.yaml"
+    text = files("sequencer").joinpath("starter_data/after-meeting.yaml").read_text("utf-8")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = config.with_name(config.name + ".tmp")
+        tmp.write_text(starter.text, encoding="utf-8")
+        tmp.replace(config)
+        written = [config]
+        if not sequences.exists():
+            sequences.mkdir()
+            example.write_text(text, encoding="utf-8")
+            written.append(example)
+    except OSError as exc:
+        raise ConfigError(
+            [f"{folder}: cannot write there: {exc.strerror} (pick another --folder)"]
+        ) from None
     return written

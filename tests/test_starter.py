@@ -96,3 +96,11 @@ def test_local_zone_reads_tz_then_localtime(tmp_path: Path) -> None:
 def test_the_packaged_example_is_the_repository_one() -> None:
     packaged = REPO / "sequencer" / "starter_data" / "after-meeting.yaml"
     assert packaged.read_bytes() == (REPO / "sequences" / "after-meeting.yaml").read_bytes()
+
+
+def test_a_folder_that_cannot_be_written_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a folder\n", encoding="utf-8")
+    refused = _sequencer(tmp_path, "init", "--folder", str(tmp_path / "a-file" / "sub"))
+    assert refused.returncode == 2
+    assert "cannot write there" in refused.stderr and "Traceback" not in refused.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
