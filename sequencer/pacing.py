@@ -89,3 +89,14 @@ def after_send(now: datetime, pace: Pace, load: Load, rng: random.Random) -> Loa
     """The load once one more email went at `now` (a new local day starts the count again)."""
     gap = pace.spacing(rng)
     return Load(load.sent_today + 1, now + gap if gap else None, load.paused_until)
+
+
+def room(now: datetime, pace: Pace, zone: ZoneInfo, load: Load) -> int:
+    """How many unpromised steps the mailbox may send in one go from `now`: none while it is
+    closed, one at a time while a spacing applies (the next waits for its gap), else what is
+    left of its day."""
+    if closed_until(now, pace, zone, load) is not None:
+        return 0
+    if pace.spacing_max > timedelta(0):
+        return 1
+    return pace.daily_limit - load.sent_today

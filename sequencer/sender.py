@@ -35,6 +35,11 @@ class SendFailed(DeliveryError):
         self.failure = failure
 
 
+class Withdrawn(Exception):
+    """Raised by `before_data` when the message must not go after all (a reply came, the
+    address was written to, the pace is used up): the transaction is reset, nothing sent."""
+
+
 class Sender:
     """Sends for one mailbox, one message at a time, over a connection kept open."""
 
@@ -185,7 +190,17 @@ class Sender:
                 stage = Stage.RCPT
                 await smtp.rcpt(to)
                 stage = Stage.DATA
-                await before_data()
+                try:
+                    await before_data()
+                except Withdrawn:
+                    try:
+                        await smtp.rset()  # the connection stays usable for the next one
+                    except (aiosmtplib.SMTPException, OSError):
+                        await self._drop()
+                    raise
+                except BaseException:  # the outcome could not be recorded: start afresh
+                    await self._drop()
+                    raise
                 reply = await smtp.data(data)
             except aiosmtplib.SMTPResponseException as exc:
                 await self._drop()

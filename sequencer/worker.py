@@ -20,10 +20,11 @@ import contextvars
 import random
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -39,14 +40,15 @@ from sequencer.holds import manual_hold, paused_by_hand
 from sequencer.inbox import GrantRevoked, InboxWatcher, WatchTuning
 from sequencer.renderer import Renderer, sample_problems
 from sequencer.sdnotify import Notifier
-from sequencer.sender import Sender, SendFailed
+from sequencer.sender import Sender, SendFailed, Withdrawn
 from sequencer.sentbox import SentFolder
 from sequencer.sequences import Sequence
 from sequencer.states import Hold, Inbox, Send, State
-from sequencer.store import db, queries
+from sequencer.store import db, queries, sending
 from sequencer.store.models import Enrollment, SentMessage
 
 log = structlog.get_logger("sequencer.worker")
+T = TypeVar("T")
 
 MAX_BACKOFF = timedelta(hours=1)
 #: A refused SMTP login is tried again after this long, doubling up to SMTP_AUTH_MAX.
@@ -318,7 +320,8 @@ class Daemon:
         holds = await self.holds()
         for name, (hold, detail) in holds.items():
             self._log_hold(name, hold, detail)
-        loads = {name: await self._load(name, now) for name in self.settings.mailboxes}
+        starts = {name: pacing.day_start(now, self._zone(name)) for name in self.settings.mailboxes}
+        loads = await sending.loads(starts)
         gates = {
             name: gate
             for name, load in loads.items()
@@ -326,12 +329,12 @@ class Daemon:
         }
         self._gates = gates
         held = [name for name, (hold, _) in holds.items() if hold is not None]
-        work: dict[str, list[queries.Due]] = defaultdict(list)
-        for item in await queries.due(now, self.batch, gates, held):
+        work: dict[str, list[sending.Due]] = defaultdict(list)
+        for item in await sending.due(now, self.batch, gates, held):
             work[item.mailbox].append(item)
         results = await asyncio.gather(
             *(
-                self._drain(box, items, loads.get(box, pacing.Load()))
+                self._drain(box, items, loads.get(box, pacing.Load()), starts[box])
                 for box, items in work.items()
             ),
             return_exceptions=True,  # every mailbox's drain ends before the next tick starts
@@ -344,83 +347,127 @@ class Daemon:
     def _zone(self, mailbox: str) -> ZoneInfo:
         return self.etiquette.mailbox_zone(mailbox)
 
-    async def _load(self, mailbox: str, now: datetime) -> pacing.Load:
-        return await queries.mailbox_load(mailbox, pacing.day_start(now, self._zone(mailbox)))
+    def _chosen(
+        self, mailbox: str, items: list[sending.Due], load: pacing.Load, now: datetime
+    ) -> list[int]:
+        """What the mailbox's pace lets go in this batch: promised steps always (but in a
+        reputation pause), the others while its day and spacing have room."""
+        pace = self.etiquette.pace(mailbox)
+        gate = pacing.closed_until(now, pace, self._zone(mailbox), load)
+        room = pacing.room(now, pace, self._zone(mailbox), load)
+        chosen: list[int] = []
+        for item in items:
+            if item.email in self._busy:
+                continue
+            if item.promised and (gate is None or gate.reason != "reputation"):
+                chosen.append(item.id)
+            elif room > 0 and not item.promised:
+                chosen.append(item.id)
+                room -= 1
+        return chosen
 
-    async def _drain(self, mailbox: str, items: list[queries.Due], load: pacing.Load) -> int:
-        # The last look: a reply the server already holds is handled before anything goes.
+    async def _drain(
+        self, mailbox: str, items: list[sending.Due], load: pacing.Load, day: datetime
+    ) -> int:
+        """One mailbox's batch: the last look at its inbox, one claim, the reads every send
+        needs in one go, the new steps' rows written together, then each send in order."""
         watcher = self.watchers[mailbox]
         try:
-            await watcher.sync()
+            await watcher.sync()  # a reply the server already holds is handled first
         except InboxError as exc:
             self._log_hold(mailbox, Hold.INBOX_UNAVAILABLE, str(exc))
             return 0
         if not watcher.watched():  # belt and braces: caught up just now
             self._log_hold(mailbox, Hold.INBOX_UNAVAILABLE, watcher.error)
             return 0
-        pace = self.etiquette.pace(mailbox)
-        sent = 0
-        for item in items:
-            self.notify.alive()  # the loop is making progress: one ping per item at most
-            now = self.clock.now()
-            gate = pacing.closed_until(now, pace, self._zone(mailbox), load)
-            held = gate is not None and (not item.promised or gate.reason == "reputation")
-            if held or item.email in self._busy:
-                continue
-            self._busy.add(item.email)
-            try:
-                went = await self._process(item.id)
-            finally:
-                self._busy.discard(item.email)
-            if went is None:
-                break  # the mailbox itself may not send now (login, reputation)
-            if went:
-                sent += 1
-                load = pacing.after_send(self.clock.now(), pace, load, self.rng)
-                # Retried: lost, the next contact would go before the spacing allows.
-                await db.retrying(
-                    partial(queries.set_next_free, mailbox, load.next_free), what="pacing"
-                )
-                gate = pacing.closed_until(self.clock.now(), pace, self._zone(mailbox), load)
-                if gate and gate.reason == "pace:daily_limit":
-                    log.info(
-                        "mailbox.daily_limit_reached",
-                        mailbox=mailbox,
-                        limit=pace.daily_limit,
-                        opens_at=gate.opens_at.isoformat(),
-                    )
-        return sent
-
-    async def _process(self, enrollment_id: int) -> int | None:
-        """1 if a message went, 0 if not, None if the mailbox must stop sending for now."""
-        enr = await queries.claim(enrollment_id, self.clock.now(), self.lease)
-        if enr is None:
-            return 0
-        self._claimed.add(enr.id)
-        seq = self.sequences.get(enr.sequence)
-        step_no = enr.steps_sent + 1
+        now = self.clock.now()
+        batch = await sending.claim(self._chosen(mailbox, items, load, now), now, self.lease)
+        pending = {enr.id for enr in batch}
+        self._claimed |= pending
         try:
-            with bound_contextvars(
-                enrollment_id=enr.id,
-                email=enr.email,
-                sequence=enr.sequence,
-                mailbox=enr.mailbox,
-                step=step_no,
-            ):
-                try:
-                    return await self._send_step(enr, seq, step_no)
-                except Exception as exc:
-                    if db.transient(exc):
-                        raise  # the database is away: the tick backs off; the lease runs out
-                    # Isolate each item: one broken enrollment must not stop the others, and
-                    # must not be retried every tick either: back off as for a failed send.
-                    log.exception("email.crashed")
-                    await queries.retry_later(enr, f"internal error: {exc!r}", self._backoff(enr))
-                    return 0
+            ctx = await sending.context(batch)
+            ready: list[_Ready] = []
+            for enr in batch:
+                with _bound(enr):
+                    made = await self._guarded(enr, self._prepare(enr, ctx, now), None)
+                if made is None:
+                    pending.discard(enr.id)  # moved, held or ended: its claim was let go
+                else:
+                    ready.append(made)
+            drafts = [r.draft for r in ready if r.row is None]
+            rows = await sending.record_pending(drafts, now)
+            sent = 0
+            for item in ready:
+                item.row = item.row or rows[item.draft.enrollment.id]
+                self.notify.alive()  # the loop is making progress: one ping per item at most
+                went, load = await self._send_ready(item, load, day, ctx)
+                if went is not None:
+                    pending.discard(item.draft.enrollment.id)
+                if went is None:
+                    break  # the mailbox itself may not send now (login, reputation, pace)
+                sent += went
+            return sent
         finally:
-            self._claimed.discard(enr.id)
+            self._claimed -= {enr.id for enr in batch}
+            if pending:  # claims this batch did not use: the next tick takes them again
+                with contextlib.suppress(Exception):  # else their leases run out
+                    await sending.release(pending)
 
-    async def _held(self, enr: Enrollment, seq: Sequence, step_no: int, now: datetime) -> bool:
+    async def _guarded(self, enr: Enrollment, work: Awaitable[T], crashed: T) -> T:
+        """Isolate each item: one broken enrollment must not stop the others, and must not be
+        retried every tick either: back off as for a failed send (which lets go its claim)."""
+        try:
+            return await work
+        except Exception as exc:
+            if db.transient(exc):
+                raise  # the database is away: the tick backs off; the lease runs out
+            log.exception("email.crashed")
+            await queries.retry_later(enr, f"internal error: {exc!r}", self._backoff(enr))
+            return crashed
+
+    async def _send_ready(
+        self, item: _Ready, load: pacing.Load, day: datetime, ctx: sending.Context
+    ) -> tuple[int | None, pacing.Load]:
+        """Send one prepared message if the pace still allows: 1 sent, 0 not (and its claim
+        settled), None when the mailbox must stop for now (the claim is left to release)."""
+        enr = item.draft.enrollment
+        pace = self.etiquette.pace(enr.mailbox)
+        now = self.clock.now()
+        gate = pacing.closed_until(now, pace, self._zone(enr.mailbox), load)
+        if gate is not None and (not item.promised or gate.reason == "reputation"):
+            return None, load
+        if enr.email in self._busy:  # another mailbox is writing to them right now
+            return None, load
+        after = pacing.after_send(now, pace, load, self.rng)
+        slot = sending.Slot(
+            enr.mailbox, day, None if item.promised else pace.daily_limit, after.next_free
+        )
+        self._busy.add(enr.email)
+        try:
+            with _bound(enr):
+                went = await self._guarded(enr, self._deliver(item, slot), 0)
+        finally:
+            self._busy.discard(enr.email)
+        if went == 1:
+            load = after
+            gate = pacing.closed_until(self.clock.now(), pace, self._zone(enr.mailbox), load)
+            if gate and gate.reason == "pace:daily_limit":
+                log.info(
+                    "mailbox.daily_limit_reached",
+                    mailbox=enr.mailbox,
+                    limit=pace.daily_limit,
+                    opens_at=gate.opens_at.isoformat(),
+                )
+        return went, load
+
+    async def _held(
+        self,
+        enr: Enrollment,
+        seq: Sequence,
+        step_no: int,
+        now: datetime,
+        last_contact: datetime | None,
+    ) -> bool:
         """Claim-time etiquette: a due step that may not go now is moved (and logged).
         A promise goes exactly when promised; anything else is re-checked against the
         window, holidays, the gap to the last email to this address, and a pause."""
@@ -435,7 +482,7 @@ class Daemon:
             seq,
             enr.variables,
             now,
-            last_contact=await queries.last_contact(enr.email),
+            last_contact=last_contact,
             paused_until=enr.paused_until,
             step=step_no,
         )
@@ -445,22 +492,26 @@ class Daemon:
         log.info("email.deferred", until=planned.at.isoformat(), reasons=list(planned.reasons))
         return True
 
-    async def _send_step(self, enr: Enrollment, seq: Sequence | None, step_no: int) -> int | None:
-        now = self.clock.now()
+    async def _prepare(self, enr: Enrollment, ctx: sending.Context, now: datetime) -> _Ready | None:
+        """Everything a claimed step needs before SMTP: checks, etiquette, the rendered
+        message. None when it is not to be sent now (moved, held, ended or settled: its claim
+        is let go by the write that says so)."""
+        seq = self.sequences.get(enr.sequence)
+        step_no = enr.steps_sent + 1
         if seq is None or step_no > len(seq.steps):
             why = f"sequence '{enr.sequence}' has no step {step_no}"
             if seq is None:
                 why = f"sequence '{enr.sequence}' is not loaded (file gone, renamed or broken)"
             await queries.hold(enr.id, Hold.SEQUENCE_MISSING, why, now)
             log.error("contact.held", hold=str(Hold.SEQUENCE_MISSING), detail=why)
-            return 0
+            return None
         step = seq.steps[step_no - 1]
-        if blocked := await queries.suppressed([enr.email]):
-            reason = f"address suppressed ({blocked[enr.email].reason})"
+        if (blocked := ctx.suppressed.get(enr.email)) is not None:
+            reason = f"address suppressed ({blocked.reason})"
             await queries.finish(enr.id, State.STOPPED, reason, now)
             log.info("sequence.stopped", reason=reason)
-            return 0
-        row = await queries.step_message(enr.id, step_no)
+            return None
+        row = ctx.rows.get((enr.id, step_no))
         if row is not None and row.status in (Send.SENDING, Send.UNCERTAIN):
             if row.status is Send.SENDING and not self.owns_database:
                 # PostgreSQL: another daemon may still be in this data exchange (its lease
@@ -470,16 +521,16 @@ class Daemon:
                 settled_by += timedelta(seconds=box.smtp.timeout)
                 if settled_by > now:
                     await queries.defer(enr.id, settled_by, ("send_in_progress",))
-                    return 0
+                    return None
             # A previous run died during the data exchange: it may have gone out.
             await queries.set_send_status(row.id, Send.UNCERTAIN)
             await self._uncertain(enr, seq, row, "the daemon stopped during the data exchange")
-            return 0
+            return None
         if row is not None and row.status in (Send.SENT, Send.SKIPPED):
             await advance(self.etiquette, enr, seq, row, row.status, row.sent_at or now)
-            return 0
-        if await self._held(enr, seq, step_no, now):
-            return 0
+            return None
+        if await self._held(enr, seq, step_no, now, ctx.last_contact.get(enr.email)):
+            return None
         box = self.settings.mailboxes[enr.mailbox]
         sender_vars = {"name": box.display_name, "address": box.address}
         try:
@@ -501,49 +552,86 @@ class Daemon:
                 body=body,
                 message_id=message_id,
                 date=now,
-                thread=await queries.thread(enr.id),
+                thread=ctx.thread(enr.id),
                 unsubscribe=box.address if box.list_unsubscribe == "mailto" else None,
             )
         except SequencerError as exc:
             await queries.finish(enr.id, State.FAILED, f"cannot render step {step_no}: {exc}", now)
             log.error("email.failed", error=str(exc))
-            return 0
-        if row is None:
-            row = await queries.record_pending(enr, step_no, message_id, subject, now)
-        sending = row
+            return None
+        promised = enr.promised and promises_of(enr.promises).get(step_no) is not None
+        draft = sending.Draft(enr, step_no, message_id, subject)
+        return _Ready(draft, seq, out, row, promised)
 
+    async def _deliver(self, item: _Ready, slot: sending.Slot) -> int | None:
+        """Send one prepared message: 1 if it went, 0 if not (its claim settled), None if the
+        mailbox must stop sending for now."""
+        enr, seq, out = item.draft.enrollment, item.seq, item.out
+        step = seq.steps[item.draft.step - 1]
+        box = self.settings.mailboxes[enr.mailbox]
+        sending_row = item.row
+        assert sending_row is not None
         # Kept until the copy is in the Sent folder, so a crash cannot lose the copy.
         keep = out.data if box.appends_copies else None
+        refused: list[sending.Refused | datetime] = []
 
         async def before_data() -> None:
-            await db.retrying(
-                lambda: queries.data_started(sending.id, self.clock.now(), keep),
+            now = self.clock.now()
+            answer = await db.retrying(
+                partial(
+                    sending.start,
+                    sending_row,
+                    enrollment_id=enr.id,
+                    email=enr.email,
+                    not_after=None if item.promised else now - self.etiquette.min_gap,
+                    slot=slot,
+                    now=now,
+                    data=keep,
+                ),
                 what="recording a send",
             )
+            if answer is not None:
+                refused.append(answer)
+                raise Withdrawn(str(answer))
 
         try:
             await self.senders[enr.mailbox].send(enr.email, out.data, before_data)
+        except Withdrawn:
+            return await self._withdrawn(enr, seq, item.draft.step, refused[0])
         except SendFailed as exc:
             # Retried like a success: lost, a refusal would be forgotten and the step stay
             # claimed. Every write in _failed sets absolute values, so a repeat is harmless.
             return await db.retrying(
-                partial(self._failed, enr, seq, sending, exc), what="recording a send"
+                partial(self._failed, enr, seq, sending_row, exc), what="recording a send"
             )
         sent_at = self.clock.now()
         if box.appends_copies:
-            self._copying.add(sending.id)  # before it is recorded: copy_missing leaves it be
+            self._copying.add(sending_row.id)  # before it is recorded: copy_missing leaves it be
         try:
             await db.retrying(
-                lambda: advance(self.etiquette, enr, seq, sending, Send.SENT, sent_at),
+                lambda: advance(self.etiquette, enr, seq, sending_row, Send.SENT, sent_at),
                 what="recording a send",
             )
         except BaseException:
-            self._copying.discard(sending.id)
+            self._copying.discard(sending_row.id)
             raise
-        log.info("email.sent", message_id=message_id, breakup=step.breakup)
+        log.info("email.sent", message_id=out.message_id, breakup=step.breakup)
         if box.appends_copies:
-            await self._copy(enr.mailbox, sending.id, out.data, sent_at)
+            await self._copy(enr.mailbox, sending_row.id, out.data, sent_at)
         return 1
+
+    async def _withdrawn(
+        self, enr: Enrollment, seq: Sequence, step_no: int, why: sending.Refused | datetime
+    ) -> int | None:
+        """The last check before DATA said no: nothing was sent."""
+        if why is sending.Refused.PACED:
+            return None  # another daemon used the mailbox's pace: the claim is let go
+        if why is sending.Refused.ENDED:
+            log.info("email.withdrawn", reason=why.value)
+            return 0  # a reply (or a hold) got there first; the claim no longer matters
+        assert isinstance(why, datetime)  # written to since the batch looked: plan again
+        await self._held(enr, seq, step_no, self.clock.now(), why)
+        return 0
 
     async def _failed(
         self, enr: Enrollment, seq: Sequence, row: SentMessage, exc: SendFailed
@@ -967,6 +1055,28 @@ class Daemon:
         await self.renderer.close()
 
 
+@dataclass
+class _Ready:
+    """A claimed step rendered and checked, waiting for its turn on the mailbox's connection."""
+
+    draft: sending.Draft
+    seq: Sequence
+    out: render.Outgoing
+    row: SentMessage | None  # None until the batch's new rows are written
+    promised: bool
+
+
+def _bound(enr: Enrollment) -> contextlib.AbstractContextManager[Any]:
+    """Every log line about a send names its contact, sequence, mailbox and step."""
+    return bound_contextvars(
+        enrollment_id=enr.id,
+        email=enr.email,
+        sequence=enr.sequence,
+        mailbox=enr.mailbox,
+        step=enr.steps_sent + 1,
+    )
+
+
 async def _seen_before(raw: bytes) -> bool:
     """A UIDVALIDITY re-read skips what was handled (by Message-ID)."""
     message_id = replies.header_facts(raw).message_id
@@ -995,7 +1105,7 @@ async def advance(
             paused_until=enr.paused_until,
             promises=promises_of(enr.promises),
         )
-    still_active = await queries.record_sent(
+    still_active = await sending.record_sent(
         enr,
         sent,
         status=status,

@@ -201,6 +201,10 @@ class MailboxState(Model):
 
     mailbox = fields.CharField(max_length=100, primary_key=True)
     next_free_at = fields.DatetimeField(null=True)
+    # Sends counted in the mailbox's day that began at `count_since`: every daemon takes its
+    # send from here in one conditional UPDATE, so the daily limit holds across daemons.
+    day_count = fields.IntField(default=0)
+    count_since = fields.DatetimeField(null=True)
     # A server refused our mail for our reputation (blocklist, DMARC...): nothing is sent
     # from this mailbox before then, so we do not dig the hole deeper.
     paused_until = fields.DatetimeField(null=True)

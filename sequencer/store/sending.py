@@ -1,0 +1,355 @@
+"""The send path's statements, batched: a constant number per batch and per send, whatever
+the size of the tables (tests/test_statement_counts.py counts them).
+
+Per tick: the due work of every mailbox in one statement (each mailbox its own oldest, so
+mailboxes drain side by side), and the pacing state of every mailbox in one. Per batch (one
+mailbox's claimed work): the claim in one conditional UPDATE (`FOR UPDATE SKIP LOCKED` on
+PostgreSQL, so daemons sharing a database never wait on each other's rows), then what every
+send of the batch needs read together (suppressions, the last email to each address, the
+step rows and threads), and the new steps' rows written together. Per send, two write
+transactions: `start` just before DATA (the contact is still active and unheld, nobody wrote
+to the address since we looked, the mailbox's pace has room: taken under locks shared by every
+daemon on the database), and `record_sent` once the server answered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import Any
+
+from tortoise import connections
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.functions import Max
+from tortoise.transactions import in_transaction
+
+from sequencer.pacing import Load
+from sequencer.states import ON_THE_WIRE, Send, State
+from sequencer.store import queries
+from sequencer.store.models import ACTIVE, Enrollment, MailboxState, SentMessage, Suppression
+
+# Raw SQL here is built from constants and `?` placeholders only (ruff's S608 cannot tell):
+# every value travels as a parameter.
+
+#: The due query ranks at most this many of the oldest due rows (bounded work when a huge
+#: backlog is due at once; a paced-out or held mailbox's rows are not among them).
+DUE_WINDOW = 10_000
+
+
+def _dialect(client: BaseDBAsyncClient) -> str:
+    return str(client.capabilities.dialect)
+
+
+def _numbered(sql: str) -> str:
+    """`?` placeholders as PostgreSQL's `$1, $2, ...`."""
+    parts = sql.split("?")
+    return "".join(p + (f"${i}" if i < len(parts) else "") for i, p in enumerate(parts, 1))
+
+
+async def _query(
+    sql: str, values: Sequence[Any], client: BaseDBAsyncClient | None = None
+) -> list[dict[str, Any]]:
+    client = client or connections.get("default")
+    if _dialect(client) == "postgres":
+        sql = _numbered(sql)
+    return list(await client.execute_query_dict(sql, [_plain(v) for v in values]))
+
+
+def _plain(value: Any) -> Any:
+    return value.value if isinstance(value, Enum) else value
+
+
+def _marks(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+@dataclass(frozen=True)
+class Due:
+    id: int
+    mailbox: str
+    email: str
+    promised: bool
+
+
+async def due(
+    now: datetime, per_mailbox: int, closed: Iterable[str] = (), held: Iterable[str] = ()
+) -> list[Due]:
+    """Each mailbox's oldest due enrollments (at most `per_mailbox`), not held and not
+    claimed by a live lease, oldest first. Mailboxes in `closed` (paced out) yield only
+    promised steps, which no pacing rule moves; mailboxes in `held` yield nothing. One
+    statement, a range scan of the due index (enrollment_due_idx) up to `now`."""
+    where = [
+        "state = ?",
+        "hold IS NULL",
+        "next_at <= ?",
+        "(claimed_until IS NULL OR claimed_until < ?)",
+    ]
+    values: list[Any] = [ACTIVE, now, now]
+    if stopped := sorted(set(held)):
+        where.append(f"mailbox NOT IN ({_marks(len(stopped))})")
+        values += stopped
+    if shut := sorted(set(closed)):
+        where.append(f"(promised OR mailbox NOT IN ({_marks(len(shut))}))")
+        values += shut
+    sql = (
+        "SELECT id, mailbox, email, promised FROM ("  # noqa: S608
+        " SELECT id, mailbox, email, promised, next_at,"
+        "  row_number() OVER (PARTITION BY mailbox ORDER BY next_at, id) AS rank"
+        "  FROM (SELECT id, mailbox, email, promised, next_at FROM enrollment"
+        f"   WHERE {' AND '.join(where)} ORDER BY next_at, id LIMIT ?) AS oldest"
+        ") AS ranked WHERE rank <= ? ORDER BY next_at, id"
+    )
+    rows = await _query(sql, [*values, DUE_WINDOW, per_mailbox])
+    return [
+        Due(int(r["id"]), str(r["mailbox"]), str(r["email"]), bool(r["promised"])) for r in rows
+    ]
+
+
+async def claim(ids: Sequence[int], now: datetime, lease: timedelta) -> list[Enrollment]:
+    """Take these enrollments with one conditional UPDATE (those still due, unheld and not
+    claimed by a live lease: on PostgreSQL, rows another daemon is claiming right now are
+    skipped, not waited for), then read them whole; in the order of `ids`."""
+    if not ids:
+        return []
+    client = connections.get("default")
+    keep = (
+        "state = ? AND hold IS NULL AND next_at <= ?"
+        " AND (claimed_until IS NULL OR claimed_until < ?)"
+    )
+    if _dialect(client) == "postgres":
+        sql = (
+            "UPDATE enrollment SET claimed_until = ? WHERE id IN (SELECT id FROM enrollment"  # noqa: S608
+            f" WHERE id IN ({_marks(len(ids))}) AND {keep} FOR UPDATE SKIP LOCKED) RETURNING id"
+        )
+    else:
+        sql = (
+            f"UPDATE enrollment SET claimed_until = ? WHERE id IN ({_marks(len(ids))})"  # noqa: S608
+            f" AND {keep} RETURNING id"
+        )
+    taken = {int(r["id"]) for r in await _query(sql, [now + lease, *ids, ACTIVE, now, now], client)}
+    if not taken:
+        return []
+    rows = {row.id: row for row in await Enrollment.filter(id__in=sorted(taken))}
+    return [rows[i] for i in ids if i in rows]
+
+
+async def release(ids: Iterable[int]) -> None:
+    """Let go of claims a batch did not use (the mailbox's pace closed, the daemon stops)."""
+    if wanted := sorted(set(ids)):
+        await Enrollment.filter(id__in=wanted, claimed_until__isnull=False).update(
+            claimed_until=None
+        )
+
+
+@dataclass
+class Context:
+    """What the sends of one batch read, fetched together."""
+
+    suppressed: dict[str, Suppression] = field(default_factory=dict)
+    last_contact: dict[str, datetime] = field(default_factory=dict)
+    rows: dict[tuple[int, int], SentMessage] = field(default_factory=dict)  # (enrollment, step)
+
+    def thread(self, enrollment_id: int) -> list[str]:
+        """Message-IDs confirmed sent in this enrollment, oldest first."""
+        mine = [
+            row
+            for (enr, _), row in self.rows.items()
+            if enr == enrollment_id and row.status is Send.SENT
+        ]
+        return [row.message_id for row in sorted(mine, key=lambda r: r.step)]
+
+
+async def context(batch: Sequence[Enrollment]) -> Context:
+    """Suppressions, the last email to each address, and every step row of these
+    enrollments: three statements for the whole batch."""
+    emails = sorted({enr.email for enr in batch})
+    found = Context(suppressed=await queries.suppressed(emails))
+    rows = (
+        await SentMessage.filter(email__in=emails, status__in=ON_THE_WIRE)
+        .group_by("email")
+        .annotate(last=Max("attempted_at"))
+        .values_list("email", "last")
+    )
+    found.last_contact = {str(e): at for e, at in rows if isinstance(at, datetime)}
+    for row in await SentMessage.filter(enrollment_id__in=[enr.id for enr in batch]):
+        found.rows[(row.enrollment_id, row.step)] = row  # type: ignore[attr-defined]
+    return found
+
+
+@dataclass(frozen=True)
+class Draft:
+    enrollment: Enrollment
+    step: int
+    message_id: str
+    subject: str
+
+
+async def record_pending(drafts: Sequence[Draft], now: datetime) -> dict[int, SentMessage]:
+    """The new steps' rows, with their Message-IDs, before anything is sent: one INSERT for
+    the batch and one read for their ids. Keyed by enrollment id."""
+    if not drafts:
+        return {}
+    await SentMessage.bulk_create(
+        [
+            SentMessage(
+                enrollment_id=d.enrollment.id,
+                email=d.enrollment.email,
+                mailbox=d.enrollment.mailbox,
+                step=d.step,
+                message_id=d.message_id,
+                subject=d.subject,
+                status=Send.PENDING,
+                created_at=now,
+            )
+            for d in drafts
+        ]
+    )
+    wanted = {d.message_id for d in drafts}
+    rows = await SentMessage.filter(message_id__in=sorted(wanted))
+    return {row.enrollment_id: row for row in rows}  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A mailbox's pace, as `start` checks and takes it for one send."""
+
+    mailbox: str
+    day_start: datetime
+    daily_limit: int | None  # None: a promised step, counted but never refused
+    next_free: datetime | None  # when the mailbox may send again after this one
+
+
+class Refused(Enum):
+    ENDED = "the contact's sequence ended or is held"
+    WRITTEN_TO = "the address was written to since the batch looked"
+    PACED = "the mailbox's pace is used up (another daemon sent)"
+
+
+async def start(
+    sent: SentMessage,
+    *,
+    enrollment_id: int,
+    email: str,
+    not_after: datetime | None,
+    slot: Slot,
+    now: datetime,
+    data: bytes | None,
+) -> Refused | datetime | None:
+    """DATA is about to start: check, take and record it in one transaction. None when
+    recorded; else why not, or (a datetime) the last email to the address when it is
+    later than `not_after` (the gap would be broken; None: a promise keeps its time). On
+    PostgreSQL the address's advisory lock and the enrollment's row lock make the check and
+    the write one step for every daemon, and the pace's row is updated only where it still
+    has room."""
+    async with in_transaction() as client:
+        postgres = _dialect(client) == "postgres"
+        if postgres:  # the gap per address, across daemons: one writer at a time
+            await _query("SELECT pg_advisory_xact_lock(hashtext(?))", [email], client)
+        lock = " FOR UPDATE OF e" if postgres else ""
+        found = await _query(
+            "SELECT e.state, e.hold, (SELECT max(s.attempted_at) FROM sent_message s"  # noqa: S608
+            f" WHERE s.email = ? AND s.status IN ({_marks(len(ON_THE_WIRE))}) AND s.id <> ?)"
+            f" AS last FROM enrollment e WHERE e.id = ?{lock}",
+            [email, *ON_THE_WIRE, sent.id, enrollment_id],
+            client,
+        )
+        if not found or found[0]["state"] != ACTIVE.value or found[0]["hold"] is not None:
+            return Refused.ENDED
+        last = _instant(found[0]["last"])
+        if last is not None and not_after is not None and last > not_after:
+            return last
+        if not await _take(slot, now, client):
+            return Refused.PACED
+        await (
+            SentMessage.filter(id=sent.id)
+            .using_db(client)
+            .update(status=Send.SENDING, attempted_at=now, data=data)
+        )
+    return None
+
+
+def _instant(value: Any) -> datetime | None:
+    """A timestamp read by raw SQL (SQLite gives text)."""
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
+
+
+async def _take(slot: Slot, now: datetime, client: BaseDBAsyncClient) -> bool:
+    """One send from the mailbox's day: refused when the day's count or the spacing says no
+    (a promised step is counted and never refused)."""
+    sql = (
+        "UPDATE mailbox_state SET day_count = day_count + 1, next_free_at = ?"
+        " WHERE mailbox = ? AND count_since = ?"
+    )
+    values: list[Any] = [slot.next_free, slot.mailbox, slot.day_start]
+    if slot.daily_limit is not None:
+        sql += " AND day_count < ? AND (next_free_at IS NULL OR next_free_at <= ?)"
+        values += [slot.daily_limit, now]
+    if _dialect(client) == "postgres":
+        sql = _numbered(sql)
+    count, _ = await client.execute_query(sql, values)
+    return bool(count)
+
+
+async def loads(day_starts: Mapping[str, datetime]) -> dict[str, Load]:
+    """Every mailbox's pacing state in one statement. A mailbox whose count is of an earlier
+    day (or never counted) is counted afresh from the sent log, once a day."""
+    states = {row.mailbox: row for row in await MailboxState.filter(mailbox__in=list(day_starts))}
+    found: dict[str, Load] = {}
+    for name, start_of_day in day_starts.items():
+        row = states.get(name)
+        if row is None or row.count_since != start_of_day:
+            count = await queries.sent_since(name, start_of_day)
+            await queries._upsert(MailboxState, name, day_count=count, count_since=start_of_day)
+            found[name] = Load(
+                count, row.next_free_at if row else None, row.paused_until if row else None
+            )
+            continue
+        found[name] = Load(row.day_count, row.next_free_at, row.paused_until)
+    return found
+
+
+async def record_sent(
+    enr: Enrollment,
+    sent: SentMessage,
+    *,
+    status: Send,
+    sent_at: datetime,
+    next_at: datetime | None,
+    breakup: bool,
+    next_reasons: Sequence[str] = (),
+    promised: bool = False,
+) -> bool:
+    """Confirm a send and move the enrollment on, in one transaction of two UPDATEs (three
+    when the enrollment ended meanwhile: a reply during DATA keeps its state, the send is
+    still recorded). False in that case."""
+    moved: dict[str, Any] = {
+        "steps_sent": sent.step,
+        "last_sent_at": sent_at,
+        "attempts": 0,
+        "last_error": None,
+        "claimed_until": None,
+    }
+    if sent.step == 1:
+        moved["thread_subject"] = sent.subject
+    ahead: dict[str, Any] = (
+        {
+            "state": State.COMPLETED,
+            "reason": "break-up sent",
+            "next_at": None,
+            "finished_at": sent_at,
+        }
+        if breakup
+        else {"next_at": next_at, "next_reasons": list(next_reasons), "promised": promised}
+    )
+    async with in_transaction():
+        await SentMessage.filter(id=sent.id).update(
+            status=status, sent_at=sent_at if status is Send.SENT else None
+        )
+        changed = await Enrollment.filter(id=enr.id, state=ACTIVE).update(**moved, **ahead)
+        if not changed:
+            await Enrollment.filter(id=enr.id).update(**moved)
+    return bool(changed)
