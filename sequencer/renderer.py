@@ -27,7 +27,7 @@ import json
 import os
 import struct
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -37,7 +37,7 @@ from sequencer.errors import TemplateError
 from sequencer.render import DEFAULT_BUDGET, Budget
 
 if TYPE_CHECKING:  # the child imports this module: keep it to render's imports
-    from sequencer.sequences import Sequence
+    from sequencer.sequences import Sequence as Seq
 
 #: The child's address space. An idle child takes ~30 MB of it; a message is at most a few
 #: MB in flight. 512 MiB leaves room for any legitimate template and stops a bomb early.
@@ -142,20 +142,69 @@ class Renderer:
                         "the render process died while rendering this template (did it "
                         "need more memory than the cap?)"
                     ) from None
-                except BaseException:  # cancelled mid-render: the reply would come out of step
-                    self._proc = None
-                    self.restarts += 1
-                    with contextlib.suppress(ProcessLookupError):
-                        proc.kill()
-                    reaper = asyncio.ensure_future(_kill(proc))  # not awaited: we are cancelled
-                    self._reapers.add(reaper)
-                    reaper.add_done_callback(self._reapers.discard)
+                except BaseException:  # cancelled mid-render
+                    self._abandon(proc)
                     raise
                 if "error" in reply:
                     raise TemplateError(str(reply["error"]))
                 subject, body = reply["ok"]
                 return str(subject), str(body)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def render_steps(
+        self,
+        requests: Sequence[RenderRequest],
+        *,
+        budget: Budget = DEFAULT_BUDGET,
+    ) -> list[tuple[str, str] | TemplateError]:
+        """Several renders (a send batch) in one exchange with the render process, each
+        result or its own TemplateError in order. The whole batch shares one `budget.seconds`
+        (a batch of ordinary templates takes milliseconds): a batch that overruns it or kills
+        the child is rendered again one at a time, each with the full budget, so only the
+        culprit fails."""
+        if len(requests) <= 1:
+            return [await self._one(r, budget) for r in requests]
+        request = json.dumps(
+            {
+                "many": [list(r) for r in requests],
+                "max_chars": budget.max_chars,
+                "seconds": budget.seconds,
+            }
+        ).encode()
+        async with self._lock:
+            proc = await self._ensure()
+            try:
+                async with asyncio.timeout(budget.seconds):
+                    reply = await _exchange(proc, request)
+            except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, ValueError):
+                await self._lose(proc)
+                reply = None
+            except BaseException:
+                self._abandon(proc)
+                raise
+        if reply is None or not isinstance(reply.get("many"), list):
+            return [await self._one(r, budget) for r in requests]
+        return [
+            TemplateError(str(item["error"])) if "error" in item else _pair(item["ok"])
+            for item in reply["many"]
+        ]
+
+    async def _one(self, request: RenderRequest, budget: Budget) -> tuple[str, str] | TemplateError:
+        try:
+            return await self.render_step(*request, budget=budget)
+        except TemplateError as exc:
+            return exc
+
+    def _abandon(self, proc: asyncio.subprocess.Process) -> None:
+        """Cancelled mid-render: the reply would come out of step; kill the child without
+        waiting (we are being cancelled)."""
+        self._proc = None
+        self.restarts += 1
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        reaper = asyncio.ensure_future(_kill(proc))
+        self._reapers.add(reaper)
+        reaper.add_done_callback(self._reapers.discard)
 
     async def _ensure(self) -> asyncio.subprocess.Process:
         if self._proc is not None and self._proc.returncode is None:
@@ -191,6 +240,15 @@ class Renderer:
         await _kill(proc)
 
 
+#: One render: subject source (None: no subject), body source, contact values, sender values.
+RenderRequest = tuple[str | None, str, Mapping[str, str], Mapping[str, str]]
+
+
+def _pair(value: Any) -> tuple[str, str]:
+    subject, body = value
+    return str(subject), str(body)
+
+
 async def _exchange(proc: asyncio.subprocess.Process, request: bytes) -> dict[str, Any]:
     assert proc.stdin is not None
     proc.stdin.write(_HEAD.pack(len(request)) + request)
@@ -219,7 +277,7 @@ async def _kill(proc: asyncio.subprocess.Process) -> None:
 
 async def sample_problems(
     renderer: Renderer,
-    seqs: Iterable[Sequence],
+    seqs: Iterable[Seq],
     senders: Mapping[str, Mapping[str, str]],
     *,
     budget: Budget = DEFAULT_BUDGET,
@@ -292,21 +350,36 @@ def _child() -> None:
         if len(head) < _HEAD.size:
             return  # the parent closed our stdin, or is gone
         (size,) = _HEAD.unpack(head)
-        subject, body, contact, sender, max_chars, seconds = json.loads(inp.read(size))
+        request = json.loads(inp.read(size))
+        if isinstance(request, dict):  # a batch: each render answered on its own
+            used = resource.getrusage(resource.RUSAGE_SELF)
+            soft = int(used.ru_utime + used.ru_stime + request["seconds"]) + 2
+            with contextlib.suppress(ValueError, OSError):
+                resource.setrlimit(resource.RLIMIT_CPU, (soft, cpu_hard))
+            limit = request["max_chars"]
+            send({"many": [_render_one(a, b, c, d, limit) for a, b, c, d in request["many"]]})
+            continue
+        subject, body, contact, sender, max_chars, seconds = request
         # Backstop for an orphan: the parent kills us at `seconds`; if it is gone, the kernel
         # does a little later (RLIMIT_CPU counts the whole process, so it is moved along).
         used = resource.getrusage(resource.RUSAGE_SELF)
         soft = int(used.ru_utime + used.ru_stime + seconds) + 2
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_CPU, (soft, cpu_hard))
-        try:
-            result = render.render_step(subject, body, contact, sender, max_chars=max_chars)
-        except TemplateError as exc:
-            send({"error": str(exc)})
-        except MemoryError:  # outside render() itself, e.g. while joining the output
-            send({"error": "template needs too much memory"})
-        else:
-            send({"ok": list(result)})
+        send(_render_one(subject, body, contact, sender, max_chars))
+
+
+def _render_one(
+    subject: str | None, body: str, contact: dict[str, str], sender: dict[str, str], max_chars: int
+) -> dict[str, Any]:
+    """In the child: one render's reply."""
+    try:
+        result = render.render_step(subject, body, contact, sender, max_chars=max_chars)
+    except TemplateError as exc:
+        return {"error": str(exc)}
+    except MemoryError:  # outside render() itself, e.g. while joining the output
+        return {"error": "template needs too much memory"}
+    return {"ok": list(result)}
 
 
 if __name__ == "__main__":

@@ -34,11 +34,11 @@ from sequencer import oauth, pacing, render, replies, statusline
 from sequencer.clock import Clock
 from sequencer.config import Settings
 from sequencer.delivery import Action, judge
-from sequencer.errors import InboxError, SequencerError
+from sequencer.errors import InboxError, SequencerError, TemplateError
 from sequencer.etiquette import Etiquette, promises_of
 from sequencer.holds import manual_hold, paused_by_hand
 from sequencer.inbox import GrantRevoked, InboxWatcher, WatchTuning
-from sequencer.renderer import Renderer, sample_problems
+from sequencer.renderer import Renderer, RenderRequest, sample_problems
 from sequencer.sdnotify import Notifier
 from sequencer.sender import Sender, SendFailed, Withdrawn
 from sequencer.sentbox import SentFolder
@@ -386,12 +386,22 @@ class Daemon:
         self._claimed |= pending
         try:
             ctx = await sending.context(batch)
-            ready: list[_Ready] = []
+            checked: list[_Checked] = []
             for enr in batch:
                 with _bound(enr):
-                    made = await self._guarded(enr, self._prepare(enr, ctx, now), None)
-                if made is None:
+                    found = await self._guarded(enr, self._checked(enr, ctx, now), None)
+                if found is None:
                     pending.discard(enr.id)  # moved, held or ended: its claim was let go
+                else:
+                    checked.append(found)
+            # One exchange with the render process for the whole batch.
+            texts = await self.renderer.render_steps([self._request(c) for c in checked])
+            ready: list[_Ready] = []
+            for one, text in zip(checked, texts, strict=True):
+                with _bound(one.enr):
+                    made = await self._guarded(one.enr, self._built(one, text, ctx, now), None)
+                if made is None:
+                    pending.discard(one.enr.id)
                 else:
                     ready.append(made)
             drafts = [r.draft for r in ready if r.row is None]
@@ -492,10 +502,13 @@ class Daemon:
         log.info("email.deferred", until=planned.at.isoformat(), reasons=list(planned.reasons))
         return True
 
-    async def _prepare(self, enr: Enrollment, ctx: sending.Context, now: datetime) -> _Ready | None:
-        """Everything a claimed step needs before SMTP: checks, etiquette, the rendered
-        message. None when it is not to be sent now (moved, held, ended or settled: its claim
-        is let go by the write that says so)."""
+    async def _checked(
+        self, enr: Enrollment, ctx: sending.Context, now: datetime
+    ) -> _Checked | None:
+        """The checks a claimed step passes before it is rendered: its sequence and step
+        exist, the address is not suppressed, no earlier attempt is unsettled, the etiquette
+        lets it go now. None when it is not to be sent now (moved, held, ended or settled: its
+        claim is let go by the write that says so)."""
         seq = self.sequences.get(enr.sequence)
         step_no = enr.steps_sent + 1
         if seq is None or step_no > len(seq.steps):
@@ -505,7 +518,6 @@ class Daemon:
             await queries.hold(enr.id, Hold.SEQUENCE_MISSING, why, now)
             log.error("contact.held", hold=str(Hold.SEQUENCE_MISSING), detail=why)
             return None
-        step = seq.steps[step_no - 1]
         if (blocked := ctx.suppressed.get(enr.email)) is not None:
             reason = f"address suppressed ({blocked.reason})"
             await queries.finish(enr.id, State.STOPPED, reason, now)
@@ -531,16 +543,34 @@ class Daemon:
             return None
         if await self._held(enr, seq, step_no, now, ctx.last_contact.get(enr.email)):
             return None
-        box = self.settings.mailboxes[enr.mailbox]
+        promised = enr.promised and promises_of(enr.promises).get(step_no) is not None
+        return _Checked(enr, seq, step_no, row, promised)
+
+    def _request(self, item: _Checked) -> RenderRequest:
+        box = self.settings.mailboxes[item.enr.mailbox]
+        step = item.seq.steps[item.step - 1]
+        contact = item.seq.contact_values(item.enr.email, item.enr.variables)
         sender_vars = {"name": box.display_name, "address": box.address}
+        # The step's subject only on step 1: later steps reply in the thread ("Re: ...").
+        return ((step.subject or "") if item.step == 1 else None, step.body, contact, sender_vars)
+
+    async def _built(
+        self,
+        item: _Checked,
+        text: tuple[str, str] | TemplateError,
+        ctx: sending.Context,
+        now: datetime,
+    ) -> _Ready | None:
+        """The message, from the rendered step (rendered in the render process, within its
+        time and size budget); None when it cannot be built: the contact fails, nothing is
+        sent."""
+        enr, row = item.enr, item.row
+        box = self.settings.mailboxes[enr.mailbox]
         try:
-            contact = seq.contact_values(enr.email, enr.variables)
-            first = step_no == 1
-            # In the render process, within its time and size budget: a runaway template
-            # is stopped there and the daemon stays responsive meanwhile.
-            subject, body = await self.renderer.render_step(
-                (step.subject or "") if first else None, step.body, contact, sender_vars
-            )
+            if isinstance(text, TemplateError):
+                raise text
+            subject, body = text
+            first = item.step == 1
             subject = subject.strip() if first else render.reply_subject(enr.thread_subject or "")
             # The Message-ID is assigned once per step; every retry reuses it.
             message_id = row.message_id if row else render.new_message_id(box.domain)
@@ -556,12 +586,12 @@ class Daemon:
                 unsubscribe=box.address if box.list_unsubscribe == "mailto" else None,
             )
         except SequencerError as exc:
-            await queries.finish(enr.id, State.FAILED, f"cannot render step {step_no}: {exc}", now)
+            why = f"cannot render step {item.step}: {exc}"
+            await queries.finish(enr.id, State.FAILED, why, now)
             log.error("email.failed", error=str(exc))
             return None
-        promised = enr.promised and promises_of(enr.promises).get(step_no) is not None
-        draft = sending.Draft(enr, step_no, message_id, subject)
-        return _Ready(draft, seq, out, row, promised)
+        draft = sending.Draft(enr, item.step, message_id, subject)
+        return _Ready(draft, item.seq, out, row, item.promised)
 
     async def _deliver(self, item: _Ready, slot: sending.Slot) -> int | None:
         """Send one prepared message: 1 if it went, 0 if not (its claim settled), None if the
@@ -1053,6 +1083,17 @@ class Daemon:
         for box in self.sentboxes.values():
             await box.close()
         await self.renderer.close()
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """A claimed step that passed its checks and is to be rendered."""
+
+    enr: Enrollment
+    seq: Sequence
+    step: int
+    row: SentMessage | None  # this step's row from an earlier attempt (its Message-ID)
+    promised: bool
 
 
 @dataclass

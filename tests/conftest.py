@@ -181,6 +181,9 @@ disable_plaintext_auth = no
 auth_mechanisms = plain login
 auth_failure_delay = 0
 mail_location = maildir:~/Maildir
+# IDLE learns of new mail through inotify; where the machine has run out of inotify
+# instances (many servers at once) Dovecot polls instead, by default every 30 s.
+mailbox_idle_check_interval = 1 secs
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {d}/passwd

@@ -262,10 +262,10 @@ async def start(
             return last
         if not await _take(slot, now, client):
             return Refused.PACED
-        await (
-            SentMessage.filter(id=sent.id)
-            .using_db(client)
-            .update(status=Send.SENDING, attempted_at=now, data=data)
+        await _query(
+            "UPDATE sent_message SET status = ?, attempted_at = ?, data = ? WHERE id = ?",
+            [Send.SENDING, now, data, sent.id],
+            client,
         )
     return None
 
@@ -345,9 +345,12 @@ async def record_sent(
         if breakup
         else {"next_at": next_at, "next_reasons": list(next_reasons), "promised": promised}
     )
-    async with in_transaction():
-        await SentMessage.filter(id=sent.id).update(
-            status=status, sent_at=sent_at if status is Send.SENT else None
+    async with in_transaction() as client:
+        # Fixed SQL for the statement the send path runs most (the ORM builds it each time).
+        await _query(
+            "UPDATE sent_message SET status = ?, sent_at = ? WHERE id = ?",
+            [status, sent_at if status is Send.SENT else None, sent.id],
+            client,
         )
         changed = await Enrollment.filter(id=enr.id, state=ACTIVE).update(**moved, **ahead)
         if not changed:
