@@ -2,13 +2,15 @@
 
     .venv/bin/python bench/send_path.py                  # 500 messages, SQLite
     .venv/bin/python bench/send_path.py -n 2000 --db postgres
+    .venv/bin/python bench/send_path.py --mailboxes 5    # 5 mailboxes against 5 connections
 
 Both sides send to the same aiosmtpd sink on loopback. The daemon runs with pacing off through
 the settings users already have (`min_gap: 0s`, `spacing: 0s`, `daily_limit: 100000`, no
 window) and `sent_copy: off`, its inbox watched on pymap, on the real clock. The baseline sends
 the same messages, built before its clock starts, over one connection. The figure that matters
 is the ratio, measured in the same run (absolute times on a shared machine vary); issue 14's
-target is >= 0.8 on SQLite and >= 0.6 on PostgreSQL.
+target is >= 0.8 on SQLite and >= 0.6 on PostgreSQL. With --mailboxes M the contacts are
+spread over M mailboxes (one sequence each), against M bare connections sending side by side.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from sequencer.sequences import load_all  # noqa: E402
 from sequencer.store import db  # noqa: E402
 from sequencer.worker import Daemon  # noqa: E402
 
-ONE_STEP = """mailbox: sales
+ONE_STEP = """mailbox: {mailbox}
 steps:
   - wait: 0s
     subject: "Notes from our call, {{ contact.first_name }}"
@@ -50,17 +52,14 @@ steps:
 PG_ADMIN = os.environ.get("SEQUENCER_TEST_PG", "postgres://postgres@127.0.0.1:5432/postgres")
 
 
-def _config(root: Path, smtp: int, imap: Pymap, database: str) -> Path:
+def _config(root: Path, smtp: int, imap: Pymap, database: str, mailboxes: int) -> Path:
     (root / "sequences").mkdir()
-    (root / "sequences" / "bench.yaml").write_text(ONE_STEP)
-    cfg = root / "sequencer.yaml"
-    cfg.write_text(
-        f"""database: {database}
-sequences: ./sequences
-min_gap: 0s
-mailboxes:
-  sales:
-    address: sales@vendor.test
+    boxes = []
+    for m in range(mailboxes):
+        (root / "sequences" / f"bench{m}.yaml").write_text(ONE_STEP.format(mailbox=f"sales{m}"))
+        boxes.append(
+            f"""  sales{m}:
+    address: sales{m}@vendor.test
     display_name: Sam Seller
     pace: {{daily_limit: 100000, spacing: 0s}}
     sent_copy: "off"
@@ -68,23 +67,32 @@ mailboxes:
     imap: {{host: 127.0.0.1, port: {imap.port}, security: none, username: {imap.user},
            password_env: BENCH_IMAP_PASSWORD}}
 """
+        )
+    cfg = root / "sequencer.yaml"
+    cfg.write_text(
+        f"""database: {database}
+sequences: ./sequences
+min_gap: 0s
+mailboxes:
+{"".join(boxes)}"""
     )
     return cfg
 
 
-async def _daemon_run(cfg: Path, n: int, sink: SmtpSink) -> float:
+async def _daemon_run(cfg: Path, n: int, mailboxes: int, sink: SmtpSink) -> float:
     """Seconds for the daemon to send step 1 to n enrolled contacts."""
     settings = load_settings(cfg)
     seqs = load_all(settings.sequences, settings.mailboxes)
     async with db.connected(settings.database):
         clock = SystemClock()
         async with Daemon(settings, seqs, clock) as daemon:
-            seq = seqs["bench"]
-            people = [
-                contacts.contact(seq, f"c{i}@prospect.test", {"first_name": f"C{i}"})
-                for i in range(n)
-            ]
-            await enrolment.enroll(daemon.etiquette, seq, people, clock.now())
+            for m in range(mailboxes):
+                seq = seqs[f"bench{m}"]
+                people = [
+                    contacts.contact(seq, f"c{i}@prospect.test", {"first_name": f"C{i}"})
+                    for i in range(m, n, mailboxes)
+                ]
+                await enrolment.enroll(daemon.etiquette, seq, people, clock.now())
             before = len(sink.received)
             started = time.perf_counter()
             while len(sink.received) - before < n:
@@ -94,12 +102,14 @@ async def _daemon_run(cfg: Path, n: int, sink: SmtpSink) -> float:
             return time.perf_counter() - started
 
 
-def _messages(n: int) -> list[tuple[str, bytes]]:
+def _messages(n: int, mailboxes: int) -> list[list[tuple[str, str, bytes]]]:
+    """The same messages the daemon sends, one list per mailbox."""
     now = datetime.now(UTC)
-    built = []
+    built: list[list[tuple[str, str, bytes]]] = [[] for _ in range(mailboxes)]
     for i in range(n):
+        sender = f"sales{i % mailboxes}@vendor.test"
         out = render.build_message(
-            from_address="sales@vendor.test",
+            from_address=sender,
             from_name="Sam Seller",
             to_address=f"c{i}@prospect.test",
             subject=f"Notes from our call, C{i}",
@@ -107,15 +117,20 @@ def _messages(n: int) -> list[tuple[str, bytes]]:
             message_id=render.new_message_id("vendor.test"),
             date=now,
         )
-        built.append((f"c{i}@prospect.test", out.data))
+        built[i % mailboxes].append((sender, f"c{i}@prospect.test", out.data))
     return built
 
 
-async def _bare_run(port: int, messages: list[tuple[str, bytes]]) -> float:
+async def _bare_run(port: int, messages: list[list[tuple[str, str, bytes]]]) -> float:
+    """One connection per mailbox, sending side by side."""
+
+    async def one(batch: list[tuple[str, str, bytes]]) -> None:
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False) as smtp:
+            for sender, to, data in batch:
+                await smtp.sendmail(sender, [to], data)
+
     started = time.perf_counter()
-    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False) as smtp:
-        for to, data in messages:
-            await smtp.sendmail("sales@vendor.test", [to], data)
+    await asyncio.gather(*(one(batch) for batch in messages))
     return time.perf_counter() - started
 
 
@@ -141,6 +156,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-n", "--messages", type=int, default=500)
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--mailboxes", type=int, default=1)
     args = parser.parse_args()
     sink = SmtpSink().start()
     imap = Pymap(user="sales", password="bench-pass").start()  # noqa: S106 - loopback only
@@ -152,18 +168,21 @@ async def main() -> None:
                 pg_name, database = await _postgres_db()
             else:
                 database = f"sqlite://{folder}/bench.db"
-            cfg = _config(Path(folder), sink.port, imap, database)
-            bare = await _bare_run(sink.port, _messages(args.messages))
-            daemon = await _daemon_run(cfg, args.messages, sink)
+            boxes = args.mailboxes
+            cfg = _config(Path(folder), sink.port, imap, database, boxes)
+            bare = await _bare_run(sink.port, _messages(args.messages, boxes))
+            daemon = await _daemon_run(cfg, args.messages, boxes, sink)
     finally:
         if pg_name:
             await _drop(pg_name)
         sink.stop()
         imap.stop()
     n = args.messages
-    print(f"send path, {n} messages, {args.db}, one aiosmtpd sink on loopback")
+    m = args.mailboxes
+    print(f"send path, {n} messages, {m} mailbox(es), {args.db}, one aiosmtpd sink on loopback")
     print(f"{'':24}{'seconds':>10}{'msg/s':>10}{'ratio':>8}")
-    print(f"{'bare aiosmtplib loop':24}{bare:>10.2f}{n / bare:>10.0f}{1:>8.2f}")
+    label = "bare aiosmtplib loop" if m == 1 else f"{m} bare connections"
+    print(f"{label:24}{bare:>10.2f}{n / bare:>10.0f}{1:>8.2f}")
     print(f"{'sequencer daemon':24}{daemon:>10.2f}{n / daemon:>10.0f}{bare / daemon:>8.2f}")
 
 
