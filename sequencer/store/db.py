@@ -17,6 +17,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
 
+import asyncpg  # type: ignore[import-untyped]
 import structlog
 from tortoise import Tortoise, connections
 from tortoise.backends.asyncpg.client import AsyncpgDBClient, TransactionWrapper
@@ -154,10 +155,23 @@ class _Transaction(TransactionContextPooled):
 
 
 class PostgresClient(AsyncpgDBClient):
-    """tortoise's asyncpg client whose transactions are `_Transaction`s."""
+    """tortoise's asyncpg client whose transactions are `_Transaction`s, and whose pool does
+    not reset session state each time a connection goes back (tortoise takes one from the
+    pool for every statement outside a transaction)."""
 
     def _in_transaction(self) -> TransactionContext:
         return _Transaction(TransactionWrapper(self), self._pool_init_lock)
+
+    async def create_pool(self, **kwargs: Any) -> Any:
+        return await asyncpg.create_pool(None, reset=_no_session_state, **kwargs)
+
+
+async def _no_session_state(connection: Any) -> None:
+    """asyncpg's default reset (`pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET
+    ALL`) is one more round trip on every release: a second one for every statement. Pooled
+    connections here never hold session state (advisory locks are transaction-scoped,
+    nothing LISTENs, SETs or keeps a cursor), and asyncpg still rolls back a transaction left
+    open before this runs."""
 
 
 #: This module is the tortoise engine `connected` gives PostgreSQL URLs: tortoise looks up
