@@ -59,6 +59,8 @@ SMTP_AUTH_MAX = timedelta(hours=1)
 SETTLE_AFTER = timedelta(seconds=30)
 #: How often failed inbound messages are tried again, and missing Sent copies appended.
 MAINTENANCE_EVERY = 300.0
+#: How often an idle daemon refreshes systemd's STATUS= line (a send refreshes it at once).
+STATUS_EVERY = 60.0
 
 
 class Daemon:
@@ -82,6 +84,7 @@ class Daemon:
         # systemd's notify socket (READY, STATUS, WATCHDOG ...); silent outside systemd.
         self.notify = notifier or Notifier({})
         self._gates: dict[str, pacing.Gate] = {}  # the last tick's pacing, for STATUS
+        self._status_at = float("-inf")  # when the STATUS= line was last worked out
         self.etiquette = Etiquette(settings)
         self.rng = rng or random.Random()
         self._busy: set[str] = set()  # addresses being written to right now
@@ -289,6 +292,7 @@ class Daemon:
         if before is hold:
             return
         self._holds[name] = hold
+        self._status_at = float("-inf")  # systemd's STATUS= line says so at the next tick
         if hold is None:
             log.info("mailbox.released", mailbox=name, was=str(before) if before else None)
         else:  # a pause by hand is what a person asked for, not a fault
@@ -947,12 +951,23 @@ class Daemon:
                 await asyncio.wait({task})
                 if self.stopping.is_set():
                     break
-                if self.notify.enabled:  # two small queries, for systemd only
+                went = task.result()
+                if self.notify.enabled and (went or self._status_stale()):  # systemd only
                     self.notify.status(await self._status_text())
-                if not task.result():  # something went: there may be more due right away
+                if not went:  # something went: there may be more due right away
                     await self._sleep()
         finally:
             await self._shutdown(helpers)
+
+    def _status_stale(self) -> bool:
+        """Whether the STATUS= line is due a refresh while nothing is sent: its counts read
+        the whole active set, so an idle daemon with a million contacts redoes them once a
+        minute rather than every tick."""
+        now = asyncio.get_running_loop().time()
+        if now - self._status_at < STATUS_EVERY:
+            return False
+        self._status_at = now
+        return True
 
     async def _status_text(self) -> str:
         """The STATUS= line; on a database fault, the last one stays (it is only a view)."""
