@@ -412,6 +412,8 @@ class Daemon:
             rows = await sending.record_pending(drafts, now)
             sent = 0
             for item in ready:
+                if item.draft.enrollment.email in self._busy:
+                    continue  # another mailbox is writing to them right now: next tick
                 item.row = item.row or rows[item.draft.enrollment.id]
                 self.notify.alive()  # the loop is making progress: one ping per item at most
                 went, load = await self._send_ready(item, load, day, ctx)
@@ -449,8 +451,6 @@ class Daemon:
         now = self.clock.now()
         gate = pacing.closed_until(now, pace, self._zone(enr.mailbox), load)
         if gate is not None and (not item.promised or gate.reason == "reputation"):
-            return None, load
-        if enr.email in self._busy:  # another mailbox is writing to them right now
             return None, load
         after = pacing.after_send(now, pace, load, self.rng)
         slot = sending.Slot(
@@ -664,7 +664,8 @@ class Daemon:
             log.info("email.withdrawn", reason=why.value)
             return 0  # a reply (or a hold) got there first; the claim no longer matters
         assert isinstance(why, datetime)  # written to since the batch looked: plan again
-        await self._held(enr, seq, step_no, self.clock.now(), why)
+        if not await self._held(enr, seq, step_no, self.clock.now(), why):
+            await sending.release([enr.id])  # it may go after all: at the next tick
         return 0
 
     async def _failed(

@@ -1,0 +1,76 @@
+"""Sending in batches keeps the promises made one send at a time: a batch is claimed and read
+together, but each message is checked again, in the transaction that records DATA starting,
+against what happened since (a reply, another email to the same address), and a message
+that may no longer go is withdrawn before DATA (RSET), never sent."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ImapServer
+from structlog.testing import capture_logs
+from world import FOLLOW_UP, START, world
+
+from sequencer.devservers import SmtpSink
+from sequencer.store.models import Enrollment
+
+JO = "jo@prospect.test"
+ANN = "ann@prospect.test"
+BOB = "bob@prospect.test"
+
+
+async def test_a_reply_after_the_claim_withdraws_the_message_before_data(
+    tmp_path: Path, smtp: SmtpSink, pymap: ImapServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ann, Jo and Bob are claimed in one batch. While Ann's message is on the wire, Jo's
+    reply is handled (here written as the inbox watcher would, from another connection):
+    Jo's message, already rendered, is withdrawn; Bob's goes."""
+    path = tmp_path / "state.db"
+
+    async def jo_replies(_: bytes) -> None:
+        if len(smtp.received) == 1:  # Ann's message has just arrived
+            with sqlite3.connect(path, timeout=5) as other:
+                other.execute(
+                    "UPDATE enrollment SET state = 'replied', next_at = NULL WHERE email = ?",
+                    (JO,),
+                )
+
+    smtp.handler.on_message = jo_replies
+    async with world(tmp_path, smtp, pymap, f"sqlite://{path}", monkeypatch) as w:
+        for address in (ANN, JO, BOB):
+            await w.enroll(address)
+        with capture_logs() as logs:
+            assert await w.tick() == 2
+        assert [len(w.sent_to(a)) for a in (ANN, JO, BOB)] == [1, 0, 1]
+        assert [e["event"] for e in logs].count("email.withdrawn") == 1
+        jo = await w.enrollment(JO)
+        assert jo.state == "replied" and jo.steps_sent == 0
+        # Nothing is left claimed: the next tick sends nothing to anyone.
+        assert await w.tick() == 0
+        assert len(smtp.received) == 2
+
+
+async def test_an_address_written_to_during_the_batch_waits_its_gap(
+    tmp_path: Path, smtp: SmtpSink, pymap: ImapServer, monkeypatch: Any
+) -> None:
+    """Jo is in two sequences, both due in the same batch, which read Jo's last contact
+    before either went. The first goes; the second is checked again before DATA, finds the
+    first, and waits the gap between two emails to one person."""
+    url = f"sqlite://{tmp_path / 'state.db'}"
+    (tmp_path / "sequences").mkdir()
+    (tmp_path / "sequences" / "second.yaml").write_text(FOLLOW_UP)
+    async with world(tmp_path, smtp, pymap, url, monkeypatch) as w:
+        await w.enroll(JO)
+        await w.enroll(JO, sequence="second", allow_overlap=True)
+        assert await w.tick() == 1
+        assert len(w.sent_to(JO)) == 1
+        rows = await Enrollment.filter(email=JO).order_by("id")
+        sent, waiting = sorted(rows, key=lambda r: -r.steps_sent)
+        assert sent.steps_sent == 1 and waiting.steps_sent == 0
+        gap = w.daemon.etiquette.min_gap
+        assert waiting.next_at is not None and waiting.next_at >= START + gap
+        assert "min_gap" in waiting.next_reasons
+        assert waiting.claimed_until is None
