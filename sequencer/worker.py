@@ -90,6 +90,8 @@ class Daemon:
         self._busy: set[str] = set()  # addresses being written to right now
         self._claimed: set[int] = set()  # enrollments with a send in progress (leases renewed)
         self._copying: set[int] = set()  # sent rows whose Sent copy a send is appending
+        # Per mailbox: sends of the batch in hand whose outcome is being recorded.
+        self._recording: defaultdict[str, set[asyncio.Future[None]]] = defaultdict(set)
         self.sequences = sequences
         self.clock = clock
         self._reload = reload
@@ -424,6 +426,7 @@ class Daemon:
                 sent += went
             return sent
         finally:
+            await self._records_in(mailbox)
             self._claimed -= {enr.id for enr in batch}
             if pending:  # claims this batch did not use: the next tick takes them again
                 with contextlib.suppress(Exception):  # else their leases run out
@@ -457,11 +460,13 @@ class Daemon:
             enr.mailbox, day, None if item.promised else pace.daily_limit, after.next_free
         )
         self._busy.add(enr.email)
+        went: int | None = 0
         try:
             with _bound(enr):
                 went = await self._guarded(enr, self._deliver(item, slot), 0)
         finally:
-            self._busy.discard(enr.email)
+            if went != 1:  # a message that went keeps it busy until it is recorded
+                self._busy.discard(enr.email)
         if went == 1:
             load = after
             gate = pacing.closed_until(self.clock.now(), pace, self._zone(enr.mailbox), load)
@@ -601,7 +606,6 @@ class Daemon:
         """Send one prepared message: 1 if it went, 0 if not (its claim settled), None if the
         mailbox must stop sending for now."""
         enr, seq, out = item.draft.enrollment, item.seq, item.out
-        step = seq.steps[item.draft.step - 1]
         box = self.settings.mailboxes[enr.mailbox]
         sending_row = item.row
         assert sending_row is not None
@@ -641,18 +645,41 @@ class Daemon:
         sent_at = self.clock.now()
         if box.appends_copies:
             self._copying.add(sending_row.id)  # before it is recorded: copy_missing leaves it be
+        # Recorded (and copied to Sent) while the next message of the batch goes out: the
+        # address stays busy until then, and the batch ends only once every record is in.
+        task = asyncio.ensure_future(self._record_sent(item, sent_at, box.appends_copies))
+        self._recording[enr.mailbox].add(task)
+        task.add_done_callback(lambda _: self._busy.discard(enr.email))
+        return 1
+
+    async def _record_sent(self, item: _Ready, sent_at: datetime, copies: bool) -> None:
+        enr, row, out = item.draft.enrollment, item.row, item.out
+        assert row is not None
         try:
             await db.retrying(
-                lambda: advance(self.etiquette, enr, seq, sending_row, Send.SENT, sent_at),
+                lambda: advance(self.etiquette, enr, item.seq, row, Send.SENT, sent_at),
                 what="recording a send",
             )
         except BaseException:
-            self._copying.discard(sending_row.id)
+            self._copying.discard(row.id)
             raise
-        log.info("email.sent", message_id=out.message_id, breakup=step.breakup)
-        if box.appends_copies:
-            await self._copy(enr.mailbox, sending_row.id, out.data, sent_at)
-        return 1
+        breakup = item.seq.steps[item.draft.step - 1].breakup
+        log.info("email.sent", message_id=out.message_id, breakup=breakup)
+        if copies:
+            await self._copy(enr.mailbox, row.id, out.data, sent_at)
+
+    async def _records_in(self, mailbox: str) -> None:
+        """Wait for the batch's records; one that failed for good is logged as a crash (its
+        row stays `sending`, so the step is never sent again as if it had not gone)."""
+        tasks = self._recording.pop(mailbox, set())
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        for result in results:
+            if isinstance(result, asyncio.CancelledError):
+                raise result
+            if isinstance(result, Exception):
+                if db.transient(result):
+                    raise result
+                log.error("email.crashed", error=repr(result), doing="recording a send")
 
     async def _withdrawn(
         self, enr: Enrollment, seq: Sequence, step_no: int, why: sending.Refused | datetime

@@ -6,6 +6,7 @@ that may no longer go is withdrawn before DATA (RSET), never sent."""
 from __future__ import annotations
 
 import sqlite3
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,11 @@ from conftest import ImapServer
 from structlog.testing import capture_logs
 from world import FOLLOW_UP, START, world
 
+from sequencer import pacing
 from sequencer.devservers import SmtpSink
-from sequencer.store.models import Enrollment
+from sequencer.states import Send
+from sequencer.store import sending
+from sequencer.store.models import Enrollment, MailboxState, SentMessage
 
 JO = "jo@prospect.test"
 ANN = "ann@prospect.test"
@@ -53,12 +57,11 @@ async def test_a_reply_after_the_claim_withdraws_the_message_before_data(
         assert len(smtp.received) == 2
 
 
-async def test_an_address_written_to_during_the_batch_waits_its_gap(
+async def test_an_address_in_two_sequences_gets_one_email_then_waits_its_gap(
     tmp_path: Path, smtp: SmtpSink, pymap: ImapServer, monkeypatch: Any
 ) -> None:
-    """Jo is in two sequences, both due in the same batch, which read Jo's last contact
-    before either went. The first goes; the second is checked again before DATA, finds the
-    first, and waits the gap between two emails to one person."""
+    """Jo is in two sequences, both due in the same batch. The first goes; the second is
+    not sent on its heels: it waits the gap between two emails to one person."""
     url = f"sqlite://{tmp_path / 'state.db'}"
     (tmp_path / "sequences").mkdir()
     (tmp_path / "sequences" / "second.yaml").write_text(FOLLOW_UP)
@@ -66,6 +69,7 @@ async def test_an_address_written_to_during_the_batch_waits_its_gap(
         await w.enroll(JO)
         await w.enroll(JO, sequence="second", allow_overlap=True)
         assert await w.tick() == 1
+        assert await w.tick() == 0
         assert len(w.sent_to(JO)) == 1
         rows = await Enrollment.filter(email=JO).order_by("id")
         sent, waiting = sorted(rows, key=lambda r: -r.steps_sent)
@@ -74,3 +78,49 @@ async def test_an_address_written_to_during_the_batch_waits_its_gap(
         assert waiting.next_at is not None and waiting.next_at >= START + gap
         assert "min_gap" in waiting.next_reasons
         assert waiting.claimed_until is None
+
+
+async def test_data_is_not_started_when_the_address_was_written_to_since_the_batch_read(
+    tmp_path: Path, smtp: SmtpSink, pymap: ImapServer, monkeypatch: Any
+) -> None:
+    """The check another daemon's send is caught by: `sending.start` finds a later email
+    to the address than the gap allows, says when, and writes nothing (the row stays
+    pending, the mailbox's day count is untouched)."""
+    url = f"sqlite://{tmp_path / 'state.db'}"
+    (tmp_path / "sequences").mkdir()
+    (tmp_path / "sequences" / "second.yaml").write_text(FOLLOW_UP)
+    async with world(tmp_path, smtp, pymap, url, monkeypatch) as w:
+        await w.enroll(JO)
+        await w.enroll(JO, sequence="second", allow_overlap=True)
+        first, second = await Enrollment.filter(email=JO).order_by("id")
+        now = w.clock.now()
+        day = pacing.day_start(now, w.daemon.etiquette.mailbox_zone("sales"))
+        await sending.loads({"sales": day})  # the mailbox's day, counted
+        drafts = [sending.Draft(e, 1, f"<{e.id}@vendor.test>", "Hi") for e in (first, second)]
+        rows = await sending.record_pending(drafts, now)
+        slot = sending.Slot("sales", day, 100, None)
+        assert (
+            await sending.start(
+                rows[first.id],
+                enrollment_id=first.id,
+                email=JO,
+                not_after=now,
+                slot=slot,
+                now=now,
+                data=None,
+            )
+            is None
+        )
+        later = now + timedelta(seconds=5)
+        refused = await sending.start(
+            rows[second.id],
+            enrollment_id=second.id,
+            email=JO,
+            not_after=later - timedelta(hours=1),
+            slot=slot,
+            now=later,
+            data=None,
+        )
+        assert refused == now  # the first one's DATA, which the gap counts from
+        assert (await SentMessage.get(id=rows[second.id].id)).status == Send.PENDING
+        assert (await MailboxState.get(mailbox="sales")).day_count == 1

@@ -17,7 +17,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
 
-import asyncpg  # type: ignore[import-untyped]
 import structlog
 from tortoise import Tortoise, connections
 from tortoise.backends.asyncpg.client import AsyncpgDBClient, TransactionWrapper
@@ -155,23 +154,14 @@ class _Transaction(TransactionContextPooled):
 
 
 class PostgresClient(AsyncpgDBClient):
-    """tortoise's asyncpg client whose transactions are `_Transaction`s, and whose pool does
-    not reset session state each time a connection goes back (tortoise takes one from the
-    pool for every statement outside a transaction)."""
+    """tortoise's asyncpg client whose transactions are `_Transaction`s.
+
+    The pool keeps asyncpg's reset on release (one round trip per statement outside a
+    transaction): it is also what finds a connection the server ended under a COMMIT, so
+    it is closed rather than handed out again (tests/test_database_faults.py)."""
 
     def _in_transaction(self) -> TransactionContext:
         return _Transaction(TransactionWrapper(self), self._pool_init_lock)
-
-    async def create_pool(self, **kwargs: Any) -> Any:
-        return await asyncpg.create_pool(None, reset=_no_session_state, **kwargs)
-
-
-async def _no_session_state(connection: Any) -> None:
-    """asyncpg's default reset (`pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET
-    ALL`) is one more round trip on every release: a second one for every statement. Pooled
-    connections here never hold session state (advisory locks are transaction-scoped,
-    nothing LISTENs, SETs or keeps a cursor), and asyncpg still rolls back a transaction left
-    open before this runs."""
 
 
 #: This module is the tortoise engine `connected` gives PostgreSQL URLs: tortoise looks up
