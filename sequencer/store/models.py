@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from tortoise import fields
+from tortoise.indexes import Index
 from tortoise.models import Model
 
 from sequencer.states import FINAL, Agenda, Hold, Inbound, Inbox, Send, State
+from sequencer.store.indexes import Where
 
 ACTIVE = State.ACTIVE
 FINAL_STATES = FINAL
@@ -59,6 +61,29 @@ class Enrollment(Model):
 
     class Meta:
         table = "enrollment"
+        indexes = (
+            # The due query and next_due_at: a range over the rows that can be sent to, in
+            # the order they go, whatever the size of the table (issue 14).
+            Where(
+                fields=("next_at", "id"),
+                name="enrollment_due_idx",
+                where="\"state\" = 'active' AND \"hold\" IS NULL",
+            ),
+            # Start-up's promise check: the few active contacts with a promised time. Not
+            # partial: SQLite matches a bound `promised = ?` to no partial index, and without
+            # value statistics it rates (promised) WHERE active worse than the state index.
+            Index(fields=("state", "promised"), name="enrollment_promised_idx"),
+            # Manual pauses whose end has come (end_pauses each tick, `status`). The
+            # hold_until index on every row is rated by its NULLs and goes unused.
+            Where(
+                fields=("hold_until",),
+                name="enrollment_paused_idx",
+                where="\"hold\" = 'manual_pause'",
+            ),
+            # `status` and systemd's STATUS= line: counts by mailbox, state and hold, and
+            # each mailbox's first next send, read from the index alone.
+            Index(fields=("mailbox", "state", "hold", "next_at"), name="enrollment_tally_idx"),
+        )
 
 
 class SentMessage(Model):
@@ -89,6 +114,12 @@ class SentMessage(Model):
     class Meta:
         table = "sent_message"
         unique_together = (("enrollment", "step"),)
+        indexes = (
+            # A mailbox's pace (sends since its local midnight) and the gap per address (the
+            # last send to it): each a range within one mailbox's or one address's rows.
+            Index(fields=("mailbox", "attempted_at"), name="sent_message_pace_idx"),
+            Index(fields=("email", "attempted_at"), name="sent_message_gap_idx"),
+        )
 
 
 class InboundMessage(Model):

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 from tortoise.functions import Count
+from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
 from sequencer import suppression
@@ -176,8 +177,10 @@ async def enroll(
 
 
 async def next_due_at() -> datetime | None:
+    """The earliest next send of a contact nothing holds: the first entry of the due index
+    (a held contact waits for its hold, which the tick releases, not for its time)."""
     row = (
-        await Enrollment.filter(state=ACTIVE, next_at__not_isnull=True)
+        await Enrollment.filter(state=ACTIVE, hold__isnull=True, next_at__not_isnull=True)
         .order_by("next_at")
         .first()
         .values_list("next_at", flat=True)
@@ -362,7 +365,8 @@ async def active_of(email: str) -> list[Enrollment]:
 
 
 async def promised_active() -> list[Enrollment]:
-    return list(await Enrollment.filter(state=ACTIVE, promised=True))
+    """Active contacts with a promised time (an equality on the (state, promised) index)."""
+    return list(await Enrollment.filter(state=ACTIVE, promised=True).order_by("id"))
 
 
 async def claim(enrollment_id: int, now: datetime, lease: timedelta) -> Enrollment | None:
@@ -996,17 +1000,23 @@ async def _scrub_mentions(email: str, now: datetime) -> int:
 
 async def service_summary() -> tuple[int, dict[str, datetime]]:
     """For systemd's STATUS= line: how many enrollments are active, and the earliest next
-    send of each mailbox among contacts not held one by one."""
+    send of each mailbox among contacts not held one by one. One grouped query over the
+    active entries of the tally index (mailbox, state, hold, next_at), never the rows."""
     from tortoise.functions import Min
 
-    active = await Enrollment.filter(state=ACTIVE).count()
     rows = (
-        await Enrollment.filter(state=ACTIVE, next_at__not_isnull=True, hold__isnull=True)
-        .group_by("mailbox")
-        .annotate(first=Min("next_at"))
-        .values("mailbox", "first")
+        await Enrollment.filter(state=ACTIVE)
+        .annotate(n=Count("id"), first=Min("next_at"))
+        .group_by("mailbox", "hold")
+        .values_list("mailbox", "hold", "n", "first")
     )
-    return active, {r["mailbox"]: r["first"] for r in rows if isinstance(r["first"], datetime)}
+    active = 0
+    firsts: dict[str, datetime] = {}
+    for mailbox, hold, n, first in rows:
+        active += int(str(n))
+        if hold is None and isinstance(first, datetime):
+            firsts[str(mailbox)] = first
+    return active, firsts
 
 
 # --- pause, resume, retry ----------------------------------------------------------------
@@ -1132,15 +1142,28 @@ async def counts() -> list[Tally]:
 
 
 async def next_sends(now: datetime, held: Iterable[str]) -> tuple[Enrollment | None, int]:
-    """The next send that nothing holds, and how many are due now (both on the next_at
-    index)."""
-    query = Enrollment.filter(state=ACTIVE, next_at__not_isnull=True).filter(
-        Q(hold__isnull=True) | Q(hold=Hold.MANUAL_PAUSE, hold_until__lte=now)
+    """The next send that nothing holds, and how many are due now. Contacts with no hold are
+    read on the due index; those whose manual pause has ended (the daemon releases them at
+    its next tick) on the hold_until index: an OR of the two would read neither."""
+    stopped = list(held)
+
+    def free(query: QuerySet[Enrollment]) -> QuerySet[Enrollment]:
+        return query.filter(~Q(mailbox__in=stopped)) if stopped else query
+
+    unheld = free(Enrollment.filter(state=ACTIVE, hold__isnull=True, next_at__not_isnull=True))
+    resumed = free(
+        Enrollment.filter(
+            hold_until__lte=now, hold=Hold.MANUAL_PAUSE, state=ACTIVE, next_at__not_isnull=True
+        )
     )
-    if stopped := list(held):
-        query = query.filter(~Q(mailbox__in=stopped))
-    due_now = await query.filter(next_at__lte=now).count()
-    first = await query.filter(next_at__gt=now).order_by("next_at", "id").first()
+    due_now = await unheld.filter(next_at__lte=now).count()
+    due_now += await resumed.filter(next_at__lte=now).count()
+    firsts = [
+        row
+        for query in (unheld, resumed)
+        if (row := await query.filter(next_at__gt=now).order_by("next_at", "id").first())
+    ]
+    first = min(firsts, key=lambda r: (r.next_at, r.id), default=None)
     return first, due_now
 
 
