@@ -67,7 +67,7 @@ class Enrollment(Model):
             Where(
                 fields=("next_at", "id"),
                 name="enrollment_due_idx",
-                where="\"state\" = 'active' AND \"hold\" IS NULL",
+                where='"state" = \'active\' AND "hold" IS NULL',
             ),
             # Start-up's promise check: the few active contacts with a promised time. Not
             # partial: SQLite matches a bound `promised = ?` to no partial index, and without
