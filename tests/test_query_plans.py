@@ -16,6 +16,7 @@ from typing import Any
 from tortoise import Tortoise
 from tortoise.backends.base.client import BaseDBAsyncClient
 
+from sequencer.states import Hold
 from sequencer.store import db, queries
 
 N = 12_000  # enrollments; issue 14 asks for at least 10,000 rows
@@ -121,7 +122,8 @@ async def _plans_of(
 
 
 #: Each hot query, and the index every SELECT it runs on that index's table must read
-#: (issue 14's list, with the end of manual pauses the daemon checks each tick).
+#: (issue 14's list, with the ended manual pauses and uncertain sends the daemon looks for
+#: each tick).
 HOT: dict[str, tuple[Callable[[], Awaitable[object]], str]] = {
     "due": (lambda: queries.due(NOW + timedelta(hours=1), 100), "enrollment_due_idx"),
     "next_due_at": (queries.next_due_at, "enrollment_due_idx"),
@@ -132,6 +134,7 @@ HOT: dict[str, tuple[Callable[[], Awaitable[object]], str]] = {
     ),
     "last_contact": (lambda: queries.last_contact("c9@p9.test"), "sent_message_gap_idx"),
     "end_pauses": (lambda: queries.end_pauses(NOW + timedelta(days=3)), "enrollment_paused_idx"),
+    "held": (lambda: queries.held(Hold.UNCERTAIN_SEND), "enrollment_held_idx"),
 }
 
 

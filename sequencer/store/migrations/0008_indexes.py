@@ -33,6 +33,12 @@ class Migration(migrations.Migration):
         ),
         ops.AddIndex(
             model_name="Enrollment",
+            index=Where(
+                fields=["hold", "id"], name="enrollment_held_idx", where='"hold" IS NOT NULL'
+            ),
+        ),
+        ops.AddIndex(
+            model_name="Enrollment",
             index=Index(
                 fields=["mailbox", "state", "hold", "next_at"], name="enrollment_tally_idx"
             ),
