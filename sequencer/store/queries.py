@@ -12,7 +12,6 @@ from typing import Any, TypeVar
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 from tortoise.functions import Count
-from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
 from sequencer import suppression
@@ -1141,28 +1140,36 @@ async def counts() -> list[Tally]:
     ]
 
 
-async def next_sends(now: datetime, held: Iterable[str]) -> tuple[Enrollment | None, int]:
-    """The next send that nothing holds, and how many are due now. Contacts with no hold are
-    read on the due index; those whose manual pause has ended (the daemon releases them at
-    its next tick) on the hold_until index: an OR of the two would read neither."""
-    stopped = list(held)
-
-    def free(query: QuerySet[Enrollment]) -> QuerySet[Enrollment]:
-        return query.filter(~Q(mailbox__in=stopped)) if stopped else query
-
-    unheld = free(Enrollment.filter(state=ACTIVE, hold__isnull=True, next_at__not_isnull=True))
-    resumed = free(
-        Enrollment.filter(
-            hold_until__lte=now, hold=Hold.MANUAL_PAUSE, state=ACTIVE, next_at__not_isnull=True
-        )
+async def next_sends(
+    now: datetime, held: Iterable[str], mailboxes: Iterable[str]
+) -> tuple[Enrollment | None, int]:
+    """The next send that nothing holds, and how many are due now, among the active contacts
+    of `mailboxes` (those of `held` left out). Contacts with no hold are counted on the due
+    index and the first of each mailbox is one seek on the tally index (mailbox, state,
+    hold, next_at), so a held mailbox with many contacts costs nothing; contacts whose
+    manual pause has ended (released at the daemon's next tick) are read on the paused
+    index. An OR of the two kinds would read neither index."""
+    stopped = set(held)
+    boxes = sorted(set(mailboxes) - stopped)
+    unheld = Enrollment.filter(state=ACTIVE, hold__isnull=True, next_at__not_isnull=True)
+    resumed = Enrollment.filter(
+        hold_until__lte=now, hold=Hold.MANUAL_PAUSE, state=ACTIVE, next_at__not_isnull=True
     )
-    due_now = await unheld.filter(next_at__lte=now).count()
-    due_now += await resumed.filter(next_at__lte=now).count()
-    firsts = [
-        row
-        for query in (unheld, resumed)
-        if (row := await query.filter(next_at__gt=now).order_by("next_at", "id").first())
-    ]
+    due_now = 0
+    for query in (unheld, resumed):
+        rows = (
+            await query.filter(next_at__lte=now)
+            .annotate(n=Count("id"))
+            .group_by("mailbox")
+            .values_list("mailbox", "n")
+        )
+        due_now += sum(int(str(n)) for box, n in rows if str(box) not in stopped)
+    later = [unheld.filter(mailbox=box, next_at__gt=now) for box in boxes]
+    if stopped:
+        later.append(resumed.filter(next_at__gt=now).filter(~Q(mailbox__in=sorted(stopped))))
+    else:
+        later.append(resumed.filter(next_at__gt=now))
+    firsts = [row for query in later if (row := await query.order_by("next_at", "id").first())]
     first = min(firsts, key=lambda r: (r.next_at, r.id), default=None)
     return first, due_now
 
