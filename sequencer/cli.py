@@ -1046,7 +1046,9 @@ async def _facts(settings: Settings, now: datetime) -> Any:
         views=views,
         next_send=nxt,
         due_now=due_now,
-        sent_day=await queries.sent_by_mailbox(now - timedelta(days=1)),
+        sent_day=await queries.sent_by_mailbox(
+            now - timedelta(days=1), {t.mailbox for t in tallies} | set(views)
+        ),
         now=now,
         zone=ZoneInfo(settings.timezone),
         zones={name: etiquette.mailbox_zone(name) for name in settings.mailboxes},

@@ -1,5 +1,6 @@
 """The hot queries stay on their indexes as the tables grow (issue 14): on 12,000 enrollments
-and their sent-log, after ANALYZE, on SQLite and PostgreSQL, the plan of each statement the
+and their sent-log, after ANALYZE on SQLite and PostgreSQL (and before it on SQLite, which
+never analyzes by itself), the plan of each statement the
 query functions actually run (captured from tortoise's connection log, not a copy of their
 SQL) reads the index made for it. A query that drifts off its index costs nothing at test
 size and seconds at a million rows, so the plan is what is asserted, not a time."""
@@ -121,47 +122,72 @@ async def _plans_of(
     return [(sql, await _plan(client, sql, values)) for sql, values in selects]
 
 
-#: Each hot query, and the index every SELECT it runs on that index's table must read
-#: (issue 14's list, with the ended manual pauses and uncertain sends the daemon looks for
-#: each tick).
-HOT: dict[str, tuple[Callable[[], Awaitable[object]], str]] = {
-    "due": (lambda: queries.due(NOW + timedelta(hours=1), 100), "enrollment_due_idx"),
-    "next_due_at": (queries.next_due_at, "enrollment_due_idx"),
-    "promised_active": (queries.promised_active, "enrollment_promised_idx"),
+#: Each hot query, and the index (any of them) every SELECT it runs on that index's table
+#: must read (issue 14's list, with the ended manual pauses and uncertain sends the daemon
+#: looks for each tick).
+#: PostgreSQL may read the due rows on the plain next_at index instead (a small range sorted
+#: costs it about the same); that index is also what its generic plan for a prepared
+#: statement uses, which cannot prove a partial index's condition from `state = $2`. Either
+#: is a range over the rows due by then: never the state index and a sort of every active row.
+DUE = ("enrollment_due_idx", "idx_enrollment_next_at_")
+HOT: dict[str, tuple[Callable[[], Awaitable[object]], tuple[str, ...]]] = {
+    "due": (lambda: queries.due(NOW + timedelta(hours=1), 100), DUE),
+    "next_due_at": (queries.next_due_at, DUE),
+    "promised_active": (queries.promised_active, ("enrollment_promised_idx",)),
     "sent_since": (
         lambda: queries.sent_since("sales2", NOW - timedelta(days=1)),
-        "sent_message_pace_idx",
+        ("sent_message_pace_idx",),
     ),
-    "last_contact": (lambda: queries.last_contact("c9@p9.test"), "sent_message_gap_idx"),
-    "end_pauses": (lambda: queries.end_pauses(NOW + timedelta(days=3)), "enrollment_paused_idx"),
-    "held": (lambda: queries.held(Hold.UNCERTAIN_SEND), "enrollment_held_idx"),
+    "last_contact": (lambda: queries.last_contact("c9@p9.test"), ("sent_message_gap_idx",)),
+    # Without statistics SQLite reads the manual pauses on the held index; both hold only
+    # the held contacts.
+    "end_pauses": (
+        lambda: queries.end_pauses(NOW + timedelta(days=3)),
+        ("enrollment_paused_idx", "enrollment_held_idx"),
+    ),
+    "held": (lambda: queries.held(Hold.UNCERTAIN_SEND), ("enrollment_held_idx",)),
 }
+
+
+async def _fill(client: BaseDBAsyncClient) -> None:
+    enrollments, sent = _tables()
+    await client.execute_many(_insert(client, "enrollment", ENROLLMENT), enrollments)
+    await client.execute_many(_insert(client, "sent_message", SENT), sent)
+
+
+async def _off_their_index(client: BaseDBAsyncClient) -> list[str]:
+    def ok(indexes: tuple[str, ...]) -> tuple[str, ...]:
+        if client.capabilities.dialect == "postgres":
+            return indexes
+        return tuple(i for i in indexes if not i.startswith("idx_"))  # SQLite: ours only
+
+    wrong = []
+    for name, (call, indexes) in HOT.items():
+        table = indexes[0].split("_idx")[0].rsplit("_", 1)[0]  # enrollment, sent_message
+        for sql, plan in await _plans_of(client, call):
+            if f'FROM "{table}"' in sql and not any(i in plan for i in ok(indexes)):
+                wrong.append(f"{name}: {sql}\n  plan: {plan}\n  expected {' or '.join(indexes)}")
+    return wrong
 
 
 async def test_hot_queries_read_their_index(database: str) -> None:
     async with db.connected(database):
         client = Tortoise.get_connection("default")
-        enrollments, sent = _tables()
-        await client.execute_many(_insert(client, "enrollment", ENROLLMENT), enrollments)
-        await client.execute_many(_insert(client, "sent_message", SENT), sent)
-        await client.execute_script("ANALYZE")
+        await _fill(client)
         wrong = []
-        for name, (call, index) in HOT.items():
-            table = index.split("_idx")[0].rsplit("_", 1)[0]  # enrollment, sent_message
-            for sql, plan in await _plans_of(client, call):
-                if f'FROM "{table}"' in sql and index not in plan:
-                    wrong.append(f"{name}: {sql}\n  plan: {plan}\n  expected {index}")
+        if client.capabilities.dialect == "sqlite":
+            # SQLite never analyzes by itself: the plans must hold without statistics too.
+            wrong += [f"before ANALYZE: {w}" for w in await _off_their_index(client)]
+        await client.execute_script("ANALYZE")
+        wrong += await _off_their_index(client)
         assert not wrong, "\n".join(wrong)
 
 
-async def test_the_due_query_still_finds_due_contacts(database: str) -> None:
+async def test_the_hot_queries_still_answer_right(database: str) -> None:
     """The plans above are of queries that still answer right on the same rows: the due
-    contacts in order, the next one, the promised ones, the pace and the last contact."""
+    contacts in order, the next one, the promised ones and the last contact."""
     async with db.connected(database):
-        client = Tortoise.get_connection("default")
-        enrollments, sent = _tables()
-        await client.execute_many(_insert(client, "enrollment", ENROLLMENT), enrollments)
-        await client.execute_many(_insert(client, "sent_message", SENT), sent)
+        await _fill(Tortoise.get_connection("default"))
         due = await queries.due(NOW + timedelta(minutes=30), 1000)
         assert [d.id for d in due] == [
             i + 1 for i in sorted(range(0, N, 100), key=lambda i: (i % 60, i)) if i % 60 <= 30

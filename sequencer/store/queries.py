@@ -1132,7 +1132,7 @@ async def counts() -> list[Tally]:
     """Enrollments by mailbox, state and hold: one grouped query, a few dozen rows."""
     rows = (
         await Enrollment.annotate(n=Count("id"))
-        .group_by("mailbox", "state", "hold")
+        .group_by("state", "mailbox", "hold")
         .values_list("mailbox", "state", "hold", "n")
     )
     return [
@@ -1144,40 +1144,39 @@ async def next_sends(
     now: datetime, held: Iterable[str], mailboxes: Iterable[str]
 ) -> tuple[Enrollment | None, int]:
     """The next send that nothing holds, and how many are due now, among the active contacts
-    of `mailboxes` (those of `held` left out). Contacts with no hold are counted on the due
-    index and the first of each mailbox is one seek on the tally index (mailbox, state,
-    hold, next_at), so a held mailbox with many contacts costs nothing; contacts whose
-    manual pause has ended (released at the daemon's next tick) are read on the paused
-    index. An OR of the two kinds would read neither index."""
-    stopped = set(held)
-    boxes = sorted(set(mailboxes) - stopped)
-    unheld = Enrollment.filter(state=ACTIVE, hold__isnull=True, next_at__not_isnull=True)
+    of `mailboxes` (those of `held` left out). Contacts with no hold are read on the tally
+    index (state, mailbox, hold, next_at), one seek per mailbox, so a held mailbox's
+    contacts cost nothing; those whose manual pause has ended (released at the daemon's
+    next tick) on the paused index. An OR of the two kinds would read neither index."""
+    boxes = sorted(set(mailboxes) - set(held))
+    if not boxes:
+        return None, 0
+    unheld = Enrollment.filter(state=ACTIVE, mailbox__in=boxes, hold__isnull=True)
     resumed = Enrollment.filter(
-        hold_until__lte=now, hold=Hold.MANUAL_PAUSE, state=ACTIVE, next_at__not_isnull=True
+        hold_until__lte=now, hold=Hold.MANUAL_PAUSE, state=ACTIVE, mailbox__in=boxes
     )
     due_now = 0
     for query in (unheld, resumed):
-        rows = (
-            await query.filter(next_at__lte=now)
-            .annotate(n=Count("id"))
-            .group_by("mailbox")
-            .values_list("mailbox", "n")
-        )
-        due_now += sum(int(str(n)) for box, n in rows if str(box) not in stopped)
-    later = [unheld.filter(mailbox=box, next_at__gt=now) for box in boxes]
-    if stopped:
-        later.append(resumed.filter(next_at__gt=now).filter(~Q(mailbox__in=sorted(stopped))))
-    else:
-        later.append(resumed.filter(next_at__gt=now))
+        due_now += await query.filter(next_at__lte=now).count()
+    later = [
+        *(
+            Enrollment.filter(state=ACTIVE, mailbox=box, hold__isnull=True, next_at__gt=now)
+            for box in boxes
+        ),
+        resumed.filter(next_at__gt=now),
+    ]
     firsts = [row for query in later if (row := await query.order_by("next_at", "id").first())]
     first = min(firsts, key=lambda r: (r.next_at, r.id), default=None)
     return first, due_now
 
 
-async def sent_by_mailbox(since: datetime) -> dict[str, int]:
-    """Messages on the wire since `since`, by mailbox (one grouped query)."""
+async def sent_by_mailbox(since: datetime, mailboxes: Iterable[str]) -> dict[str, int]:
+    """Messages on the wire since `since` from each of `mailboxes` (one grouped query, a
+    range of the pace index per mailbox)."""
     rows = (
-        await SentMessage.filter(attempted_at__gte=since, status__in=ON_THE_WIRE)
+        await SentMessage.filter(
+            mailbox__in=sorted(set(mailboxes)), attempted_at__gte=since, status__in=ON_THE_WIRE
+        )
         .annotate(n=Count("id"))
         .group_by("mailbox")
         .values_list("mailbox", "n")

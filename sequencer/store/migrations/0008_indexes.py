@@ -14,7 +14,7 @@ class Migration(migrations.Migration):
         ops.AddIndex(
             model_name="Enrollment",
             index=Where(
-                fields=["next_at", "id"],
+                fields=["state", "next_at", "id"],
                 name="enrollment_due_idx",
                 where='"state" = \'active\' AND "hold" IS NULL',
             ),
@@ -34,13 +34,13 @@ class Migration(migrations.Migration):
         ops.AddIndex(
             model_name="Enrollment",
             index=Where(
-                fields=["hold", "id"], name="enrollment_held_idx", where='"hold" IS NOT NULL'
+                fields=["hold", "state"], name="enrollment_held_idx", where='"hold" IS NOT NULL'
             ),
         ),
         ops.AddIndex(
             model_name="Enrollment",
             index=Index(
-                fields=["mailbox", "state", "hold", "next_at"], name="enrollment_tally_idx"
+                fields=["state", "mailbox", "hold", "next_at"], name="enrollment_tally_idx"
             ),
         ),
         ops.AddIndex(
