@@ -77,16 +77,15 @@ class Enrollment(Model):
             # Start-up's promise check: the few active contacts with a promised time. Not
             # partial: SQLite matches a bound `promised = ?` to no partial index.
             Index(fields=("state", "promised"), name="enrollment_promised_idx"),
-            # Manual pauses whose end has come (end_pauses each tick, `status`). The
-            # hold_until index on every row is rated by its NULLs and goes unused.
+            # The contacts held for one reason (the tick settles uncertain sends and
+            # releases the manual pauses whose end has come, the CLI lists holds): a few
+            # rows, whatever the number of active ones. hold_until's own index, on every
+            # row, is rated by its NULLs and goes unused.
             Where(
-                fields=("hold_until",),
-                name="enrollment_paused_idx",
-                where="\"hold\" = 'manual_pause'",
+                fields=("hold", "state", "hold_until"),
+                name="enrollment_held_idx",
+                where='"hold" IS NOT NULL',
             ),
-            # The contacts held for one reason (the tick settles uncertain sends, the CLI
-            # lists holds): a few rows, whatever the number of active ones.
-            Where(fields=("hold", "state"), name="enrollment_held_idx", where='"hold" IS NOT NULL'),
             # `status` and systemd's STATUS= line: counts by state, mailbox and hold, and
             # each mailbox's first next send, read from the index alone.
             Index(fields=("state", "mailbox", "hold", "next_at"), name="enrollment_tally_idx"),

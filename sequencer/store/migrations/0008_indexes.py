@@ -26,15 +26,9 @@ class Migration(migrations.Migration):
         ops.AddIndex(
             model_name="Enrollment",
             index=Where(
-                fields=["hold_until"],
-                name="enrollment_paused_idx",
-                where="\"hold\" = 'manual_pause'",
-            ),
-        ),
-        ops.AddIndex(
-            model_name="Enrollment",
-            index=Where(
-                fields=["hold", "state"], name="enrollment_held_idx", where='"hold" IS NOT NULL'
+                fields=["hold", "state", "hold_until"],
+                name="enrollment_held_idx",
+                where='"hold" IS NOT NULL',
             ),
         ),
         ops.AddIndex(
