@@ -51,7 +51,7 @@ from sequencer.errors import (
 from sequencer.etiquette import Etiquette, parse_local
 from sequencer.holds import ADVICE, SHORT, MailboxView, mailbox_view
 from sequencer.sequences import Sequence, load_all, load_each, load_sequence, weekend_only
-from sequencer.states import Hold
+from sequencer.states import Hold, State
 from sequencer.store import db, queries, schema
 
 
@@ -1032,7 +1032,9 @@ async def _facts(settings: Settings, now: datetime) -> Any:
 
     views = await _mailbox_views(settings, now)
     held = [name for name, v in views.items() if v.hold is not None]
-    first, due_now = await queries.next_sends(now, held)
+    tallies = await queries.counts()
+    active = {t.mailbox for t in tallies if t.state == State.ACTIVE}
+    first, due_now = await queries.next_sends(now, held, active)
     nxt = None
     if first is not None and first.next_at is not None:
         nxt = NextSend(
@@ -1040,11 +1042,13 @@ async def _facts(settings: Settings, now: datetime) -> Any:
         )
     etiquette = Etiquette(settings)
     return Facts(
-        tallies=[(t.mailbox, t.state, t.hold, t.n) for t in await queries.counts()],
+        tallies=[(t.mailbox, t.state, t.hold, t.n) for t in tallies],
         views=views,
         next_send=nxt,
         due_now=due_now,
-        sent_day=await queries.sent_by_mailbox(now - timedelta(days=1)),
+        sent_day=await queries.sent_by_mailbox(
+            now - timedelta(days=1), {t.mailbox for t in tallies} | set(views)
+        ),
         now=now,
         zone=ZoneInfo(settings.timezone),
         zones={name: etiquette.mailbox_zone(name) for name in settings.mailboxes},

@@ -176,8 +176,10 @@ async def enroll(
 
 
 async def next_due_at() -> datetime | None:
+    """The earliest next send of a contact nothing holds: the first entry of the due index
+    (a held contact waits for its hold, which the tick releases, not for its time)."""
     row = (
-        await Enrollment.filter(state=ACTIVE, next_at__not_isnull=True)
+        await Enrollment.filter(state=ACTIVE, hold__isnull=True, next_at__not_isnull=True)
         .order_by("next_at")
         .first()
         .values_list("next_at", flat=True)
@@ -362,7 +364,10 @@ async def active_of(email: str) -> list[Enrollment]:
 
 
 async def promised_active() -> list[Enrollment]:
-    return list(await Enrollment.filter(state=ACTIVE, promised=True))
+    """Active contacts with a promised time (an equality on the (state, promised) index),
+    with only what checking the promise needs: at start-up, not every column of each."""
+    query = Enrollment.filter(state=ACTIVE, promised=True).order_by("id")
+    return list(await query.only("id", "promises", "steps_sent", "next_at"))
 
 
 async def claim(enrollment_id: int, now: datetime, lease: timedelta) -> Enrollment | None:
@@ -495,7 +500,11 @@ def _failed_detail(row: InboundMessage) -> str:
 
 
 async def held(reason: Hold) -> list[Enrollment]:
-    return list(await Enrollment.filter(state=ACTIVE, hold=reason).order_by("id"))
+    """The active contacts held for `reason`, by id. Sorted here: an ORDER BY id leads
+    SQLite without statistics to read every active row in id order rather than the few
+    held ones on the held index."""
+    rows = await Enrollment.filter(hold=reason, state=ACTIVE)
+    return sorted(rows, key=lambda r: r.id)
 
 
 async def record_sent(
@@ -996,17 +1005,23 @@ async def _scrub_mentions(email: str, now: datetime) -> int:
 
 async def service_summary() -> tuple[int, dict[str, datetime]]:
     """For systemd's STATUS= line: how many enrollments are active, and the earliest next
-    send of each mailbox among contacts not held one by one."""
+    send of each mailbox among contacts not held one by one. One grouped query over the
+    active entries of the tally index (state, mailbox, hold, next_at), never the rows."""
     from tortoise.functions import Min
 
-    active = await Enrollment.filter(state=ACTIVE).count()
     rows = (
-        await Enrollment.filter(state=ACTIVE, next_at__not_isnull=True, hold__isnull=True)
-        .group_by("mailbox")
-        .annotate(first=Min("next_at"))
-        .values("mailbox", "first")
+        await Enrollment.filter(state=ACTIVE)
+        .annotate(n=Count("id"), first=Min("next_at"))
+        .group_by("mailbox", "hold")
+        .values_list("mailbox", "hold", "n", "first")
     )
-    return active, {r["mailbox"]: r["first"] for r in rows if isinstance(r["first"], datetime)}
+    active = 0
+    firsts: dict[str, datetime] = {}
+    for mailbox, hold, n, first in rows:
+        active += int(str(n))
+        if hold is None and isinstance(first, datetime):
+            firsts[str(mailbox)] = first
+    return active, firsts
 
 
 # --- pause, resume, retry ----------------------------------------------------------------
@@ -1042,10 +1057,11 @@ async def pause_contact(
 
 
 async def end_pauses(now: datetime) -> int:
-    """Release the manual pauses whose end has come (one indexed range read)."""
-    ids = await Enrollment.filter(hold_until__lte=now, hold=Hold.MANUAL_PAUSE).values_list(
-        "id", flat=True
-    )
+    """Release the manual pauses whose end has come (one range of the held index: only
+    active contacts are held)."""
+    ids = await Enrollment.filter(
+        hold=Hold.MANUAL_PAUSE, state=ACTIVE, hold_until__lte=now
+    ).values_list("id", flat=True)
     return await release_hold([int(str(i)) for i in ids], Hold.MANUAL_PAUSE)
 
 
@@ -1120,10 +1136,11 @@ class Tally:
 
 
 async def counts() -> list[Tally]:
-    """Enrollments by mailbox, state and hold: one grouped query, a few dozen rows."""
+    """Enrollments by mailbox, state and hold: one grouped query over the tally index (a
+    covering scan: no row is read), a few dozen rows out."""
     rows = (
         await Enrollment.annotate(n=Count("id"))
-        .group_by("mailbox", "state", "hold")
+        .group_by("state", "mailbox", "hold")
         .values_list("mailbox", "state", "hold", "n")
     )
     return [
@@ -1131,23 +1148,43 @@ async def counts() -> list[Tally]:
     ]
 
 
-async def next_sends(now: datetime, held: Iterable[str]) -> tuple[Enrollment | None, int]:
-    """The next send that nothing holds, and how many are due now (both on the next_at
-    index)."""
-    query = Enrollment.filter(state=ACTIVE, next_at__not_isnull=True).filter(
-        Q(hold__isnull=True) | Q(hold=Hold.MANUAL_PAUSE, hold_until__lte=now)
+async def next_sends(
+    now: datetime, held: Iterable[str], mailboxes: Iterable[str]
+) -> tuple[Enrollment | None, int]:
+    """The next send that nothing holds, and how many are due now, among the active contacts
+    of `mailboxes` (those of `held` left out). Contacts with no hold are read on the tally
+    index (state, mailbox, hold, next_at), one seek per mailbox, so a held mailbox's
+    contacts cost nothing; those whose manual pause has ended (released at the daemon's
+    next tick) on the held index. An OR of the two kinds would read neither index."""
+    boxes = sorted(set(mailboxes) - set(held))
+    if not boxes:
+        return None, 0
+    unheld = Enrollment.filter(state=ACTIVE, mailbox__in=boxes, hold__isnull=True)
+    resumed = Enrollment.filter(
+        hold_until__lte=now, hold=Hold.MANUAL_PAUSE, state=ACTIVE, mailbox__in=boxes
     )
-    if stopped := list(held):
-        query = query.filter(~Q(mailbox__in=stopped))
-    due_now = await query.filter(next_at__lte=now).count()
-    first = await query.filter(next_at__gt=now).order_by("next_at", "id").first()
+    due_now = 0
+    for query in (unheld, resumed):
+        due_now += await query.filter(next_at__lte=now).count()
+    later = [
+        *(
+            Enrollment.filter(state=ACTIVE, mailbox=box, hold__isnull=True, next_at__gt=now)
+            for box in boxes
+        ),
+        resumed.filter(next_at__gt=now),
+    ]
+    firsts = [row for query in later if (row := await query.order_by("next_at", "id").first())]
+    first = min(firsts, key=lambda r: (r.next_at, r.id), default=None)
     return first, due_now
 
 
-async def sent_by_mailbox(since: datetime) -> dict[str, int]:
-    """Messages on the wire since `since`, by mailbox (one grouped query)."""
+async def sent_by_mailbox(since: datetime, mailboxes: Iterable[str]) -> dict[str, int]:
+    """Messages on the wire since `since` from each of `mailboxes` (one grouped query, a
+    range of the pace index per mailbox)."""
     rows = (
-        await SentMessage.filter(attempted_at__gte=since, status__in=ON_THE_WIRE)
+        await SentMessage.filter(
+            mailbox__in=sorted(set(mailboxes)), attempted_at__gte=since, status__in=ON_THE_WIRE
+        )
         .annotate(n=Count("id"))
         .group_by("mailbox")
         .values_list("mailbox", "n")
