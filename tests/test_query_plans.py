@@ -18,7 +18,8 @@ from tortoise import Tortoise
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from sequencer.states import Hold
-from sequencer.store import db, queries
+from sequencer.store import db, queries, sending
+from sequencer.store.models import Enrollment
 
 N = 12_000  # enrollments; issue 14 asks for at least 10,000 rows
 NOW = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
@@ -131,7 +132,12 @@ async def _plans_of(
 #: is a range over the rows due by then: never the state index and a sort of every active row.
 DUE = ("enrollment_due_idx", "idx_enrollment_next_at_")
 HOT: dict[str, tuple[Callable[[], Awaitable[object]], tuple[str, ...]]] = {
-    "due": (lambda: queries.due(NOW + timedelta(hours=1), 100), DUE),
+    "due": (lambda: sending.due(NOW + timedelta(hours=1), 100), DUE),
+    # A send batch's reads: the last email to each address (gap), its enrollments' rows.
+    "batch context": (
+        lambda: _batch_context(),
+        ("sent_message_gap_idx", "uid_sent_messag_", "sqlite_autoindex_sent_message_"),
+    ),
     "next_due_at": (queries.next_due_at, DUE),
     "promised_active": (queries.promised_active, ("enrollment_promised_idx",)),
     "sent_since": (
@@ -142,6 +148,11 @@ HOT: dict[str, tuple[Callable[[], Awaitable[object]], tuple[str, ...]]] = {
     "end_pauses": (lambda: queries.end_pauses(NOW + timedelta(days=3)), ("enrollment_held_idx",)),
     "held": (lambda: queries.held(Hold.UNCERTAIN_SEND), ("enrollment_held_idx",)),
 }
+
+
+async def _batch_context() -> sending.Context:
+    batch = await Enrollment.filter(id__in=[10, 20, 30])
+    return await sending.context(batch)
 
 
 async def _fill(client: BaseDBAsyncClient) -> None:
@@ -183,7 +194,7 @@ async def test_the_hot_queries_still_answer_right(database: str) -> None:
     contacts in order, the next one, the promised ones and the last contact."""
     async with db.connected(database):
         await _fill(Tortoise.get_connection("default"))
-        due = await queries.due(NOW + timedelta(minutes=30), 1000)
+        due = await sending.due(NOW + timedelta(minutes=30), 1000)
         assert [d.id for d in due] == [
             i + 1 for i in sorted(range(0, N, 100), key=lambda i: (i % 60, i)) if i % 60 <= 30
         ]

@@ -97,7 +97,7 @@ async def due(
         "SELECT id, mailbox, email, promised FROM ("  # noqa: S608
         " SELECT id, mailbox, email, promised, next_at,"
         "  row_number() OVER (PARTITION BY mailbox ORDER BY next_at, id) AS rank"
-        "  FROM (SELECT id, mailbox, email, promised, next_at FROM enrollment"
+        '  FROM (SELECT id, mailbox, email, promised, next_at FROM "enrollment"'
         f"   WHERE {' AND '.join(where)} ORDER BY next_at, id LIMIT ?) AS oldest"
         ") AS ranked WHERE rank <= ? ORDER BY next_at, id"
     )
@@ -120,12 +120,12 @@ async def claim(ids: Sequence[int], now: datetime, lease: timedelta) -> list[Enr
     )
     if _dialect(client) == "postgres":
         sql = (
-            "UPDATE enrollment SET claimed_until = ? WHERE id IN (SELECT id FROM enrollment"  # noqa: S608
+            'UPDATE "enrollment" SET claimed_until = ? WHERE id IN (SELECT id FROM "enrollment"'  # noqa: S608
             f" WHERE id IN ({_marks(len(ids))}) AND {keep} FOR UPDATE SKIP LOCKED) RETURNING id"
         )
     else:
         sql = (
-            f"UPDATE enrollment SET claimed_until = ? WHERE id IN ({_marks(len(ids))})"  # noqa: S608
+            f'UPDATE "enrollment" SET claimed_until = ? WHERE id IN ({_marks(len(ids))})'  # noqa: S608
             f" AND {keep} RETURNING id"
         )
     taken = {int(r["id"]) for r in await _query(sql, [now + lease, *ids, ACTIVE, now, now], client)}
@@ -173,7 +173,11 @@ async def context(batch: Sequence[Enrollment]) -> Context:
         .values_list("email", "last")
     )
     found.last_contact = {str(e): at for e, at in rows if isinstance(at, datetime)}
-    for row in await SentMessage.filter(enrollment_id__in=[enr.id for enr in batch]):
+    rows_of = SentMessage.filter(enrollment_id__in=[enr.id for enr in batch])
+    # Not the bytes kept for the Sent copy: only what a send decides by.
+    for row in await rows_of.only(
+        "id", "enrollment_id", "step", "status", "message_id", "subject", "attempted_at", "sent_at"
+    ):
         found.rows[(row.enrollment_id, row.step)] = row  # type: ignore[attr-defined]
     return found
 
@@ -249,9 +253,9 @@ async def start(
             await _query("SELECT pg_advisory_xact_lock(hashtext(?))", [email], client)
         lock = " FOR UPDATE OF e" if postgres else ""
         found = await _query(
-            "SELECT e.state, e.hold, (SELECT max(s.attempted_at) FROM sent_message s"  # noqa: S608
+            'SELECT e.state, e.hold, (SELECT max(s.attempted_at) FROM "sent_message" s'  # noqa: S608
             f" WHERE s.email = ? AND s.status IN ({_marks(len(ON_THE_WIRE))}) AND s.id <> ?)"
-            f" AS last FROM enrollment e WHERE e.id = ?{lock}",
+            f' AS last FROM "enrollment" e WHERE e.id = ?{lock}',
             [email, *ON_THE_WIRE, sent.id, enrollment_id],
             client,
         )
@@ -263,7 +267,7 @@ async def start(
         if not await _take(slot, now, client):
             return Refused.PACED
         await _query(
-            "UPDATE sent_message SET status = ?, attempted_at = ?, data = ? WHERE id = ?",
+            'UPDATE "sent_message" SET status = ?, attempted_at = ?, data = ? WHERE id = ?',
             [Send.SENDING, now, data, sent.id],
             client,
         )
@@ -281,7 +285,7 @@ async def _take(slot: Slot, now: datetime, client: BaseDBAsyncClient) -> bool:
     """One send from the mailbox's day: refused when the day's count or the spacing says no
     (a promised step is counted and never refused)."""
     sql = (
-        "UPDATE mailbox_state SET day_count = day_count + 1, next_free_at = ?"
+        'UPDATE "mailbox_state" SET day_count = day_count + 1, next_free_at = ?'
         " WHERE mailbox = ? AND count_since = ?"
     )
     values: list[Any] = [slot.next_free, slot.mailbox, slot.day_start]
@@ -348,7 +352,7 @@ async def record_sent(
     async with in_transaction() as client:
         # Fixed SQL for the statement the send path runs most (the ORM builds it each time).
         await _query(
-            "UPDATE sent_message SET status = ?, sent_at = ? WHERE id = ?",
+            'UPDATE "sent_message" SET status = ?, sent_at = ? WHERE id = ?',
             [status, sent_at if status is Send.SENT else None, sent.id],
             client,
         )

@@ -6,7 +6,7 @@ from tortoise.migrations import operations as ops
 
 
 class Migration(migrations.Migration):
-    dependencies = [("models", "0007_oauth")]
+    dependencies = [("models", "0008_indexes")]
 
     initial = False
 
