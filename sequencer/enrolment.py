@@ -169,9 +169,10 @@ async def enroll(
     return result
 
 
-#: Contacts looked up, planned and written together by `enroll_stream`: one IN (...) list
-#: per look-up (queries.MAX_PARAMS), one INSERT executed for all of them.
-CHUNK = queries.MAX_PARAMS // 2
+#: Contacts looked up, planned and written together by `enroll_stream`: each look-up is one
+#: statement (the suppression list is asked three keys per address, within
+#: queries.MAX_PARAMS), and one INSERT is executed for all of them.
+CHUNK = queries.MAX_PARAMS // 3
 #: Bad rows listed in the error (all are counted): enough to fix a file by, bounded output.
 MAX_LISTED = 1000
 
@@ -249,18 +250,15 @@ async def _chunk(
 ) -> EnrollError | None:
     """Look up, plan and write one chunk; the planning error, if any (then nothing more is
     written, and the caller rolls back)."""
-    emails = [p.email for p in batch]
-    blocked = await queries.suppressed(emails)
-    result.blocked.update(blocked)
-    rest = [p for p in batch if p.email not in blocked]
-    before = {} if again else await queries.contacted_before(p.email for p in rest)
-    result.skipped_before.update(before)
-    rest = [p for p in rest if p.email not in before]
-    last = await queries.last_contacts(p.email for p in rest)
+    found = await queries.screen([p.email for p in batch], again=again)
+    result.blocked.update(found.blocked)
+    result.skipped_before.update(found.before)
     todo = []
-    for person in rest:
+    for person in batch:
+        if person.email in found.blocked or person.email in found.before:
+            continue
         try:
-            plan = planner.plan(person, last.get(person.email))
+            plan = planner.plan(person, found.last.get(person.email))
         except EnrollError as exc:
             return exc
         result.warnings.update(dict.fromkeys(plan.warnings))
@@ -268,7 +266,9 @@ async def _chunk(
         if result.first is None or planned.at < result.first.at:
             result.first = planned
         todo.append(planner.new(person, plan))
-    outcome = await queries.enroll_bulk(todo, allow_overlap=allow_overlap, now=planner.now)
+    outcome = await queries.enroll_bulk(
+        todo, found.active, allow_overlap=allow_overlap, now=planner.now
+    )
     result.created += outcome.created
     result.skipped_active += len(outcome.skipped_active)
     return None

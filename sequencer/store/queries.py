@@ -87,11 +87,11 @@ async def _by_email(
     model: type[Model], emails: Iterable[str], *columns: str
 ) -> list[tuple[str, ...]]:
     """(email, *columns) of every row of `model` for these addresses: one statement per
-    _CHUNK addresses, on the email index.
+    MAX_PARAMS addresses, on the email index.
 
     Raw SQL on purpose: building an IN list of 500 parameters through the query builder
     costs ten times the query itself (1.6 ms against 0.15 ms on SQLite), and enrolling a
-    long list asks four such questions per chunk. The condition is on the address alone
+    long list asks three such questions per chunk. The condition is on the address alone
     (the state or status is filtered here): with `state = 'active'` beside it, SQLite picks
     the state index and reads every active row for each chunk, a cost that grows with the
     table. What comes back is text (nothing to convert); rows needing more are then read
@@ -100,7 +100,7 @@ async def _by_email(
     sqlite = client.capabilities.dialect == "sqlite"
     names = ", ".join(f'"{c}"' for c in ("email", *columns))
     found: list[tuple[str, ...]] = []
-    for chunk in _chunks(list(set(emails))):
+    for chunk in _chunks(list(set(emails)), MAX_PARAMS):
         marks = ",".join("?" if sqlite else f"${i}" for i in range(1, len(chunk) + 1))
         sql = f'SELECT {names} FROM "{model._meta.db_table}" WHERE "email" IN ({marks})'  # noqa: S608 - names are ours
         _, rows = await client.execute_query(sql, list(chunk))
@@ -128,32 +128,36 @@ async def contacted_before(emails: Iterable[str]) -> dict[str, Previous]:
     """Addresses with no active enrollment that some sequence ended for good (replied,
     completed, bounced, unsubscribed, stopped), each with its latest such ending: who
     `enroll` leaves alone unless told `--again`."""
-    states = await _by_email(Enrollment, emails, "state")
-    active = {e for e, state in states if state == ACTIVE}
-    ended = {e for e, state in states if state in ENDED_FOR_GOOD} - active
+    return await _ended(await _by_email(Enrollment, emails, "state"))
+
+
+async def _ended(states: Iterable[tuple[str, ...]]) -> dict[str, Previous]:
+    """`contacted_before`, from (email, state, ...) of every enrollment of the addresses."""
+    rows = list(states)
+    active = {row[0] for row in rows if row[1] == ACTIVE}
+    ended = {row[0] for row in rows if row[1] in ENDED_FOR_GOOD} - active
     found: dict[str, Previous] = {}
     for chunk in _chunks(sorted(ended)):
-        rows = await Enrollment.filter(email__in=chunk).order_by("id")
         latest: dict[str, Enrollment] = {}
-        for row in rows:
-            if row.state not in ENDED_FOR_GOOD:
+        for enr in await Enrollment.filter(email__in=chunk).order_by("id"):
+            if enr.state not in ENDED_FOR_GOOD:
                 continue
-            ended_at = row.finished_at or row.enrolled_at
-            kept = latest.get(row.email)
+            ended_at = enr.finished_at or enr.enrolled_at
+            kept = latest.get(enr.email)
             if kept is None or ended_at >= (kept.finished_at or kept.enrolled_at):
-                latest[row.email] = row
+                latest[enr.email] = enr
         ids = [r.ended_by_id for r in latest.values() if r.ended_by_id is not None]
         subjects = dict(
             await InboundMessage.filter(id__in=ids).values_list("id", "subject") if ids else []
         )
-        for address, row in latest.items():
-            subject = subjects.get(row.ended_by_id) if row.ended_by_id is not None else None
+        for address, enr in latest.items():
+            subject = subjects.get(enr.ended_by_id) if enr.ended_by_id is not None else None
             found[address] = Previous(
                 address,
-                row.state,
-                row.sequence,
-                row.finished_at or row.enrolled_at,
-                row.reason,
+                enr.state,
+                enr.sequence,
+                enr.finished_at or enr.enrolled_at,
+                enr.reason,
                 str(subject) if subject else None,
             )
     return found
@@ -167,6 +171,28 @@ async def _active_in(emails: Iterable[str]) -> set[tuple[str, str]]:
     """(address, sequence) of each active enrollment of these addresses."""
     rows = await _by_email(Enrollment, emails, "state", "sequence")
     return {(e, seq) for e, state, seq in rows if state == ACTIVE}
+
+
+@dataclass
+class Screen:
+    """What the database says of the addresses of one chunk of a long list, read inside the
+    writing transaction: one statement per question (suppressed? enrolled, how? last
+    written to when?), and the ORM only for the few that match."""
+
+    blocked: dict[str, Suppression]
+    before: dict[str, Previous]  # ended for good, not active (none asked with `again`)
+    last: dict[str, datetime]  # of the others
+    active: set[tuple[str, str]]  # (address, sequence) active now
+
+
+async def screen(emails: Sequence[str], *, again: bool) -> Screen:
+    blocked = await suppressed(emails)
+    rest = [e for e in emails if e not in blocked]
+    states = await _by_email(Enrollment, rest, "state", "sequence")
+    before = {} if again else await _ended(states)
+    last = await last_contacts(e for e in rest if e not in before)
+    active = {(e, seq) for e, state, seq in states if state == ACTIVE}
+    return Screen(blocked, before, last, active)
 
 
 def _admitted(
@@ -225,18 +251,21 @@ async def enroll(
 
 
 async def enroll_bulk(
-    items: Sequence[NewEnrollment], *, allow_overlap: bool, now: datetime
+    items: Sequence[NewEnrollment],
+    active: set[tuple[str, str]],
+    *,
+    allow_overlap: bool,
+    now: datetime,
 ) -> BulkOutcome:
     """`enroll` for one chunk of a long list, inside the caller's transaction (the whole list
-    is one: all or nothing), the contacted-before check already made by the caller in it.
-    One look-up of who is active, then one INSERT executed for all the rows (executemany: one
-    row's parameters per execution, so no parameter limit is near). Rows written by earlier
-    chunks of the same transaction are active, so a repeated address is skipped as today."""
+    is one: all or nothing), with what `screen` found in it (`active`: who is active now,
+    in which sequence; suppressed and contacted-before addresses already left out). One
+    INSERT executed for all the rows (executemany: one row's parameters per execution, far
+    below any parameter limit). Rows written by earlier chunks of the same transaction are
+    active, so an address repeated in the list is skipped as it always was."""
     outcome = BulkOutcome()
-    emails = [i.email for i in items]
-    busy = set() if allow_overlap else await active_emails(emails)
-    same = await _active_in(emails) if allow_overlap else None
-    kept = _admitted(items, busy, same, outcome.skipped_active)
+    busy = set() if allow_overlap else {e for e, _ in active}
+    kept = _admitted(items, busy, active if allow_overlap else None, outcome.skipped_active)
     if kept:
         await _insert(kept, now)
     outcome.created = len(kept)
@@ -263,7 +292,7 @@ async def _insert(items: Sequence[NewEnrollment], now: datetime) -> None:
         return converted[column, key]
 
     at = {c: columns.index(c) for c in _PER_ROW}
-    email, variables, promises = (fields[c] for c in ("email", "variables", "promises"))
+    email, variables = fields["email"], fields["variables"]
     rows = []
     for item in items:
         row = shared.copy()
@@ -274,7 +303,8 @@ async def _insert(items: Sequence[NewEnrollment], now: datetime) -> None:
         row[at["next_at"]] = once("next_at", item.next_at, item.next_at)
         reasons = item.next_reasons
         row[at["next_reasons"]] = once("next_reasons", reasons, list(reasons))
-        row[at["promises"]] = promises.to_db_value(item.promises, template)
+        # One dict per plan, shared by its rows (all alive here, so their ids are unique).
+        row[at["promises"]] = once("promises", id(item.promises), item.promises)
         row[at["promised"]] = once("promised", item.promised, item.promised)
         rows.append(row)
     await client.execute_many(executor.insert_query, rows)
