@@ -64,6 +64,9 @@ class Planner:
     promise checks and warnings; a list of a million contacts in a dozen zones is planned a
     dozen times. tests/test_enrolment.py checks cached against uncached plans."""
 
+    #: Places whose plan is kept (a real list has a few dozen).
+    PLACES = 10_000
+
     def __init__(
         self,
         etiquette: Etiquette,
@@ -85,7 +88,9 @@ class Planner:
         key = (values.get("timezone"), values.get("country"), values.get("subdivision"))
         found = self._cache.get(key)
         if found is None:
-            found = self._cache[key] = self._plan(person, None)
+            found = self._plan(person, None)
+            if len(self._cache) < self.PLACES:  # a hostile list of endless places stays bounded
+                self._cache[key] = found
         return found
 
     def _plan(self, person: Contact, last_contact: datetime | None) -> _Plan:
