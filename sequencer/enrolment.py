@@ -226,6 +226,7 @@ async def enroll_stream(
     planner = Planner(etiquette, seq, now, promised=promised)
     failed: EnrollError | None = None
     async with in_transaction():
+        await queries.for_a_long_list()
         batch: list[Contact] = []
         for item in people:
             if isinstance(item, Refused):
