@@ -539,47 +539,48 @@ async def _enroll_csv(
     """`enroll --csv`: the file read a row at a time (any length, flat memory), written in
     one transaction (every row, or none: enrolment.enroll_stream)."""
     name = str(path)
-    try:
-        with csvfile.opened(path) as (handle, note):
+    with contextlib.ExitStack() as stack:
+        try:
+            handle, note = stack.enter_context(csvfile.opened(path))
             if note:
                 err.print(f"note: {note}", highlight=False, markup=False)
             _note_extra_columns(seq, handle.readline(_HEADER_MAX), path)
             header, rows = csvfile.stream(handle, name)
-            contacts.check_header(header, name)
-            people = contacts.each(seq, rows, name)
-            now = SystemClock().now()
+        except ValueError as exc:  # unreadable file or header row
+            raise EnrollError([str(exc)]) from None
+        contacts.check_header(header, name)
+        people = contacts.each(seq, rows, name)
+        now = SystemClock().now()
+        try:
+            promised = enrolment.parse_promise_options(first_at, promise)
+        except EnrollError:
+            # The rows first, as when the whole file was read before.
+            bad, listed = 0, list[str]()
+            for row in people:
+                if isinstance(row, contacts.Refused):
+                    bad += len(row.problems)
+                    listed += row.problems[: max(enrolment.MAX_LISTED - len(listed), 0)]
+            if bad:
+                raise contacts.refusal(name, listed, bad) from None
+            raise
+        result = enrolment.Streamed()
+        async with db.connected(settings.database):
             try:
-                promised = enrolment.parse_promise_options(first_at, promise)
+                await enrolment.enroll_stream(
+                    Etiquette(settings),
+                    seq,
+                    people,
+                    now,
+                    name,
+                    result,
+                    allow_overlap=allow_overlap,
+                    promised=promised,
+                    again=again,
+                )
             except EnrollError:
-                # The rows first, as when the whole file was read before.
-                bad, listed = 0, list[str]()
-                for row in people:
-                    if isinstance(row, contacts.Refused):
-                        bad += len(row.problems)
-                        listed += row.problems[: max(enrolment.MAX_LISTED - len(listed), 0)]
-                if bad:
-                    raise contacts.refusal(name, listed, bad) from None
+                if promised and not result.bad and result.valid > 1:
+                    err.print(_PROMISE_ZONES, highlight=False)
                 raise
-            result = enrolment.Streamed()
-            async with db.connected(settings.database):
-                try:
-                    await enrolment.enroll_stream(
-                        Etiquette(settings),
-                        seq,
-                        people,
-                        now,
-                        name,
-                        result,
-                        allow_overlap=allow_overlap,
-                        promised=promised,
-                        again=again,
-                    )
-                except EnrollError:
-                    if promised and not result.bad and result.valid > 1:
-                        err.print(_PROMISE_ZONES, highlight=False)
-                    raise
-    except ValueError as exc:  # unreadable file, header row (csvfile)
-        raise EnrollError([str(exc)]) from None
     if promised and result.valid > 1:
         err.print(_PROMISE_ZONES, highlight=False)
     for address in sorted(result.blocked):
