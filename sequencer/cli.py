@@ -245,7 +245,8 @@ def _known_fields(seq: Sequence) -> frozenset[str]:
 
 def _note_extra_columns(seq: Sequence, text: str, path: Path) -> None:
     """A note (not an error) naming the CSV's columns no template or rule uses: CRM exports
-    carry dozens, and a column meant for a template but misspelt shows up here."""
+    carry dozens, and a column meant for a template but misspelt shows up here. `text`: the
+    file's text, or its first line."""
     line = text.removeprefix("\ufeff").split("\n", 1)[0].rstrip("\r")
     try:
         header = next(csv.reader([line], delimiter=csvfile.sniff(line, str(path))), [])
@@ -526,6 +527,107 @@ def _bad_rows(seq: Sequence, text: str, name: str) -> list[str]:
     return []
 
 
+async def _enroll_csv(
+    settings: Settings,
+    seq: Sequence,
+    path: Path,
+    first_at: str | None,
+    promise: list[str],
+    allow_overlap: bool,
+    again: bool,
+) -> None:
+    """`enroll --csv`: the file read a row at a time (any length, flat memory), written in
+    one transaction (every row, or none: enrolment.enroll_stream)."""
+    name = str(path)
+    with contextlib.ExitStack() as stack:
+        try:
+            handle, note = stack.enter_context(csvfile.opened(path))
+            if note:
+                err.print(f"note: {note}", highlight=False, markup=False)
+            _note_extra_columns(seq, handle.readline(_HEADER_MAX), path)
+            header, rows = csvfile.stream(handle, name)
+        except ValueError as exc:  # unreadable file or header row
+            raise EnrollError([str(exc)]) from None
+        contacts.check_header(header, name)
+        people = contacts.each(seq, rows, name)
+        now = SystemClock().now()
+        try:
+            promised = enrolment.parse_promise_options(first_at, promise)
+        except EnrollError:
+            # The rows first, as when the whole file was read before.
+            bad, listed = 0, list[str]()
+            for row in people:
+                if isinstance(row, contacts.Refused):
+                    bad += len(row.problems)
+                    listed += row.problems[: max(enrolment.MAX_LISTED - len(listed), 0)]
+            if bad:
+                raise contacts.refusal(name, listed, bad) from None
+            raise
+        result = enrolment.Streamed()
+        async with db.connected(settings.database):
+            try:
+                await enrolment.enroll_stream(
+                    Etiquette(settings),
+                    seq,
+                    people,
+                    now,
+                    name,
+                    result,
+                    allow_overlap=allow_overlap,
+                    promised=promised,
+                    again=again,
+                )
+            except EnrollError:
+                if promised and not result.bad and result.valid > 1:
+                    err.print(_PROMISE_ZONES, highlight=False)
+                raise
+    if promised and result.valid > 1:
+        err.print(_PROMISE_ZONES, highlight=False)
+    for address in sorted(result.blocked):
+        err.print(
+            f"skipped {address}: suppressed ({_entry_why(result.blocked[address])})",
+            highlight=False,
+            markup=False,
+        )
+    for address in sorted(result.skipped_before):
+        err.print(
+            f"skipped {address}: contacted before "
+            f"({enrolment.describe(result.skipped_before[address])})",
+            highlight=False,
+            markup=False,
+        )
+    _enrolled_summary(settings, seq, result)
+
+
+_PROMISE_ZONES = "note: promised times are read in each contact's own time zone"
+#: The most of line 1 read for the note on unused columns (a hostile file has no end of line).
+_HEADER_MAX = 1 << 20
+
+
+def _enrolled_summary(settings: Settings, seq: Sequence, result: enrolment.Streamed) -> None:
+    """The warnings, then `enrolled N in 'seq'; skipped ...; first send ...` on stdout."""
+    for warning in result.warnings:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    when = ""
+    if result.first is not None and result.first_values is not None:
+        first = result.first
+        zone = Etiquette(settings).place(result.first_values).zone
+        local = first.at.astimezone(zone)
+        why = f" ({', '.join(first.reasons)})" if first.reasons else ""
+        when = f"; first send {local:%a %Y-%m-%d %H:%M} {zone.key}{why}"
+        if result.valid > 1:
+            when = f"; first send from {first.at:%Y-%m-%d %H:%M} UTC"
+    blocked, before = result.blocked, result.skipped_before
+    out.print(
+        f"enrolled {result.created} in '{seq.id}'"
+        + (f"; skipped {result.skipped_active} already active" if result.skipped_active else "")
+        + (f"; skipped {len(blocked)} suppressed" if blocked else "")
+        + (f"; skipped {len(before)} contacted before (use --again)" if before else "")
+        + when,
+        highlight=False,
+    )
+
+
 @app.command(
     cls=_Command,
     epilog=_example(
@@ -590,32 +692,26 @@ def enroll(
         if csv_file is not None:
             if var:
                 raise EnrollError(["--var goes with a single EMAIL; put the values in CSV columns"])
-            text = _csv_text(csv_file)
-            _note_extra_columns(seq, text, csv_file)
-            people = contacts.read_csv(seq, text, str(csv_file))
-        else:
-            people = [contacts.contact(seq, email or "", _vars(seq, var or [], allow_unknown))]
+            await _enroll_csv(
+                settings, seq, csv_file, first_at, promise or [], allow_overlap, again
+            )
+            return
+        person = contacts.contact(seq, email or "", _vars(seq, var or [], allow_unknown))
         now = SystemClock().now()
         promised = enrolment.parse_promise_options(first_at, promise or [])
-        if promised and csv_file is not None and len(people) > 1:
-            err.print(
-                "note: promised times are read in each contact's own time zone",
-                highlight=False,
-            )
         async with db.connected(settings.database):
             result = await enrolment.enroll(
                 Etiquette(settings),
                 seq,
-                people,
+                [person],
                 now,
                 allow_overlap=allow_overlap,
                 promised=promised,
                 again=again,
             )
-        blocked, before = result.blocked, result.skipped_before
-        if blocked and csv_file is None:
-            address = people[0].email
-            row = blocked[address]
+        address = person.email
+        if result.blocked:
+            row = result.blocked[address]
             through = f" through its domain {row.email}" if row.email != address else ""
             if suppression.is_hashed(row.email):
                 through = " (they asked to be forgotten: only a hash of the address is kept)"
@@ -626,56 +722,32 @@ def enroll(
                     f"(if that entry is wrong: sequencer suppress remove {row.email} --reason ...)"
                 ]
             )
-        if csv_file is None and result.skipped_active:
+        if result.skipped_active:
             raise EnrollError(
                 [
-                    f"{people[0].email} is already active in a sequence "
+                    f"{address} is already active in a sequence "
                     "(use --allow-overlap to enroll anyway, or `sequencer stop` it)"
                 ]
             )
-        if csv_file is None and before:
-            address = people[0].email
+        if result.skipped_before:
             raise EnrollError(
                 [
-                    f"{address} was contacted before: {enrolment.describe(before[address])}; "
+                    f"{address} was contacted before: "
+                    f"{enrolment.describe(result.skipped_before[address])}; "
                     "use --again to enroll anyway"
                 ]
             )
-        for address in sorted(blocked):
-            err.print(
-                f"skipped {address}: suppressed ({_entry_why(blocked[address])})",
-                highlight=False,
-                markup=False,
-            )
-        for address in sorted(before):
-            err.print(
-                f"skipped {address}: contacted before ({enrolment.describe(before[address])})",
-                highlight=False,
-                markup=False,
-            )
-        for warning in dict.fromkeys(result.warnings):
-            err.print(f"[yellow]warning:[/] {warning}", highlight=False)
         firsts = sorted(result.first.values(), key=lambda p: p.at)
-        when = ""
-        if firsts:
-            first = firsts[0]
-            zone = Etiquette(settings).place(people[0].values).zone
-            local = first.at.astimezone(zone)
-            why = f" ({', '.join(first.reasons)})" if first.reasons else ""
-            when = f"; first send {local:%a %Y-%m-%d %H:%M} {zone.key}{why}"
-            if len(people) > 1:
-                when = f"; first send from {first.at:%Y-%m-%d %H:%M} UTC"
-        out.print(
-            f"enrolled {len(result.created)} in '{seq.id}'"
-            + (
-                f"; skipped {len(result.skipped_active)} already active"
-                if result.skipped_active
-                else ""
-            )
-            + (f"; skipped {len(blocked)} suppressed" if blocked else "")
-            + (f"; skipped {len(before)} contacted before (use --again)" if before else "")
-            + when,
-            highlight=False,
+        _enrolled_summary(
+            settings,
+            seq,
+            enrolment.Streamed(
+                valid=1,
+                created=len(result.created),
+                first=firsts[0] if firsts else None,
+                first_values=person.values,
+                warnings=dict.fromkeys(result.warnings),
+            ),
         )
 
     _run(go)

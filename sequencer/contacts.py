@@ -8,12 +8,16 @@ A value may hold any letter (Zoë Müller) and a tab, which is harmless in a bod
 folding white space in a header (the email package encodes it); line breaks, other control
 characters and lone surrogates (what undecodable bytes in a command-line argument become) are
 refused, since any of them can end up in the subject.
+
+`each` checks a CSV one row at a time (`enroll --csv` streams files of any size); `read_csv`
+is the same check of a whole text at once.
 """
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from sequencer import csvfile, safetext
@@ -46,11 +50,21 @@ def parse_vars(pairs: Iterable[str]) -> dict[str, str]:
     return out
 
 
-def _check_fields(fields: dict[str, str]) -> list[str]:
+def _check_fields(fields: dict[str, str], *, names: bool = True) -> list[str]:
+    """Every problem with these fields; `names=False` when the names were checked already
+    (a CSV's header, once for all its rows)."""
+    # The common row: no character anywhere in it is refused (a value's problem is in one of
+    # its characters, so the row's is none of them) and no value is too long.
+    if (
+        not names
+        and safetext.problem("".join(fields.values()), allow="\t") is None
+        and max(map(len, fields.values()), default=0) <= 1000
+    ):
+        return []
     problems = []
     for key, value in fields.items():
         name = key if safetext.problem(key) is None else ascii(key)[1:-1]
-        if not _NAME.match(key):
+        if names and not _NAME.match(key):
             problems.append(f"'{name}' is not a usable field name (lower-case letters, digits, _)")
         bad = safetext.problem(value, allow="\t")
         if bad is not None and bad.startswith("contains a line break"):
@@ -63,29 +77,53 @@ def _check_fields(fields: dict[str, str]) -> list[str]:
 
 
 def _check_place(fields: dict[str, str]) -> list[str]:
-    """The reserved scheduling fields: an IANA zone, a country with a holiday calendar."""
+    """The reserved scheduling fields: an IANA zone, a country with a holiday calendar (its
+    code normalised in `fields`)."""
+    zone, country = fields.get("timezone", ""), fields.get("country", "")
+    subdivision = fields.get("subdivision", "")
+    if not (zone or country or subdivision):
+        return []
+    problems, code, sub = _place(zone, country, subdivision)
+    if code:
+        fields["country"] = code
+    if sub:
+        fields["subdivision"] = sub
+    return list(problems)
+
+
+@functools.lru_cache(maxsize=4096)
+def _place(zone: str, country: str, subdivision: str) -> tuple[tuple[str, ...], str, str]:
+    """`_check_place` of one place: (problems, country code, subdivision code to store).
+    Checked once per distinct place: a list of a million contacts has a few dozen."""
     problems = []
-    if fields.get("timezone"):
+    if zone:
         try:
-            check_zone(fields["timezone"])
+            check_zone(zone)
         except ValueError as exc:
             problems.append(f"timezone: {exc}")
-    if fields.get("subdivision") and not fields.get("country"):
+    if subdivision and not country:
         problems.append("subdivision: give the country too (e.g. --var country=DE)")
-    if fields.get("country"):
+    code, sub = "", ""
+    if country:
         try:
-            code, sub = check_country(fields["country"], fields.get("subdivision"))
+            code, found = check_country(country, subdivision or None)
         except ValueError as exc:
             problems.append(f"country: {exc}")
         else:
-            fields["country"] = code
-            if sub:
-                fields["subdivision"] = sub
-    return problems
+            sub = found or ""
+    return tuple(problems), code, sub
 
 
-def contact(seq: Sequence, email: str, fields: dict[str, str], line: int | None = None) -> Contact:
-    """One contact, or EnrollError listing everything wrong with it."""
+def contact(
+    seq: Sequence,
+    email: str,
+    fields: dict[str, str],
+    line: int | None = None,
+    *,
+    names_checked: bool = False,
+) -> Contact:
+    """One contact, or EnrollError listing everything wrong with it. `names_checked`: the
+    field names are a CSV header that `check_header` passed."""
     problems = []
     try:
         address = normalize_address(email)
@@ -93,7 +131,7 @@ def contact(seq: Sequence, email: str, fields: dict[str, str], line: int | None 
         problems.append(f"email {exc}")
         address = email
     fields = {k: v.strip() for k, v in fields.items() if k != "email"}
-    problems += _check_fields(fields)
+    problems += _check_fields(fields, names=not names_checked)
     problems += _check_place(fields)
     if not problems:
         try:
@@ -136,30 +174,61 @@ def _advise(problem: str, email: str) -> str:
     return f"{problem}: check the column order or the delimiter"
 
 
+@dataclass(frozen=True)
+class Refused:
+    """A CSV row that is not a valid contact, with every reason, each `name:line: ...`."""
+
+    line: int
+    problems: tuple[str, ...]
+
+
+def check_header(header: Iterable[str], name: str) -> None:
+    """EnrollError (`name:1: ...`) for a column name no contact field can have."""
+    bad_header = _check_fields({h: "" for h in header if h})
+    if bad_header:
+        raise EnrollError([f"{name}:1: {p}" for p in bad_header])
+
+
+def each(seq: Sequence, rows: Iterable[csvfile.Row], name: str) -> Iterator[Contact | Refused]:
+    """Every row of a CSV as a contact or as the reasons it is not one, in order, one at a
+    time (a file of any size). The header passed `check_header` first."""
+    for row in rows:
+        if row.problem:
+            yield Refused(row.line, (f"{name}:{row.line}: {row.problem}",))
+            continue
+        email = row.fields.get("email", "")
+        try:
+            yield contact(seq, email, row.fields, row.line, names_checked=True)
+        except EnrollError as exc:
+            yield Refused(
+                row.line, tuple(f"{name}:{row.line}: {_advise(p, email)}" for p in exc.problems)
+            )
+
+
+def refusal(name: str, problems: list[str], count: int | None = None) -> EnrollError:
+    """The error for a list with bad rows: how many, then each (`count` when only the first
+    ones are listed)."""
+    total = len(problems) if count is None else count
+    more = [f"... and {total - len(problems)} more"] if total > len(problems) else []
+    return EnrollError([f"{total} problem(s) in {name}; nothing was enrolled:", *problems, *more])
+
+
 def read_csv(seq: Sequence, text: str, name: str) -> list[Contact]:
     """Every row of a CSV with a header row, or EnrollError listing every bad row."""
     try:
         header, rows = csvfile.read(text, name)
     except ValueError as exc:
         raise EnrollError([str(exc)]) from None
-    bad_header = _check_fields({h: "" for h in header if h})
-    if bad_header:
-        raise EnrollError([f"{name}:1: {p}" for p in bad_header])
+    check_header(header, name)
     contacts: list[Contact] = []
     problems: list[str] = []
-    for row in rows:
-        if row.problem:
-            problems.append(f"{name}:{row.line}: {row.problem}")
-            continue
-        try:
-            contacts.append(contact(seq, row.fields.get("email", ""), row.fields, row.line))
-        except EnrollError as exc:
-            email = row.fields.get("email", "")
-            problems += [f"{name}:{row.line}: {_advise(p, email)}" for p in exc.problems]
+    for item in each(seq, rows, name):
+        if isinstance(item, Refused):
+            problems += item.problems
+        else:
+            contacts.append(item)
     if problems:
-        raise EnrollError(
-            [f"{len(problems)} problem(s) in {name}; nothing was enrolled:", *problems]
-        )
+        raise refusal(name, problems)
     return contacts
 
 

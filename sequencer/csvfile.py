@@ -8,6 +8,10 @@ Files come from Excel and CRMs, not from a spec: Excel in much of Europe saves w
 (the comma is the decimal sign there) in Windows-1252, "Unicode Text" is tab-separated, and
 "CSV UTF-8" starts with a BOM. `load` takes the bytes as saved (`decode`), `read` sniffs the
 delimiter from the header row. `decode` and `read` are pure; `load` is the one file read.
+
+`opened` and `stream` are the same reading for a file of any size (`enroll --csv` of a million
+rows): the encoding is chosen by one pass over the bytes, then the rows are decoded and parsed
+one at a time, so memory does not grow with the file.
 """
 
 from __future__ import annotations
@@ -16,8 +20,11 @@ import codecs
 import csv
 import io
 import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TextIO
 
 
 @dataclass(frozen=True)
@@ -43,28 +50,62 @@ def _ragged(delimiter: str) -> str:
     )
 
 
+def _note(encoding: str, name: str) -> str | None:
+    """What to tell the user about the encoding a file was read in (nothing for UTF-8)."""
+    if encoding == "utf-16":
+        return f"{name}: read as UTF-16 (from its byte order mark)"
+    if encoding == "utf-8-sig":
+        return None
+    label = "Windows-1252" if encoding == "cp1252" else "Latin-1"
+    return (
+        f"{name}: not UTF-8, read as {label} (as Excel saves CSV in Western Europe); "
+        'check the accents, or save it as "CSV UTF-8" to be sure'
+    )
+
+
 def decode(data: bytes, name: str) -> tuple[str, str | None]:
     """The text of a CSV as saved, and a note when it was not UTF-8 (so the user can check
     the accents). UTF-8 with or without BOM, UTF-16 with BOM (Excel's "Unicode Text");
     anything else is read as Windows-1252, or Latin-1 for the five bytes it leaves undefined
     (both decode any byte, so a wrong guess shows as odd letters, never a lost row)."""
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        try:
-            return data.decode("utf-16"), f"{name}: read as UTF-16 (from its byte order mark)"
-        except UnicodeDecodeError:
-            pass  # not really UTF-16: read as bytes below, so line 1 gets a clear error
+    encoding = _encoding([data])
+    return data.decode(encoding), _note(encoding, name)
+
+
+def _decodes(encoding: str, blocks: Iterable[bytes]) -> bool:
+    decoder = codecs.getincrementaldecoder(encoding)()
     try:
-        return data.decode("utf-8-sig"), None
+        for block in blocks:
+            decoder.decode(block)
+        decoder.decode(b"", final=True)
     except UnicodeDecodeError:
-        pass
-    try:
-        text, encoding = data.decode("cp1252"), "Windows-1252"
-    except UnicodeDecodeError:
-        text, encoding = data.decode("latin-1"), "Latin-1"
-    return text, (
-        f"{name}: not UTF-8, read as {encoding} (as Excel saves CSV in Western Europe); "
-        'check the accents, or save it as "CSV UTF-8" to be sure'
-    )
+        return False
+    return True
+
+
+def _encoding(blocks: Iterable[bytes] | None = None, path: Path | None = None) -> str:
+    """The codec `decode` reads these bytes with (given whole, or as the blocks of `path`,
+    read again for each candidate so that memory stays one block)."""
+
+    def each() -> Iterable[bytes]:
+        if blocks is not None:
+            yield from blocks
+            return
+        assert path is not None
+        with path.open("rb") as raw:
+            while block := raw.read(_BLOCK):
+                yield block
+
+    first = next(iter(each()), b"")
+    if first.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) and _decodes("utf-16", each()):
+        return "utf-16"  # else not really UTF-16: read as bytes, so line 1 gets a clear error
+    if _decodes("utf-8-sig", each()):
+        return "utf-8-sig"
+    return "cp1252" if _decodes("cp1252", each()) else "latin-1"
+
+
+#: Bytes read at a time when the encoding is chosen.
+_BLOCK = 1 << 20
 
 
 def load(path: Path) -> tuple[str, str | None]:
@@ -75,6 +116,19 @@ def load(path: Path) -> tuple[str, str | None]:
     except OSError as exc:
         raise ValueError(f"{path}: cannot read it: {exc.strerror or exc}") from None
     return decode(data, str(path))
+
+
+@contextmanager
+def opened(path: Path) -> Iterator[tuple[TextIO, str | None]]:
+    """The file at `path` as text, decoded as `decode` would (the note too), read as it is
+    used rather than all at once. ValueError (`path: cannot read it: ...`) if it cannot be."""
+    try:
+        encoding = _encoding(path=path)
+        handle = path.open(encoding=encoding, newline="")
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read it: {exc.strerror or exc}") from None
+    with handle:
+        yield handle, _note(encoding, str(path))
 
 
 def sniff(header_line: str, name: str) -> str:
@@ -102,12 +156,23 @@ def read(text: str, name: str, required: str = "email") -> tuple[list[str], list
     """The lower-cased header and the rows that are not blank, in order; a row that cannot be
     read carries its `problem`. ValueError (`name:1: ...`) when the header row is unreadable,
     mixes delimiters or has no `required` column: then no row can be understood."""
+    header, rows = stream(io.StringIO(text, newline=""), name, required)
+    return header, list(rows)
+
+
+def stream(source: TextIO, name: str, required: str = "email") -> tuple[list[str], Iterator[Row]]:
+    """`read` of an open text file (opened with newline=""), the rows read as they are asked
+    for. The header is read at once: its errors are raised here."""
+    source.seek(0)
+    head = source.read(_SNIFF_MAX + 1)
     # A BOM is normally removed by `decode`; never let it hide the email column.
-    text = text.removeprefix("\ufeff")
-    delimiter = sniff(re.split(r"\r\n|\r|\n", text[: _SNIFF_MAX + 1], maxsplit=1)[0], name)
-    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    skip = 1 if head.startswith("\ufeff") else 0
+    delimiter = sniff(re.split(r"\r\n|\r|\n", head[skip:], maxsplit=1)[0], name)
+    source.seek(0)
+    source.read(skip)
+    reader = csv.reader(source, delimiter=delimiter)
     try:
-        header = [h.strip().lower() for h in (reader.fieldnames or [])]
+        header = [h.strip().lower() for h in next(reader, [])]
     except csv.Error as exc:
         raise ValueError(f"{name}:1: not a readable CSV header row: {exc}") from None
     if required not in header:
@@ -115,28 +180,39 @@ def read(text: str, name: str, required: str = "email") -> tuple[list[str], list
             f"{name}:1: the header row needs an '{required}' column "
             f"(found: {', '.join(header) or 'nothing'})"
         )
-    reader.fieldnames = header
-    rows: list[Row] = []
+    return header, _rows(reader, header, delimiter, name)
+
+
+def _rows(reader: Any, header: list[str], delimiter: str, name: str) -> Iterator[Row]:
+    """The records after the header, as csv.DictReader would give them (blank lines skipped,
+    missing cells empty), with the line each starts on."""
     end = 1  # the last line of the previous record
+    named = [(i, h) for i, h in enumerate(header) if h]
     while True:
         try:
-            row = next(reader)
+            cells = next(reader)
         except StopIteration:
-            break
+            return
         except csv.Error as exc:  # e.g. a cell over the csv module's size limit
-            rows.append(Row(reader.line_num, {}, f"not readable as CSV: {exc}"))
-            break
+            yield Row(reader.line_num, {}, f"not readable as CSV: {exc}")
+            return
+        except UnicodeDecodeError:  # the file changed since its encoding was chosen
+            yield Row(reader.line_num + 1, {}, f"{name} changed while it was read; try again")
+            return
+        if not cells:
+            continue  # a blank line
         # line_num is the record's last line; a quoted value may span lines: point at its first.
-        cells = [v for v in row.values() if isinstance(v, str)] + list(row.get(None) or [])
-        line = max(end + 1, reader.line_num - sum(_line_breaks(v) for v in cells))
+        joined = "".join(cells)  # most rows have no line break at all: one look at them
+        many = "\n" in joined or "\r" in joined
+        line = max(end + 1, reader.line_num - (sum(map(_line_breaks, cells)) if many else 0))
         end = reader.line_num
-        if None in row:
-            rows.append(Row(line, {}, _ragged(delimiter)))
+        if len(cells) > len(header):
+            yield Row(line, {}, _ragged(delimiter))
             continue
-        fields = {k: (v or "") for k, v in row.items() if k}
+        cells += [""] * (len(header) - len(cells))
+        fields = {h: cells[i] for i, h in named}
         if any(v.strip() for v in fields.values()):  # else a blank line
-            rows.append(Row(line, fields))
-    return header, rows
+            yield Row(line, fields)
 
 
 def _line_breaks(value: str) -> int:
