@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from sequencer import logs  # noqa: E402
 from sequencer.devservers import Pymap, SmtpSink  # noqa: E402
-from sequencer.store import db, queries  # noqa: E402
+from sequencer.store import db, queries, sending  # noqa: E402
 
 PG_ADMIN = os.environ.get("SEQUENCER_TEST_PG", "postgres://postgres@127.0.0.1:5432/postgres")
 MAILBOXES = ("sales1", "sales2", "sales3")
@@ -293,7 +293,7 @@ async def in_process(url: str, cfg: Path, now: datetime) -> dict[str, float]:
     later = now + timedelta(hours=1, minutes=15)
     async with db.connected(url):
         return {
-            "due": await _best(lambda: queries.due(later, 100)),
+            "due": await _best(lambda: sending.due(later, 100)),
             "next_due": await _best(queries.next_due_at),
             "service": await _best(queries.service_summary, 5),
             "similar": await _best(lambda: queries.similar_addresses("nobody@p77.test"), 3),

@@ -8,7 +8,7 @@ import functools
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any, TypeVar
 
 from tortoise.exceptions import IntegrityError
@@ -351,36 +351,6 @@ async def next_due_at() -> datetime | None:
     return row if isinstance(row, datetime) else None
 
 
-@dataclass(frozen=True)
-class Due:
-    id: int
-    mailbox: str
-    email: str
-    promised: bool
-
-
-async def due(
-    now: datetime, limit: int, closed: Iterable[str] = (), held: Iterable[str] = ()
-) -> list[Due]:
-    """Enrollments due now, not held and not claimed by a live lease, oldest due first.
-    Mailboxes in `closed` (paced out) only yield promised steps, which no pacing rule moves;
-    mailboxes in `held` (inbox not watched, login refused, reputation) yield nothing."""
-    query = Enrollment.filter(next_at__lte=now, state=ACTIVE, hold__isnull=True).filter(
-        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
-    )
-    if stopped := list(held):
-        query = query.filter(~Q(mailbox__in=stopped))
-    shut = list(closed)
-    if shut:
-        query = query.filter(Q(promised=True) | ~Q(mailbox__in=shut))
-    rows = (
-        await query.order_by("next_at", "id")
-        .limit(limit)
-        .values_list("id", "mailbox", "email", "promised")
-    )
-    return [Due(int(str(i)), str(m), str(e), bool(p)) for i, m, e, p in rows]
-
-
 async def defer(enrollment_id: int, at: datetime, reasons: Sequence[str]) -> None:
     """A claimed step may not go yet (window, gap, out-of-office): move it and let go."""
     await Enrollment.filter(id=enrollment_id, state=ACTIVE).update(
@@ -440,10 +410,6 @@ async def _upsert(model: Any, mailbox: str, **values: Any) -> None:
         await model.create(mailbox=mailbox, **values)
     except IntegrityError:
         await model.filter(mailbox=mailbox).update(**values)
-
-
-async def set_next_free(mailbox: str, at: datetime | None) -> None:
-    await _upsert(MailboxState, mailbox, next_free_at=at)
 
 
 async def mailbox_states() -> dict[str, MailboxState]:
@@ -535,18 +501,6 @@ async def promised_active() -> list[Enrollment]:
     return list(await query.only("id", "promises", "steps_sent", "next_at"))
 
 
-async def claim(enrollment_id: int, now: datetime, lease: timedelta) -> Enrollment | None:
-    """Take one enrollment with a single conditional UPDATE; None if someone else has it."""
-    taken = (
-        await Enrollment.filter(id=enrollment_id, state=ACTIVE, next_at__lte=now)
-        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
-        .update(claimed_until=now + lease)
-    )
-    if not taken:
-        return None
-    return await Enrollment.get(id=enrollment_id)
-
-
 async def release_claim(enrollment_id: int) -> None:
     """Let go of a claim without changing anything else (the mailbox, not the contact, is
     why it cannot go now)."""
@@ -569,17 +523,6 @@ async def release_claims() -> int:
 async def step_message(enrollment_id: int, step: int) -> SentMessage | None:
     """This step's message row, if one was written: its Message-ID is reused by any retry."""
     return await SentMessage.get_or_none(enrollment_id=enrollment_id, step=step)
-
-
-async def thread(enrollment_id: int) -> list[str]:
-    """Message-IDs confirmed sent to this contact in this sequence, oldest first: later
-    steps reply to the last one the contact is known to have."""
-    rows = (
-        await SentMessage.filter(enrollment_id=enrollment_id, status=Send.SENT)
-        .order_by("step")
-        .values_list("message_id", flat=True)
-    )
-    return [str(r) for r in rows]
 
 
 async def record_pending(
@@ -670,44 +613,6 @@ async def held(reason: Hold) -> list[Enrollment]:
     held ones on the held index."""
     rows = await Enrollment.filter(hold=reason, state=ACTIVE)
     return sorted(rows, key=lambda r: r.id)
-
-
-async def record_sent(
-    enr: Enrollment,
-    sent: SentMessage,
-    *,
-    status: Send,
-    sent_at: datetime,
-    next_at: datetime | None,
-    breakup: bool,
-    next_reasons: Sequence[str] = (),
-    promised: bool = False,
-) -> bool:
-    """Confirm a send and move the enrollment on. Returns False if it had ended meanwhile
-    (a reply that arrived during SMTP): the send is still recorded, the state is kept."""
-    async with in_transaction():
-        await SentMessage.filter(id=sent.id).update(
-            status=status, sent_at=sent_at if status is Send.SENT else None
-        )
-        common: dict[str, Any] = {
-            "steps_sent": sent.step,
-            "last_sent_at": sent_at,
-            "attempts": 0,
-            "last_error": None,
-            "claimed_until": None,
-        }
-        if sent.step == 1:
-            common["thread_subject"] = sent.subject
-        await Enrollment.filter(id=enr.id).update(**common)
-        if breakup:
-            changed = await Enrollment.filter(id=enr.id, state=ACTIVE).update(
-                state=State.COMPLETED, reason="break-up sent", next_at=None, finished_at=sent_at
-            )
-        else:
-            changed = await Enrollment.filter(id=enr.id, state=ACTIVE).update(
-                next_at=next_at, next_reasons=list(next_reasons), promised=promised
-            )
-    return bool(changed)
 
 
 async def retry_later(enr: Enrollment, error: str, at: datetime) -> None:
