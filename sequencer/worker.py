@@ -416,7 +416,10 @@ class Daemon:
             for item in ready:
                 if item.draft.enrollment.email in self._busy:
                     continue  # another mailbox is writing to them right now: next tick
-                item.row = item.row or rows[item.draft.enrollment.id]
+                if item.row is None:
+                    item.row = rows.get(item.draft.enrollment.id)
+                    if item.row is None or item.row.message_id != item.draft.message_id:
+                        continue  # another daemon wrote this step's row: it has the step
                 self.notify.alive()  # the loop is making progress: one ping per item at most
                 went, load = await self._send_ready(item, load, day, ctx)
                 if went is not None:

@@ -33,6 +33,10 @@ from sequencer.store.models import ACTIVE, Enrollment, MailboxState, SentMessage
 # Raw SQL here is built from constants and `?` placeholders only (ruff's S608 cannot tell):
 # every value travels as a parameter.
 
+#: Written as a literal, not a parameter: a query shows it is within the due index's rows
+#: (`state = 'active' AND hold IS NULL`) only so, to PostgreSQL's cached generic plans too.
+_ACTIVE = f"state = '{ACTIVE.value}'"
+
 #: The due query ranks at most this many of the oldest due rows (bounded work when a huge
 #: backlog is due at once; a paced-out or held mailbox's rows are not among them).
 DUE_WINDOW = 10_000
@@ -81,12 +85,12 @@ async def due(
     promised steps, which no pacing rule moves; mailboxes in `held` yield nothing. One
     statement, a range scan of the due index (enrollment_due_idx) up to `now`."""
     where = [
-        "state = ?",
+        _ACTIVE,
         "hold IS NULL",
         "next_at <= ?",
         "(claimed_until IS NULL OR claimed_until < ?)",
     ]
-    values: list[Any] = [ACTIVE, now, now]
+    values: list[Any] = [now, now]
     if stopped := sorted(set(held)):
         where.append(f"mailbox NOT IN ({_marks(len(stopped))})")
         values += stopped
@@ -115,7 +119,7 @@ async def claim(ids: Sequence[int], now: datetime, lease: timedelta) -> list[Enr
         return []
     client = connections.get("default")
     keep = (
-        "state = ? AND hold IS NULL AND next_at <= ?"
+        f"{_ACTIVE} AND hold IS NULL AND next_at <= ?"
         " AND (claimed_until IS NULL OR claimed_until < ?)"
     )
     if _dialect(client) == "postgres":
@@ -128,7 +132,7 @@ async def claim(ids: Sequence[int], now: datetime, lease: timedelta) -> list[Enr
             f'UPDATE "enrollment" SET claimed_until = ? WHERE id IN ({_marks(len(ids))})'  # noqa: S608
             f" AND {keep} RETURNING id"
         )
-    taken = {int(r["id"]) for r in await _query(sql, [now + lease, *ids, ACTIVE, now, now], client)}
+    taken = {int(r["id"]) for r in await _query(sql, [now + lease, *ids, now, now], client)}
     if not taken:
         return []
     rows = {row.id: row for row in await Enrollment.filter(id__in=sorted(taken))}
@@ -192,7 +196,9 @@ class Draft:
 
 async def record_pending(drafts: Sequence[Draft], now: datetime) -> dict[int, SentMessage]:
     """The new steps' rows, with their Message-IDs, before anything is sent: one INSERT for
-    the batch and one read for their ids. Keyed by enrollment id."""
+    the batch and one read for their ids. Keyed by enrollment id. A step whose row another
+    daemon wrote first (it took the step over after our lease ran out) keeps that row: the
+    caller sees its Message-ID is not the draft's, and leaves the step alone."""
     if not drafts:
         return {}
     await SentMessage.bulk_create(
@@ -208,11 +214,18 @@ async def record_pending(drafts: Sequence[Draft], now: datetime) -> dict[int, Se
                 created_at=now,
             )
             for d in drafts
-        ]
+        ],
+        ignore_conflicts=True,
     )
-    wanted = {d.message_id for d in drafts}
-    rows = await SentMessage.filter(message_id__in=sorted(wanted))
-    return {row.enrollment_id: row for row in rows}  # type: ignore[attr-defined]
+    steps = {d.enrollment.id: d.step for d in drafts}
+    rows = await SentMessage.filter(enrollment_id__in=sorted(steps)).only(
+        "id", "enrollment_id", "step", "status", "message_id", "subject", "attempted_at", "sent_at"
+    )
+    return {
+        row.enrollment_id: row  # type: ignore[attr-defined]
+        for row in rows
+        if steps[row.enrollment_id] == row.step  # type: ignore[attr-defined]
+    }
 
 
 @dataclass(frozen=True)
