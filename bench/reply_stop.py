@@ -341,7 +341,7 @@ async def run_server(kind: str, m: int, replies: int, profile: Path | None) -> R
                 result = await measure(kind, server.port, database, sent, replies, events, profiler)
             result.problems = problems
             if profiler is not None and profile is not None:
-                text = profiler.output_text(show_all=False, timeline=False)
+                text = profiler.output_text(processor_options={"filter_threshold": 0.0005})
                 await asyncio.to_thread(profile.write_text, text)
     finally:
         sink.stop()
