@@ -1,0 +1,346 @@
+"""Many mailboxes: N inboxes idling in one daemon on one Dovecot, against N bare aioimaplib IDLE
+connections in one process.
+
+    .venv/bin/python bench/many_mailboxes.py                       # 500 mailboxes, 30 s window
+    .venv/bin/python bench/many_mailboxes.py -n 100 --window 10
+    .venv/bin/python bench/many_mailboxes.py --profile /tmp/many   # in-process, pyinstrument
+
+One Dovecot on loopback with N users (a passwd-file; `default_process_limit` and
+`mail_max_userip_connections` raised, see bench/dovecot.py), each user's INBOX created by one
+login before anything is timed. Each side is a subprocess, measured from outside as an operator
+would see it:
+
+- daemon: `sequencer run` with N mailboxes (one SMTP sink on loopback, `sent_copy: off`,
+  SQLite, no contact enrolled). Start-up is from spawning it to its `daemon.started` line, by
+  which time every inbox has logged in and caught up (the database then says `watching` for
+  all N; checked);
+- bare: this file with `--bare-child`: N aioimaplib clients that log in, SELECT INBOX and IDLE,
+  all at once; start-up is from spawning it to its `ready` line.
+
+Then, after `--settle` seconds: RSS (VmRSS in /proc/PID/status), and the CPU it uses over
+`--window` seconds of idling (utime + stime from /proc/PID/stat, as a share of one core).
+Targets (issue 14): RSS <= 150 MB, idle CPU < 1% of a core, start-up <= 5 s.
+
+`--profile PREFIX` runs the daemon in this process instead (pyinstrument, its overhead
+included) and writes PREFIX-startup.txt and PREFIX-idle.txt: where start-up and the idle
+window go.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import sqlite3
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aioimaplib
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+# Only the standard library and aioimaplib at the top: the bare child imports nothing else, so
+# its start-up and RSS are the library's alone. The rest is imported where the parent needs it.
+LOOPBACK = "127.0.0.1"
+PASSWORD = "bench-Pass-14"  # noqa: S105 - loopback only
+HERE = os.path.abspath(__file__)
+TICK = os.sysconf("SC_CLK_TCK")
+ONE_STEP = """mailbox: m000
+steps:
+  - wait: 0s
+    subject: "Notes from our call"
+    body: |
+      Hi {{ contact.first_name }}, here are the notes from our call.
+"""
+
+
+def users(n: int) -> list[str]:
+    return [f"u{i:03d}" for i in range(n)]
+
+
+def config(root: Path, n: int, smtp: int, imap: int) -> Path:
+    (root / "sequences").mkdir()
+    (root / "sequences" / "bench.yaml").write_text(ONE_STEP)
+    boxes = "".join(
+        f"""  m{i:03d}:
+    address: {user}@vendor.test
+    sent_copy: "off"
+    smtp: {{host: 127.0.0.1, port: {smtp}, security: none}}
+    imap: {{host: 127.0.0.1, port: {imap}, security: none, username: {user},
+           password_env: BENCH_IMAP_PASSWORD}}
+"""
+        for i, user in enumerate(users(n))
+    )
+    cfg = root / "sequencer.yaml"
+    cfg.write_text(
+        f"database: sqlite://{root}/bench.db\nsequences: ./sequences\nmailboxes:\n{boxes}"
+    )
+    return cfg
+
+
+async def idle_client(port: int, user: str) -> aioimaplib.IMAP4:
+    imap = aioimaplib.IMAP4(host=LOOPBACK, port=port, timeout=60)
+    await imap.wait_hello_from_server()
+    resp = await imap.login(user, PASSWORD)
+    if resp.result != "OK":
+        raise RuntimeError(f"{user}: login refused: {resp.lines}")
+    await imap.select("INBOX")
+    return imap
+
+
+async def create_inboxes(port: int, n: int) -> None:
+    """One login per user first, so neither side pays for Dovecot creating the Maildirs."""
+
+    async def once(user: str) -> None:
+        imap = await idle_client(port, user)
+        await imap.logout()
+
+    for chunk in range(0, n, 100):
+        await asyncio.gather(*(once(u) for u in users(n)[chunk : chunk + 100]))
+
+
+async def bare_child(port: int, n: int) -> None:
+    """The baseline process: N clients in IDLE, each reading its pushes, until killed."""
+    clients = await asyncio.gather(*(idle_client(port, u) for u in users(n)))
+    idles = [await c.idle_start(timeout=3600) for c in clients]
+
+    async def listen(imap: aioimaplib.IMAP4) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await imap.wait_server_push(timeout=3600)
+
+    readers = [asyncio.create_task(listen(c)) for c in clients]
+    print("ready", flush=True)
+    await asyncio.gather(*readers, *idles)
+
+
+@dataclass
+class Side:
+    name: str
+    startup: float = 0.0
+    rss_mb: float = 0.0
+    cpu: float = 0.0  # share of one core over the window
+    watching: int | None = None
+    events: dict[str, int] = field(default_factory=dict)  # log events during the window
+    problems: list[str] = field(default_factory=list)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields_ = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields_[11]) + int(fields_[12])) / TICK  # utime, stime
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def watch(
+    command: list[str], ready: str, side: Side, settle: float, window: float, **kwargs: Any
+) -> None:
+    """Spawn, time start-up to the `ready` line, then RSS and CPU over the idle window."""
+    started = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(
+        *command,
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        **kwargs,
+    )
+    assert proc.stdout is not None
+    up = asyncio.Event()
+    counting = False
+
+    async def read() -> None:
+        assert proc.stdout is not None
+        while line := await proc.stdout.readline():
+            text = line.decode(errors="replace").strip()
+            try:
+                entry = json.loads(text)
+            except ValueError:
+                entry = {"event": text}
+            event = str(entry.get("event", ""))
+            if event == ready and not up.is_set():
+                side.startup = time.perf_counter() - started
+                up.set()
+            if counting:
+                side.events[event] = side.events.get(event, 0) + 1
+            if entry.get("level") in ("warning", "error", "critical") and (
+                event != "daemon.running_as_root"
+            ):
+                side.problems.append(text[:300])
+
+    reader = asyncio.create_task(read())
+    try:
+        await asyncio.wait_for(up.wait(), 300)
+        side.watching = after_startup(side)
+        await asyncio.sleep(settle)
+        side.rss_mb = rss_mb(proc.pid)
+        counting = True
+        before, at = cpu_seconds(proc.pid), time.perf_counter()
+        await asyncio.sleep(window)
+        side.cpu = (cpu_seconds(proc.pid) - before) / (time.perf_counter() - at)
+        counting = False
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 60)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+
+
+_DATABASE: list[str] = []
+
+
+def after_startup(side: Side) -> int | None:
+    """How many inboxes the database says are watched (the daemon only)."""
+    if side.name != "daemon" or not _DATABASE:
+        return None
+    with sqlite3.connect(f"file:{_DATABASE[0]}?mode=ro", uri=True, timeout=5) as conn:
+        row = conn.execute("SELECT count(*) FROM mailbox_state WHERE inbox = 'watching'").fetchone()
+    return int(row[0])
+
+
+async def profile_in_process(cfg: Path, prefix: str, settle: float, window: float) -> Side:
+    """The daemon in this process under pyinstrument: start-up, then the idle window."""
+    from pyinstrument import Profiler
+
+    from sequencer.clock import SystemClock
+    from sequencer.config import load_settings
+    from sequencer.sequences import load_all
+    from sequencer.store import db
+    from sequencer.worker import Daemon
+
+    side = Side("daemon (in-process, profiled)")
+    settings = load_settings(cfg)
+    seqs = load_all(settings.sequences, settings.mailboxes)
+    options = {"filter_threshold": 0.002}
+    profiler = Profiler(async_mode="disabled")
+    profiler.start()
+    started = time.perf_counter()
+    async with (
+        db.connected(settings.database),
+        Daemon(settings, seqs, SystemClock(), owns_database=True) as daemon,
+    ):
+        side.startup = time.perf_counter() - started
+        profiler.stop()
+        text = profiler.output_text(processor_options=options)
+        await asyncio.to_thread(Path(f"{prefix}-startup.txt").write_text, text)
+        task = asyncio.create_task(daemon.run())
+        await asyncio.sleep(settle)
+        side.rss_mb = rss_mb(os.getpid())
+        profiler = Profiler(async_mode="disabled")
+        profiler.start()
+        before, at = cpu_seconds(os.getpid()), time.perf_counter()
+        await asyncio.sleep(window)
+        side.cpu = (cpu_seconds(os.getpid()) - before) / (time.perf_counter() - at)
+        profiler.stop()
+        text = profiler.output_text(processor_options=options)
+        await asyncio.to_thread(Path(f"{prefix}-idle.txt").write_text, text)
+        daemon.stop()
+        await task
+    return side
+
+
+def table(sides: list[Side], n: int, settle: float, window: float) -> list[str]:
+    from reply_stop import machine
+
+    bare = sides[0]
+    lines = [
+        f"many mailboxes: {n} inboxes on one Dovecot, IDLE; RSS after start-up + {settle:.0f} s, "
+        f"CPU over a {window:.0f} s idle window",
+        f"machine: {machine()}",
+        "",
+        "| process | start-up | x bare | RSS | x bare | idle CPU (one core) | x bare | watching |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s in sides:
+        lines.append(
+            f"| {s.name} | {s.startup:.2f} s | {s.startup / bare.startup:.2f} "
+            f"| {s.rss_mb:.0f} MB | {s.rss_mb / bare.rss_mb:.2f} "
+            f"| {100 * s.cpu:.2f}% | {s.cpu / bare.cpu if bare.cpu else float('inf'):.1f} "
+            f"| {'-' if s.watching is None else f'{s.watching}/{n}'} |"
+        )
+    lines.append("")
+    for s in sides[1:]:
+        if s.events:
+            busiest = sorted(s.events.items(), key=lambda kv: -kv[1])[:6]
+            lines.append(
+                f"{s.name} log lines in the window: "
+                + ", ".join(f"{event} {count}" for event, count in busiest)
+            )
+        for problem in s.problems[:5]:
+            lines.append(f"  {s.name} said: {problem}")
+    for s in sides[1:]:
+        met = s.rss_mb <= 150 and s.cpu < 0.01 and s.startup <= 5
+        lines.append(
+            f"summary: many_mailboxes {n}: {s.name} start-up {s.startup:.2f} s "
+            f"({s.startup / bare.startup:.2f}x bare), RSS {s.rss_mb:.0f} MB "
+            f"({s.rss_mb / bare.rss_mb:.2f}x), idle CPU {100 * s.cpu:.2f}% of a core "
+            f"(bare {100 * bare.cpu:.2f}%); targets <= 5 s, <= 150 MB, < 1%: "
+            f"{'met' if met else 'NOT met'}"
+        )
+    return lines
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("-n", "--mailboxes", type=int, default=500)
+    parser.add_argument("--window", type=float, default=30.0, help="idle CPU window, seconds")
+    parser.add_argument("--settle", type=float, default=5.0, help="seconds after start-up")
+    parser.add_argument("--profile", help="PREFIX: the daemon in-process under pyinstrument")
+    parser.add_argument("--bare-child", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    n = args.mailboxes
+    if args.bare_child:
+        await bare_child(args.bare_child, n)
+        return
+    from dovecot import Dovecot
+
+    from sequencer.devservers import SmtpSink
+
+    server = Dovecot(users(n), PASSWORD, connections=n).start()
+    sink = SmtpSink().start()
+    os.environ["BENCH_IMAP_PASSWORD"] = PASSWORD
+    try:
+        await create_inboxes(server.port, n)
+        with tempfile.TemporaryDirectory() as folder:
+            cfg = config(Path(folder), n, sink.port, server.port)
+            _DATABASE[:] = [f"{folder}/bench.db"]
+            bare = Side("bare aioimaplib IDLE x N")
+            command = [sys.executable, HERE, "-n", str(n), "--bare-child", str(server.port)]
+            await watch(command, "ready", bare, args.settle, args.window)
+            if args.profile:
+                daemon = await profile_in_process(cfg, args.profile, args.settle, args.window)
+            else:
+                daemon = Side("daemon (`sequencer run`)")
+                command = [sys.executable, "-m", "sequencer", "run", "--config", str(cfg)]
+                await watch(command, "daemon.started", daemon, args.settle, args.window, cwd=folder)
+    finally:
+        sink.stop()
+        server.stop()
+    print("\n".join(table([bare, daemon], n, args.settle, args.window)))
+
+
+if __name__ == "__main__":
+    if "--bare-child" in sys.argv:
+        asyncio.run(main())
+    else:
+        from sequencer import logs
+
+        with open(os.devnull, "w") as quiet:
+            logs.configure(stream=quiet, level="warning")
+            asyncio.run(main())
