@@ -40,7 +40,7 @@ userdb {{
   args = uid=65534 gid=65534 home={d}/mail/%u
 }}
 service imap-login {{
-  inet_listener imap {{
+{login_extra}  inet_listener imap {{
     address = 127.0.0.1
     port = {port}
   }}
@@ -60,9 +60,17 @@ def binary() -> str | None:
 class Dovecot:
     """Dovecot from a config in a short temp folder (sockets must be < 108 chars)."""
 
-    def __init__(self, users: list[str], password: str, connections: int = 100) -> None:
+    def __init__(
+        self,
+        users: list[str],
+        password: str,
+        connections: int = 100,
+        extra: str = "",
+        login_extra: str = "",
+    ) -> None:
         """`connections`: how many IMAP connections at once it must serve (one process
-        each); the limits are set with room to spare."""
+        each); the limits are set with room to spare. `extra`: more config at the end;
+        `login_extra`: more lines in `service imap-login`."""
         found = binary()
         if found is None:
             raise SystemExit("Dovecot is not installed (apt-get install dovecot-imapd)")
@@ -80,7 +88,16 @@ class Dovecot:
             "".join(f"{user}:{{PLAIN}}{password}::::::\n" for user in users)
         )
         processes = max(100, 2 * connections + 50)
-        conf = CONF.format(d=d, port=self.port, processes=processes, clients=4 * processes)
+        conf = (
+            CONF.format(
+                d=d,
+                port=self.port,
+                processes=processes,
+                clients=4 * processes,
+                login_extra=login_extra,
+            )
+            + extra
+        )
         Path(f"{d}/dovecot.conf").write_text(conf)
         os.chmod(d, 0o755)  # noqa: S103 - Dovecot's unprivileged processes must reach it
         shutil.chown(f"{d}/mail", "nobody")
