@@ -144,6 +144,7 @@ class Side:
     cpu: float = 0.0  # share of one core over the window
     watching: int | None = None
     events: dict[str, int] = field(default_factory=dict)  # log events during the window
+    phases: dict[str, float] = field(default_factory=dict)  # seconds from spawn
     problems: list[str] = field(default_factory=list)
 
 
@@ -183,6 +184,9 @@ async def watch(
             except ValueError:
                 entry = {"event": text}
             event = str(entry.get("event", ""))
+            if event == "inbox.connected":
+                side.phases.setdefault("first inbox.connected", time.perf_counter() - started)
+                side.phases["last inbox.connected"] = time.perf_counter() - started
             if event == ready and not up.is_set():
                 side.startup = time.perf_counter() - started
                 up.set()
@@ -233,6 +237,12 @@ def after_startup(side: Side) -> int | None:
     return int(row[0])
 
 
+def flat(profiler: Any) -> str:
+    """The functions with the most time of their own (what the tree spreads thin)."""
+    text = profiler.output_text(flat=True, show_all=True)
+    return "\n\nFlat, own time:\n" + "\n".join(text.splitlines()[:60])
+
+
 async def profile_in_process(cfg: Path, prefix: str, settle: float, window: float) -> Side:
     """The daemon in this process under pyinstrument: start-up, then the idle window."""
     from pyinstrument import Profiler
@@ -258,7 +268,7 @@ async def profile_in_process(cfg: Path, prefix: str, settle: float, window: floa
     ):
         side.startup = time.perf_counter() - started
         profiler.stop()
-        text = profiler.output_text(processor_options=options)
+        text = profiler.output_text(processor_options=options) + flat(profiler)
         await asyncio.to_thread(Path(f"{prefix}-startup.txt").write_text, text)
         task = asyncio.create_task(daemon.run())
         await asyncio.sleep(settle)
@@ -269,7 +279,7 @@ async def profile_in_process(cfg: Path, prefix: str, settle: float, window: floa
         await asyncio.sleep(window)
         side.cpu = (cpu_seconds(os.getpid()) - before) / (time.perf_counter() - at)
         profiler.stop()
-        text = profiler.output_text(processor_options=options)
+        text = profiler.output_text(processor_options=options) + flat(profiler)
         await asyncio.to_thread(Path(f"{prefix}-idle.txt").write_text, text)
         daemon.stop()
         await task
@@ -297,6 +307,12 @@ def table(sides: list[Side], n: int, settle: float, window: float) -> list[str]:
         )
     lines.append("")
     for s in sides[1:]:
+        if s.phases:
+            lines.append(
+                f"{s.name} start-up, seconds from spawn: "
+                + ", ".join(f"{k} {v:.2f}" for k, v in s.phases.items())
+                + f", {s.startup:.2f} daemon.started"
+            )
         if s.events:
             busiest = sorted(s.events.items(), key=lambda kv: -kv[1])[:6]
             lines.append(
