@@ -63,6 +63,7 @@ LOGIN_EXTRA = "  service_count = 0\n  process_min_avail = 2\n"
 PASSWORD = "bench-Pass-14"  # noqa: S105 - loopback only
 HERE = os.path.abspath(__file__)
 TICK = os.sysconf("SC_CLK_TCK")
+BUCKET = 5.0  # seconds: the idle window's CPU is also read in slices this long
 ONE_STEP = """mailbox: m000
 steps:
   - wait: 0s
@@ -145,6 +146,7 @@ class Side:
     watching: int | None = None
     events: dict[str, int] = field(default_factory=dict)  # log events during the window
     phases: dict[str, float] = field(default_factory=dict)  # seconds from spawn
+    buckets: list[float] = field(default_factory=list)  # CPU share in each 5 s of the window
     problems: list[str] = field(default_factory=list)
 
 
@@ -210,7 +212,12 @@ async def watch(
         side.rss_mb = rss_mb(proc.pid)
         counting = True
         before, at = cpu_seconds(proc.pid), time.perf_counter()
-        await asyncio.sleep(window)
+        last, last_at = before, at
+        while (left := at + window - time.perf_counter()) > 0:
+            await asyncio.sleep(min(BUCKET, left))
+            now, now_at = cpu_seconds(proc.pid), time.perf_counter()
+            side.buckets.append((now - last) / (now_at - last_at))
+            last, last_at = now, now_at
         side.cpu = (cpu_seconds(proc.pid) - before) / (time.perf_counter() - at)
         counting = False
     finally:
@@ -312,6 +319,15 @@ def table(sides: list[Side], n: int, settle: float, window: float) -> list[str]:
                 f"{s.name} start-up, seconds from spawn: "
                 + ", ".join(f"{k} {v:.2f}" for k, v in s.phases.items())
                 + f", {s.startup:.2f} daemon.started"
+            )
+        if len(s.buckets) > 2:
+            typical = sorted(s.buckets)[len(s.buckets) // 2]
+            burst = sum(max(0.0, b - typical) for b in s.buckets) * BUCKET
+            lines.append(
+                f"{s.name} idle CPU by {BUCKET:.0f} s slice: median {100 * typical:.2f}%, "
+                f"max {100 * max(s.buckets):.2f}%; above the median in all: {burst:.2f} CPU-s "
+                f"over the window (the keepalive round's burst, when the window covers it): "
+                + " ".join(f"{100 * b:.1f}" for b in s.buckets)
             )
         if s.events:
             busiest = sorted(s.events.items(), key=lambda kv: -kv[1])[:6]
