@@ -21,8 +21,9 @@ over a connection opened beforehand, and two times are taken from just before th
   `replied`.
 
 Targets (issue 14): p99 <= 1 s; median <= 1.2x the bare push on Dovecot, the push + 10 ms
-on pymap. `--profile PATH` runs the daemon under pyinstrument (its own overhead included) and
-writes the text report there.
+on pymap. `--profile PATH` runs the same daemon in the bench's own process instead, profiles it
+with pyinstrument from the second reply on (the first one pays the classifier's one-time set-up;
+the profiler's overhead is included in the times then) and writes the text report to PATH.
 """
 
 from __future__ import annotations
