@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -86,6 +86,8 @@ def promises_of(raw: Mapping[str, Mapping[str, str]]) -> dict[int, Promise]:
 @dataclass(frozen=True)
 class Etiquette:
     settings: Settings
+    # Each mailbox's pace, parsed once: the daemon asks for it every tick and every send.
+    _paces: dict[str, Pace] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def min_gap(self) -> timedelta:
@@ -104,8 +106,11 @@ class Etiquette:
         return default.window() if default is not None else None
 
     def pace(self, mailbox: str) -> Pace:
+        if (known := self._paces.get(mailbox)) is not None:
+            return known
         box = self.settings.mailboxes.get(mailbox)
-        return box.pace.pace() if box is not None else Pace()
+        pace = self._paces[mailbox] = box.pace.pace() if box is not None else Pace()
+        return pace
 
     def mailbox_zone(self, mailbox: str) -> ZoneInfo:
         return self.settings.mailbox_zone(mailbox)

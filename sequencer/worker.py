@@ -921,7 +921,10 @@ class Daemon:
             released = await db.retrying(queries.release_claims, what="releasing claims")
             if released:
                 log.warning("claims.released", count=released)
-        await asyncio.gather(*(self._start_mailbox(name) for name in self.settings.mailboxes))
+        await asyncio.gather(
+            asyncio.to_thread(replies.warm_up),  # while the servers answer the logins
+            *(self._start_mailbox(name) for name in self.settings.mailboxes),
+        )
         # Each step is whole and safe to repeat: a database fault waits, it never exits.
         await db.retrying(self.retry_failed_inbound, what="failed inbound messages")
         await db.retrying(self.release_sequence_holds, what="releasing holds")

@@ -44,9 +44,10 @@ Loc = tuple[str | int, ...]
 #: A settings or sequence file is a few KB (twenty steps of long emails are ~100 KB); 1 MiB
 #: is ten times that and still scans in a fraction of a second.
 MAX_BYTES = 1 << 20
-#: Values in the document once every alias is expanded. A settings file with many mailboxes
-#: or a long sequence holds a few hundred; this bounds the work of everything downstream.
-MAX_NODES = 10_000
+#: Values in the document once every alias is expanded. A long sequence holds a few hundred;
+#: a settings file about 25 a mailbox (a team of 500 mailboxes: 12,500). This bounds the work
+#: of everything downstream, alias bombs included.
+MAX_NODES = 100_000
 #: Nesting of mappings and sequences. Real files nest at most five deep (mailboxes, smtp,
 #: ...); the bound keeps the composer's recursion and ours far from Python's limit.
 MAX_DEPTH = 50
