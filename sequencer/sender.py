@@ -171,14 +171,13 @@ class Sender:
     async def send(self, to: str, data: bytes, before_data: Callable[[], Awaitable[None]]) -> str:
         """Send one message; returns the server's final reply. Raises SendFailed.
 
-        `before_data` records the attempt: it starts as MAIL FROM goes out (the database
-        works while the server answers MAIL and RCPT) and must have finished before DATA is
-        sent. If it raises, DATA is never sent. Whatever happens, it has finished before this
-        returns or raises, so a refusal is never recorded under a late "DATA started"."""
+        `before_data` runs once the server has accepted MAIL and RCPT, and must have recorded
+        the attempt before DATA is sent: a crash before then leaves a step that certainly
+        did not go (it is sent again, with its Message-ID). If it raises, DATA is never
+        sent; `Withdrawn` resets the transaction and keeps the connection."""
         async with self._lock:
             smtp = await self._connect()
             stage = Stage.MAIL
-            recording: asyncio.Future[None] | None = None
             try:
                 limit = _size_limit(smtp)
                 if limit is not None and len(data) > limit:
@@ -190,13 +189,12 @@ class Sender:
                         f"SIZE limit of {limit}",
                     )
                 options = [f"SIZE={len(data)}"] if limit is not None else []
-                recording = asyncio.ensure_future(before_data())
                 await smtp.mail(self.mailbox.address, options=options)
                 stage = Stage.RCPT
                 await smtp.rcpt(to)
                 stage = Stage.DATA
                 try:
-                    await recording
+                    await before_data()
                 except Withdrawn:
                     try:
                         await smtp.rset()  # the connection stays usable for the next one
@@ -209,18 +207,15 @@ class Sender:
                 reply = await smtp.data(data)
             except aiosmtplib.SMTPResponseException as exc:
                 await self._drop()
-                await _finished(recording)
                 raise self._fail(
                     stage, exc.code, exc.message, f"{stage} refused: {exc.code} {exc.message}"
                 ) from None
             except (aiosmtplib.SMTPException, OSError) as exc:
                 await self._drop()
-                await _finished(recording)
                 what = f"connection lost during {stage}: {exc or type(exc).__name__}"
                 raise self._fail(stage, None, str(exc), what) from None
             except SendFailed:
                 await self._drop()
-                await _finished(recording)
                 raise
             return f"{reply.code} {reply.message}"
 
@@ -237,16 +232,6 @@ class Sender:
                     await asyncio.wait_for(smtp.quit(), timeout=2)
                 except (aiosmtplib.SMTPException, OSError, TimeoutError):
                     smtp.close()
-
-
-async def _finished(recording: asyncio.Future[None] | None) -> None:
-    """Wait for a `before_data` still running when MAIL or RCPT failed; its own outcome no
-    longer matters (the refusal is what is recorded next)."""
-    if recording is None:
-        return
-    await asyncio.wait([recording])
-    if not recording.cancelled():
-        recording.exception()  # retrieved: it is the refusal that is reported
 
 
 async def _log_in(smtp: aiosmtplib.SMTP, username: str, password: str) -> None:

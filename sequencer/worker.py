@@ -90,8 +90,10 @@ class Daemon:
         self._busy: set[str] = set()  # addresses being written to right now
         self._claimed: set[int] = set()  # enrollments with a send in progress (leases renewed)
         self._copying: set[int] = set()  # sent rows whose Sent copy a send is appending
-        # Per mailbox: sends of the batch in hand whose outcome is being recorded.
+        # Per mailbox: sends of the batch in hand whose outcome is being recorded; and the
+        # same by address.
         self._recording: defaultdict[str, set[asyncio.Future[None]]] = defaultdict(set)
+        self._writing: dict[str, asyncio.Future[None]] = {}
         self.sequences = sequences
         self.clock = clock
         self._reload = reload
@@ -414,8 +416,17 @@ class Daemon:
             rows = await sending.record_pending(drafts, now)
             sent = 0
             for item in ready:
-                if item.draft.enrollment.email in self._busy:
-                    continue  # another mailbox is writing to them right now: next tick
+                enr = item.draft.enrollment
+                if enr.email in self._busy:
+                    ours = self._writing.get(enr.email)
+                    if ours is None or ours not in self._recording[mailbox]:
+                        continue  # another mailbox is writing to them right now: next tick
+                    await asyncio.wait([ours])  # this batch just wrote to them: then look again
+                    if not item.promised and await self._held(
+                        enr, item.seq, item.draft.step, now, ctx.last_contact.get(enr.email)
+                    ):
+                        pending.discard(enr.id)  # moved past the gap
+                        continue
                 if item.row is None:
                     item.row = rows.get(item.draft.enrollment.id)
                     if item.row is None or item.row.message_id != item.draft.message_id:
@@ -466,7 +477,7 @@ class Daemon:
         went: int | None = 0
         try:
             with _bound(enr):
-                went = await self._guarded(enr, self._deliver(item, slot), 0)
+                went = await self._guarded(enr, self._deliver(item, slot, ctx), 0)
         finally:
             if went != 1:  # a message that went keeps it busy until it is recorded
                 self._busy.discard(enr.email)
@@ -605,7 +616,7 @@ class Daemon:
         draft = sending.Draft(enr, item.step, message_id, subject)
         return _Ready(draft, item.seq, out, row, item.promised)
 
-    async def _deliver(self, item: _Ready, slot: sending.Slot) -> int | None:
+    async def _deliver(self, item: _Ready, slot: sending.Slot, ctx: sending.Context) -> int | None:
         """Send one prepared message: 1 if it went, 0 if not (its claim settled), None if the
         mailbox must stop sending for now."""
         enr, seq, out = item.draft.enrollment, item.seq, item.out
@@ -652,8 +663,16 @@ class Daemon:
         # address stays busy until then, and the batch ends only once every record is in.
         task = asyncio.ensure_future(self._record_sent(item, sent_at, box.appends_copies))
         self._recording[enr.mailbox].add(task)
-        task.add_done_callback(lambda _: self._busy.discard(enr.email))
+        self._writing[enr.email] = task
+        task.add_done_callback(partial(self._written, enr.email))
+        ctx.last_contact[enr.email] = sent_at
         return 1
+
+    def _written(self, email: str, task: asyncio.Future[None]) -> None:
+        """A send's outcome is recorded: its address may be written to again."""
+        self._busy.discard(email)
+        if self._writing.get(email) is task:
+            del self._writing[email]
 
     async def _record_sent(self, item: _Ready, sent_at: datetime, copies: bool) -> None:
         enr, row, out = item.draft.enrollment, item.row, item.out

@@ -784,8 +784,8 @@ def test_a_billion_laughs_file_is_refused_fast_in_little_memory(tmp_path: Path) 
         """,
     )
     assert out["result"] == [
-        f"{path}:6: the document expands to more than 100000 values through its aliases "
-        "(here *lol3); remove the aliases (a settings or sequence file holds a few hundred)"
+        f"{path}:7: the document expands to more than 100000 values through its aliases "
+        "(here *lol4); remove the aliases (a settings or sequence file holds a few hundred)"
     ]
     assert out["seconds"] < 0.5, out
     assert out["peak_mb"] < 200, out
