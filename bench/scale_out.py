@@ -11,7 +11,8 @@ server does. The daemons are started with nothing due, and once every one has sa
 `daemon.started` the contacts are made due and the daemons woken (SIGHUP) together, so a
 slower start-up does not count. Throughput is messages per second from the first to the last
 message the sink stored; duplicates are messages the sink got for a contact it had already got
-one for. Issue 14's target: 3 daemons >= 2.4x one daemon, 0 duplicates.
+one for. The daemons' CPU time per message (from /proc, from the wake-up to the end) says
+whether they were short of CPU. Issue 14's target: 3 daemons >= 2.4x one daemon, 0 duplicates.
 """
 
 from __future__ import annotations
@@ -147,6 +148,12 @@ def _spawn(args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
     return subprocess.Popen(args, **kwargs)  # our own interpreter, fixed arguments
 
 
+def _cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _started(path: Path) -> bool:
     return path.exists() and '"daemon.started"' in path.read_text()
 
@@ -186,6 +193,7 @@ async def _one_run(daemons: int, n: int, imap: Pymap, work: Path) -> dict[str, f
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the daemons did not start; see {root}")
             await asyncio.sleep(0.2)
+        cpu_before = sum(_cpu(proc.pid) for proc in procs)
         await _execute(url, "UPDATE enrollment SET next_at = $1", datetime.now(UTC))
         for proc in procs:
             proc.send_signal(signal.SIGHUP)  # a reload wakes the scheduler at once
@@ -195,6 +203,7 @@ async def _one_run(daemons: int, n: int, imap: Pymap, work: Path) -> dict[str, f
                 raise RuntimeError(f"only {len(_stored(sink_log))} of {n} sent; see {root}")
             await asyncio.sleep(0.2)
         await asyncio.sleep(1)  # a duplicate would come now, if at all
+        cpu = sum(_cpu(proc.pid) for proc in procs) - cpu_before
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
@@ -219,6 +228,7 @@ async def _one_run(daemons: int, n: int, imap: Pymap, work: Path) -> dict[str, f
         "messages": len(stored),
         "duplicates": sum(c - 1 for c in Counter(to for _, to in stored).values()),
         "errors": errors,
+        "cpu": cpu,
     }
 
 
@@ -241,7 +251,11 @@ async def main() -> None:
         f"scale-out, {n} due contacts, {MAILBOXES} mailboxes, PostgreSQL, "
         "one aiosmtpd sink in its own process answering after 20 ms"
     )
-    print(f"{'daemons':>8}{'seconds':>10}{'msg/s':>10}{'ratio':>8}{'duplicates':>12}{'errors':>8}")
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end")
+    print(
+        f"{'daemons':>8}{'seconds':>10}{'msg/s':>10}{'ratio':>8}{'duplicates':>12}"
+        f"{'errors':>8}{'daemon CPU ms/msg':>19}"
+    )
     base = results[args.daemons[0]]
     base_rate = base["messages"] / base["seconds"]
     for k, r in results.items():
@@ -249,6 +263,7 @@ async def main() -> None:
         print(
             f"{k:>8}{r['seconds']:>10.2f}{rate:>10.0f}{rate / base_rate:>8.2f}"
             f"{int(r['duplicates']):>12}{int(r['errors']):>8}"
+            f"{1000 * r['cpu'] / r['messages']:>19.1f}"
         )
 
 
