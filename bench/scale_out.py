@@ -215,19 +215,22 @@ async def _one_run(daemons: int, n: int, imap: Pymap, work: Path) -> dict[str, f
         await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     stored = _stored(sink_log)
     times = sorted(t for t, _ in stored)
-    errors = 0
+    errors = Counter[str]()
     for d in range(daemons):
         for line in (root / f"daemon{d}.log").read_text().splitlines():
             try:
-                level = json.loads(line).get("level")
+                entry = json.loads(line)
             except json.JSONDecodeError:
-                level = "error"  # a traceback on stderr
-            errors += level in ("error", "critical")
+                entry = {"level": "error", "event": line[:80]}  # a traceback on stderr
+            if entry.get("level") in ("error", "critical"):
+                errors[f"{entry['event']}: {entry.get('error') or entry.get('detail') or ''}"] += 1
+    for what, count in errors.items():
+        print(f"{daemons} daemon(s), {count}x {what}", file=sys.stderr)
     return {
         "seconds": times[-1] - times[0],
         "messages": len(stored),
         "duplicates": sum(c - 1 for c in Counter(to for _, to in stored).values()),
-        "errors": errors,
+        "errors": sum(errors.values()),
         "cpu": cpu,
     }
 
