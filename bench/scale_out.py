@@ -268,6 +268,12 @@ async def main() -> None:
             f"{int(r['duplicates']):>12}{int(r['errors']):>8}"
             f"{1000 * r['cpu'] / r['messages']:>19.1f}"
         )
+    last = max(results)
+    rate = results[last]["messages"] / results[last]["seconds"]
+    print(
+        f"summary: {last} daemons {rate / base_rate:.2f}x {args.daemons[0]} (target >= 2.4 for 3);"
+        f" duplicates {sum(int(r['duplicates']) for r in results.values())} (target 0)"
+    )
 
 
 if __name__ == "__main__":
