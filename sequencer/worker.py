@@ -709,9 +709,9 @@ class Daemon:
         """The last check before DATA said no: nothing was sent."""
         if why is sending.Refused.PACED:
             return None  # another daemon used the mailbox's pace: the claim is let go
-        if why is sending.Refused.ENDED:
+        if why is sending.Refused.ENDED or why is sending.Refused.TAKEN:
             log.info("email.withdrawn", reason=why.value)
-            return 0  # a reply (or a hold) got there first; the claim no longer matters
+            return 0  # a reply (or a hold, or another daemon) got there first
         assert isinstance(why, datetime)  # written to since the batch looked: plan again
         if not await self._held(enr, seq, step_no, self.clock.now(), why):
             await sending.release([enr.id])  # it may go after all: at the next tick

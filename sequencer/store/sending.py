@@ -242,6 +242,7 @@ class Refused(Enum):
     ENDED = "the contact's sequence ended or is held"
     WRITTEN_TO = "the address was written to since the batch looked"
     PACED = "the mailbox's pace is used up (another daemon sent)"
+    TAKEN = "another daemon took this step (our lease ran out)"
 
 
 async def start(
@@ -268,12 +269,17 @@ async def start(
         found = await _query(
             'SELECT e.state, e.hold, (SELECT max(s.attempted_at) FROM "sent_message" s'  # noqa: S608
             f" WHERE s.email = ? AND s.status IN ({_marks(len(ON_THE_WIRE))}) AND s.id <> ?)"
-            f' AS last FROM "enrollment" e WHERE e.id = ?{lock}',
-            [email, *ON_THE_WIRE, sent.id, enrollment_id],
+            ' AS last, (SELECT m.status FROM "sent_message" m WHERE m.id = ?) AS mine'
+            f' FROM "enrollment" e WHERE e.id = ?{lock}',
+            [email, *ON_THE_WIRE, sent.id, sent.id, enrollment_id],
             client,
         )
         if not found or found[0]["state"] != ACTIVE.value or found[0]["hold"] is not None:
             return Refused.ENDED
+        if found[0]["mine"] != Send.PENDING.value:
+            # A daemon stalled past its lease (paused, swapping, a long database outage)
+            # while another took the step and started or finished it: never a second copy.
+            return Refused.TAKEN
         last = _instant(found[0]["last"])
         if last is not None and not_after is not None and last > not_after:
             return last
