@@ -14,6 +14,7 @@ daemon on the database), and `record_sent` once the server answered.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -22,6 +23,8 @@ from typing import Any
 
 from tortoise import connections
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.exceptions import IntegrityError
+from tortoise.expressions import Q
 from tortoise.functions import Max
 from tortoise.transactions import in_transaction
 
@@ -326,13 +329,27 @@ async def loads(day_starts: Mapping[str, datetime]) -> dict[str, Load]:
         row = states.get(name)
         if row is None or row.count_since != start_of_day:
             count = await queries.sent_since(name, start_of_day)
-            await queries._upsert(MailboxState, name, day_count=count, count_since=start_of_day)
+            await _new_day(name, start_of_day, count)
             found[name] = Load(
                 count, row.next_free_at if row else None, row.paused_until if row else None
             )
             continue
         found[name] = Load(row.day_count, row.next_free_at, row.paused_until)
     return found
+
+
+async def _new_day(mailbox: str, start_of_day: datetime, count: int) -> None:
+    """Start the mailbox's count for its new day, unless another daemon has already (and
+    may have counted sends on it since: those are never overwritten)."""
+    changed = await (
+        MailboxState.filter(mailbox=mailbox)
+        .filter(Q(count_since__isnull=True) | ~Q(count_since=start_of_day))
+        .update(day_count=count, count_since=start_of_day)
+    )
+    if changed or await MailboxState.exists(mailbox=mailbox):
+        return
+    with contextlib.suppress(IntegrityError):  # another daemon created it just now
+        await MailboxState.create(mailbox=mailbox, day_count=count, count_since=start_of_day)
 
 
 async def record_sent(
