@@ -20,6 +20,7 @@ import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -52,7 +53,7 @@ from sequencer.etiquette import Etiquette, parse_local
 from sequencer.holds import ADVICE, SHORT, MailboxView, mailbox_view
 from sequencer.sequences import Sequence, load_all, load_each, load_sequence, weekend_only
 from sequencer.states import Hold, State
-from sequencer.store import db, queries, schema
+from sequencer.store import db, inbox_duty, queries, schema
 
 
 def _plain_flags(params: list[Parameter]) -> list[Parameter]:
@@ -1035,20 +1036,23 @@ async def _mailbox_views(settings: Settings, now: datetime) -> dict[str, Mailbox
     views = {}
     for name, mailbox in settings.mailboxes.items():
         st = states.get(name)
-        views[name] = mailbox_view(
-            name,
-            inbox=st.inbox if st else None,
-            inbox_since=st.inbox_since if st else None,
-            caught_up_at=st.caught_up_at if st else None,
-            inbox_error=st.inbox_error if st else None,
-            smtp_failed_since=st.smtp_failed_since if st else None,
-            smtp_error=st.smtp_error if st else None,
-            paused_until=st.paused_until if st else None,
-            pause_reason=st.pause_reason if st else None,
-            keepalive=mailbox.imap.keepalive_seconds,
-            now=now,
-            manual_since=st.manual_since if st else None,
-            manual_until=st.manual_until if st else None,
+        views[name] = replace(
+            mailbox_view(
+                name,
+                inbox=st.inbox if st else None,
+                inbox_since=st.inbox_since if st else None,
+                caught_up_at=st.caught_up_at if st else None,
+                inbox_error=st.inbox_error if st else None,
+                smtp_failed_since=st.smtp_failed_since if st else None,
+                smtp_error=st.smtp_error if st else None,
+                paused_until=st.paused_until if st else None,
+                pause_reason=st.pause_reason if st else None,
+                keepalive=mailbox.imap.keepalive_seconds,
+                now=now,
+                manual_since=st.manual_since if st else None,
+                manual_until=st.manual_until if st else None,
+            ),
+            watcher=st.watcher if st else None,
         )
     return views
 
@@ -1061,6 +1065,7 @@ def _print_mailboxes(views: dict[str, MailboxView], as_json: bool) -> None:
             "held_reason": str(v.hold) if v.hold else None,
             "since": _iso(v.since),
             "last_error": v.last_error,
+            "watcher": v.watcher,
         }
         for v in views.values()
     ]
@@ -1068,7 +1073,7 @@ def _print_mailboxes(views: dict[str, MailboxView], as_json: bool) -> None:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for col in ("mailbox", "inbox", "held", "since (UTC)", "last error"):
+    for col in ("mailbox", "inbox", "held", "since (UTC)", "last error", "watched by"):
         table.add_column(col, overflow="fold")
     for r in rows:
         table.add_row(
@@ -1077,6 +1082,7 @@ def _print_mailboxes(views: dict[str, MailboxView], as_json: bool) -> None:
             r["held_reason"] or "-",
             (r["since"] or "")[:16].replace("T", " "),
             r["last_error"] or "",
+            r["watcher"] or "",
         )
     out.print(table, highlight=False)
     for hold in dict.fromkeys(v.hold for v in views.values() if v.hold):
@@ -2342,6 +2348,7 @@ def run(
                 lease=timedelta(seconds=lease),
                 owns_database=db.sqlite_path(settings.database) is not None,
                 notifier=notifier,
+                duty=inbox_duty.for_database(settings.database),
             )
             daemon.report_broken(broken)
             loop = asyncio.get_running_loop()

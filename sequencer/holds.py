@@ -17,6 +17,8 @@ class MailboxView:
     hold: Hold | None
     since: datetime | None
     last_error: str | None
+    #: The daemon that watches the inbox (HOST:PID): one across the daemons on a database.
+    watcher: str | None = None
 
 
 def mailbox_view(

@@ -23,6 +23,7 @@ import os
 import random
 import re
 import socket
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -87,6 +88,9 @@ class WatchTuning:
     #: After a UIDVALIDITY change, re-read at most this many of the newest messages.
     reread_max: int = 500
     reread_days: int = 7
+    #: Several daemons on one PostgreSQL: how often each looks at who watches which inbox
+    #: (store.inbox_duty); a dead daemon's inboxes are taken over within about this long.
+    duty_every: float = 5.0
 
 
 class InboxWatcher:
@@ -116,6 +120,13 @@ class InboxWatcher:
         self.state = Inbox.DOWN
         self.caught_up_at: datetime | None = None
         self.error: str | None = None
+        #: Whether this daemon is the mailbox's watcher (store.inbox_duty): only the watcher
+        #: IDLEs and records the inbox's state and catch-ups for every daemon to see; another
+        #: daemon's watcher object only takes the last look before its batches.
+        self.on_duty = True
+        self._recorded: tuple[Inbox, str | None] | None = None  # what the database holds
+        self._look_retry_at = 0.0  # off duty: no login before then (a refused one backs off)
+        self._look_delay = 0.0
         self._lock = asyncio.Lock()  # one IMAP command sequence at a time
         self._interrupt = asyncio.Event()  # wakes IDLE: a sync wants the connection
         self._lost = asyncio.Event()  # the connection is gone
@@ -145,13 +156,22 @@ class InboxWatcher:
         return f"IMAP {i.host}:{i.port} (mailbox '{self.name}')"
 
     async def _set_state(self, state: Inbox, error: str | None = None) -> None:
-        changed = state is not self.state or error != self.error
         self.state, self.error = state, error
-        if changed:
+        if self.on_duty and self._recorded != (state, error):
             await db.retrying(
                 lambda: queries.set_inbox(self.name, state, self.clock.now(), error, WATCHER_ID),
                 what="inbox state",
             )
+            self._recorded = (state, error)
+
+    def take_duty(self) -> None:
+        """This daemon watches the mailbox from now on: its next state is recorded, with
+        this daemon's name, even where it is the state the last look left."""
+        self.on_duty, self._recorded = True, None
+
+    def stand_down(self) -> None:
+        """Another daemon watches the mailbox: record nothing more (`run` is being ended)."""
+        self.on_duty = False
 
     async def mark_down(self, exc: BaseException) -> None:
         """Not watching (start-up failed, or the watcher died): the mailbox is held."""
@@ -260,6 +280,10 @@ class InboxWatcher:
         if self.imap is None or self._lost.is_set():
             raise InboxError(f"{self._where()}: not connected")
         handled = 0
+        if not self.on_duty:  # the watcher may have handled more since our last look
+            cursor = await db.retrying(lambda: queries.get_cursor(self.name), what="inbox cursor")
+            if cursor is not None and cursor.uidvalidity == self.uidvalidity:
+                self.last_uid = max(self.last_uid, cursor.last_uid)
         # Some servers (pymap) refresh a selected folder's view only on a command such as NOOP.
         await self._guard(self.imap.noop())
         while True:
@@ -278,10 +302,11 @@ class InboxWatcher:
                 handled += 1
         self.caught_up_at = self.clock.now()
         await self._set_state(Inbox.WATCHING)
-        await db.retrying(
-            lambda: queries.caught_up(self.name, self.caught_up_at or self.clock.now()),
-            what="inbox state",
-        )
+        if self.on_duty:  # what the other daemons send by
+            await db.retrying(
+                lambda: queries.caught_up(self.name, self.caught_up_at or self.clock.now()),
+                what="inbox state",
+            )
         return handled
 
     async def _handle_one(self, uid: int, raw: bytes) -> None:
@@ -354,11 +379,34 @@ class InboxWatcher:
         self._interrupt.set()
         try:
             async with asyncio.timeout(self.tuning.sync_timeout), self._lock:
+                if not self.on_duty and (self.imap is None or self._lost.is_set()):
+                    await self._connect_to_look()
                 await self.catch_up()
         except TimeoutError:
             raise InboxError(f"{self._where()}: the inbox did not answer in time") from None
         finally:
             self._syncs -= 1
+
+    async def _connect_to_look(self) -> None:
+        """Off duty, the connection is opened when a batch wants its last look, and kept for
+        the next; a login that fails is not tried again before a backoff (a refused one only
+        a few times an hour, as the watcher does)."""
+        wait = self._look_retry_at - time.monotonic()
+        if wait > 0:
+            why = self.error or f"{self._where()}: not connected"
+            raise InboxError(f"{why} (next try in {wait:.0f}s)")
+        await self._drop()
+        try:
+            await self.connect()
+        except InboxError as exc:
+            auth = isinstance(exc, AuthFailed)
+            floor = self.tuning.auth_retry_min if auth else self.tuning.reconnect_min
+            top = self.tuning.auth_retry_max if auth else self.tuning.reconnect_max
+            self._look_delay = min(max(self._look_delay * 2, floor), top)
+            self._look_retry_at = time.monotonic() + self._look_delay
+            await self._set_state(Inbox.AUTH_FAILED if auth else Inbox.DOWN, str(exc))
+            raise
+        self._look_delay = 0.0
 
     # --- waiting ---------------------------------------------------------------------------
     async def wait_for_mail(self, stop: asyncio.Event) -> None:

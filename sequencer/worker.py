@@ -44,7 +44,7 @@ from sequencer.sender import Sender, SendFailed, Withdrawn
 from sequencer.sentbox import SentFolder
 from sequencer.sequences import Sequence
 from sequencer.states import Hold, Inbox, Send, State
-from sequencer.store import db, queries, sending
+from sequencer.store import db, inbox_duty, queries, sending
 from sequencer.store.models import Enrollment, SentMessage
 
 log = structlog.get_logger("sequencer.worker")
@@ -79,8 +79,14 @@ class Daemon:
         rng: random.Random | None = None,
         owns_database: bool = False,
         notifier: Notifier | None = None,
+        duty: inbox_duty.Duty | None = None,
     ) -> None:
         self.settings = settings
+        # Which inboxes this daemon watches: all of them, unless several daemons share a
+        # PostgreSQL (then one watcher a mailbox across them all).
+        self.duty = duty or inbox_duty.Solo()
+        self.tuning = tuning or WatchTuning()
+        self._watching: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = {}
         # systemd's notify socket (READY, STATUS, WATCHDOG ...); silent outside systemd.
         self.notify = notifier or Notifier({})
         self._gates: dict[str, pacing.Gate] = {}  # the last tick's pacing, for STATUS
@@ -242,13 +248,15 @@ class Daemon:
         if state is not None and manual_hold(state.manual_since, state.manual_until, now):
             return Hold.MANUAL_PAUSE, paused_by_hand(state.manual_until)
         watcher = self.watchers[name]
+        if not watcher.on_duty and (unwatched := _unwatched(watcher, state)) is not None:
+            return unwatched
         if watcher.state is Inbox.AUTH_FAILED and f"{oauth.REVOKED}: " in (watcher.error or ""):
             # A new grant is on disk and the watcher, woken, signs in with it: still the
             # same hold until it has (no second log line for a passing state).
             return Hold.OAUTH_REVOKED, watcher.error
         if watcher.state is Inbox.AUTH_FAILED:
             return Hold.IMAP_AUTH_FAILED, watcher.error
-        if watcher.state is not Inbox.WATCHING:
+        if watcher.on_duty and watcher.state is not Inbox.WATCHING:
             # Connected and logged in; whether it caught up lately is settled by the last
             # look (`sync`) each batch takes before sending.
             return Hold.INBOX_UNAVAILABLE, watcher.error or f"inbox {watcher.state}"
@@ -940,9 +948,14 @@ class Daemon:
             released = await db.retrying(queries.release_claims, what="releasing claims")
             if released:
                 log.warning("claims.released", count=released)
+        names = list(self.settings.mailboxes)
+        mine = await self.duty.round(names)
+        for name in names:
+            if name not in mine:  # another daemon watches it: our last looks log in then
+                self.watchers[name].stand_down()
         await asyncio.gather(
             asyncio.to_thread(replies.warm_up),  # while the servers answer the logins
-            *(self._start_mailbox(name) for name in self.settings.mailboxes),
+            *(self._start_mailbox(name) for name in names),
         )
         # Each step is whole and safe to repeat: a database fault waits, it never exits.
         await db.retrying(self.retry_failed_inbound, what="failed inbound messages")
@@ -957,7 +970,8 @@ class Daemon:
 
     async def _start_mailbox(self, name: str) -> None:
         try:
-            await self.watchers[name].open()
+            if self.watchers[name].on_duty:
+                await self.watchers[name].open()
         except InboxError as exc:
             if not isinstance(exc, GrantRevoked):  # said by the mailbox.held line below
                 log.error("inbox.unavailable", mailbox=name, error=str(exc))
@@ -985,7 +999,7 @@ class Daemon:
     async def run(self) -> None:
         """Run until stop(): supervised inbox watchers, lease renewal, maintenance, and the
         scheduler loop."""
-        helpers = [asyncio.create_task(self._supervise(w)) for w in self.watchers.values()]
+        helpers = [asyncio.create_task(self._keep_duty())]
         helpers.append(asyncio.create_task(self._renew_leases()))
         helpers.append(asyncio.create_task(self._maintain()))
         log.info("daemon.started", mailboxes=sorted(self.senders), sequences=sorted(self.sequences))
@@ -1044,23 +1058,71 @@ class Daemon:
             now=now,
         )
 
-    async def _supervise(self, watcher: InboxWatcher) -> None:
-        """Keep a watcher running: one that ends or raises is logged and restarted with
-        backoff, and its mailbox is held (not watched) meanwhile."""
+    async def _keep_duty(self) -> None:
+        """Watch the inboxes this daemon is to watch: every few seconds, ask the duty which
+        (all of them, but where several daemons share a PostgreSQL), start the watchers it
+        has taken and end those it has given back."""
+        names = list(self.settings.mailboxes)
+        try:
+            while not self.stopping.is_set():
+                try:
+                    mine = await self.duty.round(names)
+                except Exception:  # never the end of watching: the next round tries again
+                    log.exception("inbox_duty.failed")
+                    mine = frozenset(self._watching)
+                for name in names:
+                    if name in mine and name not in self._watching:
+                        self._watch(name)
+                    elif name not in mine and self.watchers[name].on_duty:
+                        await self._stop_watching(name)
+                await self._pause(self.tuning.duty_every)
+        finally:
+            await asyncio.gather(*(self._stop_watching(name) for name in list(self._watching)))
+
+    def _watch(self, name: str) -> None:
+        watcher = self.watchers[name]
+        if not watcher.on_duty:
+            log.info("inbox.taken_over", mailbox=name)
+            watcher.take_duty()
+        off = asyncio.Event()
+        self._watching[name] = (asyncio.create_task(self._supervise(watcher, off)), off)
+
+    async def _stop_watching(self, name: str) -> None:
+        """End this daemon's watch of the mailbox: at shutdown, or handed to another daemon
+        (then nothing more is recorded from here, and the connection is closed: the next
+        last look opens one)."""
+        watcher = self.watchers[name]
+        if not self.stopping.is_set():
+            log.info("inbox.handed_over", mailbox=name)
+            watcher.stand_down()
+        found = self._watching.pop(name, None)
+        if found is None:  # taken at start-up, handed over before it was watched
+            await watcher.close()
+            return
+        task, off = found
+        off.set()
+        await asyncio.wait({task}, timeout=5)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    async def _supervise(self, watcher: InboxWatcher, off: asyncio.Event) -> None:
+        """Keep a watcher running until `off`: one that ends or raises is logged and restarted
+        with backoff, and its mailbox is held (not watched) meanwhile."""
         delay = 1.0
-        while not self.stopping.is_set():
+        while not off.is_set():
             try:
-                await watcher.run(self.stopping)
+                await watcher.run(off)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.exception("inbox.watcher_died", mailbox=watcher.name)
                 with contextlib.suppress(Exception):
                     await watcher.mark_down(exc)
-            if self.stopping.is_set():
+            if off.is_set():
                 return
             log.error("inbox.watcher_restarting", mailbox=watcher.name, retry_in=delay)
-            await self._pause(delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(off.wait(), timeout=delay)
             delay = min(delay * 2, 60.0)
 
     async def _renew_leases(self) -> None:
@@ -1146,11 +1208,29 @@ class Daemon:
     async def close(self) -> None:
         for watcher in self.watchers.values():
             await watcher.close()
+        await self.duty.close()  # after the watchers' last records: then the others take over
         for sender in self.senders.values():
             await sender.close()
         for box in self.sentboxes.values():
             await box.close()
         await self.renderer.close()
+
+
+def _unwatched(watcher: InboxWatcher, state: Any) -> tuple[Hold, str | None] | None:
+    """Why a mailbox another daemon watches may not send now: its watcher is not watching,
+    or has not caught up within twice the keepalive (it may be dead or frozen, and a reply
+    could sit unseen). Our own last look before the batch comes on top of this."""
+    if watcher.state is Inbox.AUTH_FAILED:  # our own last look's login was refused
+        return Hold.IMAP_AUTH_FAILED, watcher.error
+    if state is None or state.inbox is not Inbox.WATCHING or state.caught_up_at is None:
+        detail = state.inbox_error if state is not None else None
+        seen = f"inbox {state.inbox if state else Inbox.DOWN}"
+        return Hold.INBOX_UNAVAILABLE, detail or seen
+    late = watcher.clock.now() - state.caught_up_at
+    if late > timedelta(seconds=2 * watcher.keepalive):
+        ago = f"{late.total_seconds():.0f}s ago"
+        return Hold.INBOX_UNAVAILABLE, f"inbox watched by {state.watcher}, last caught up {ago}"
+    return None
 
 
 @dataclass(frozen=True)

@@ -387,6 +387,7 @@ def test_wrong_imap_password_holds_the_mailbox_and_keeps_running(cfg: Path, smtp
             "held_reason": "imap_auth_failed",
             "since": views[0]["since"],
             "last_error": views[0]["last_error"],
+            "watcher": views[0]["watcher"],
         }
     ]
     assert "login refused" in views[0]["last_error"]

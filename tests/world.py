@@ -27,6 +27,7 @@ from sequencer.devservers import SmtpSink, delivery_report
 from sequencer.inbox import WatchTuning, search_uids
 from sequencer.sequences import Sequence, load_all
 from sequencer.store import db
+from sequencer.store.inbox_duty import Duty
 from sequencer.store.models import Enrollment
 from sequencer.worker import Daemon
 
@@ -91,13 +92,14 @@ class World:
         smtp: SmtpSink,
         imap: ImapServer,
         tuning: WatchTuning | None = None,
+        duty: Duty | None = None,
     ) -> None:
         self.settings = settings
         self.sequences = seqs
         self.smtp = smtp
         self.imap = imap
         self.clock = FrozenClock(START)
-        self.daemon = Daemon(settings, seqs, self.clock, tuning=tuning)
+        self.daemon = Daemon(settings, seqs, self.clock, tuning=tuning, duty=duty)
         # The clock time of the tick that sent each message in `smtp.received`, in order.
         self.stamps: list[datetime] = []
 
@@ -173,6 +175,7 @@ async def world(
     database: str,
     monkeypatch: Any,
     tuning: WatchTuning | None = None,
+    duty: Duty | None = None,
     **config: str,
 ) -> AsyncIterator[World]:
     monkeypatch.setenv("TEST_IMAP_PASSWORD", imap.password)
@@ -180,7 +183,7 @@ async def world(
     settings = load_settings(cfg)
     seqs = load_all(settings.sequences, settings.mailboxes)
     async with db.connected(settings.database):
-        w = World(settings, seqs, smtp, imap, tuning)
+        w = World(settings, seqs, smtp, imap, tuning, duty)
         await w.daemon.start()
         try:
             yield w

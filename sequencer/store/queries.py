@@ -4,6 +4,7 @@ across a network call (tortoise serialises SQLite transactions within one proces
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 from collections.abc import Callable, Iterable, Sequence
@@ -881,7 +882,13 @@ async def get_cursor(mailbox: str) -> MailboxCursor | None:
 
 
 async def set_cursor(mailbox: str, uidvalidity: int, last_uid: int) -> None:
-    await _upsert(MailboxCursor, mailbox, uidvalidity=uidvalidity, last_uid=last_uid)
+    """Move the cursor on, never back: with several daemons, one's last look may run behind
+    the watcher's (a new UIDVALIDITY always replaces the old)."""
+    moved = Q(mailbox=mailbox) & (~Q(uidvalidity=uidvalidity) | Q(last_uid__lt=last_uid))
+    if await MailboxCursor.filter(moved).update(uidvalidity=uidvalidity, last_uid=last_uid):
+        return
+    with contextlib.suppress(IntegrityError):  # there already, and as far on
+        await MailboxCursor.create(mailbox=mailbox, uidvalidity=uidvalidity, last_uid=last_uid)
 
 
 async def listing(email: str | None = None) -> list[tuple[Enrollment, InboundMessage | None]]:
