@@ -87,14 +87,14 @@ async def test_two_daemons_share_the_mailboxes_and_one_takes_all_when_the_other_
         admin = await asyncpg.connect(postgres_url)
         try:  # the second daemon's session dies (a crash, a lost machine)
             await admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE application_name LIKE 'sequencer watch%' AND pid <> ALL($1::int[])",
+                "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
+                " WHERE application_name LIKE 'sequencer watch%' AND datname = current_database()"
+                " AND pid <> ALL($1::int[])",
                 [r["pid"] for r in await admin.fetch(_HOLDERS, WATCH_CLASS, list(_keys(first)))],
             )
         finally:
             await admin.close()
-        assert await two.round(names) == frozenset()  # its locks went with its session
-        assert await one.round(names) == set(names)  # taken over at the next round
+        assert await one.round(names) == set(names)  # its locks went: taken over
         assert await two.round(names) == frozenset()  # back, and under its share of 3
         assert len(await one.round(names)) == 3  # the first gives half back
         assert len(await two.round(names)) == 3
@@ -104,7 +104,8 @@ async def test_two_daemons_share_the_mailboxes_and_one_takes_all_when_the_other_
 
 
 _HOLDERS = """SELECT DISTINCT pid FROM pg_locks WHERE locktype = 'advisory' AND granted
-  AND classid = $1::int8::oid AND objid = ANY($2::int8[]::oid[])"""
+  AND classid = $1::int8::oid AND objid = ANY($2::int8[]::oid[])
+  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"""
 
 
 def _keys(names: frozenset[str]) -> list[int]:
