@@ -9,6 +9,7 @@ other daemons sending on while the watcher is frozen and a reply waits unread.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import signal
 from collections import Counter
@@ -23,7 +24,7 @@ from conftest import ImapServer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_several_daemons import Fleet, _config, _enroll, _rows, _trouble, _until
-from world import reply, world
+from world import cli, reply, world
 
 from sequencer.clock import SystemClock
 from sequencer.devservers import SmtpSink
@@ -161,8 +162,17 @@ async def test_three_daemons_one_watcher_each_fail_closed_when_frozen_taken_over
         await _until(others_went, 30, "the unfrozen mailboxes' sends")
         await asyncio.sleep(2)
         assert sorted(to for _, _, to in fleet.received()) == sorted(people["s0"] + people["s2"])
-        held = [x for x in fleet.logs() if x["event"] == "mailbox.held" and x["timestamp"] > before]
-        assert {(x["mailbox"], x["hold"]) for x in held} == {("sales1", "inbox_unavailable")}
+        shown = json.loads(cli(cfg, "status", "--mailboxes", "--json").stdout)
+        views = {v["mailbox"]: v["held_reason"] for v in shown}
+        assert views == {"sales0": None, "sales1": "inbox_unavailable", "sales2": None}
+        released = [
+            x
+            for x in fleet.logs()
+            if x["event"] == "mailbox.released"
+            and x["mailbox"] == "sales1"
+            and x["timestamp"] > before
+        ]
+        assert released == []
         frozen.send_signal(signal.SIGCONT)
 
         async def all_went() -> bool:
@@ -189,9 +199,14 @@ async def test_three_daemons_one_watcher_each_fail_closed_when_frozen_taken_over
             rows = await _rows(
                 postgres_url, "SELECT inbox, watcher FROM mailbox_state WHERE mailbox = 'sales0'"
             )
+            seen.append(dict(rows[0]))
             return bool(rows[0]["inbox"] == "watching" and rows[0]["watcher"].endswith(f":{heir}"))
 
-        await _until(recorded, 15, "the new watcher's state recorded")
+        seen: list[dict[str, Any]] = []
+        try:
+            await _until(recorded, 15, "the new watcher's state recorded")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: heir {heir}, last rows {seen[-2:]}") from None
         first = {to: message_id for _, message_id, to in fleet.received()}
         who = people["s0"][0]
         await pymap.deliver(_reply(who, first[who]))
@@ -225,7 +240,8 @@ async def _owners(url: str, names: list[str]) -> dict[str, int]:
         url,
         "SELECT l.objid::int8 AS key, a.application_name AS app FROM pg_locks l"
         " JOIN pg_stat_activity a ON a.pid = l.pid"
-        " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1::int8::oid",
+        " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1::int8::oid"
+        " AND a.datname = current_database()",
         WATCH_CLASS,
     )
     by_key = {r["key"]: int(r["app"].rsplit(":", 1)[1]) for r in rows}
