@@ -45,6 +45,8 @@ from sequencer.sequences import load_all
 from sequencer.store import db
 
 LEASE = 3  # seconds
+#: Heavier runs: the kill test also waits for the held sends to be settled (see there).
+HEAVY = os.environ.get("SEQUENCER_HEAVY_TESTS") == "1"
 _MESSAGE_ID = re.compile(rb"^Message-ID:[ \t]*(<[^>\r\n]+>)", re.IGNORECASE | re.MULTILINE)
 
 TWO_STEPS = """mailbox: {mailbox}
@@ -252,7 +254,8 @@ def _trouble(fleet: Fleet, allowed: set[str] = frozenset()) -> list[dict[str, An
 
 
 # --- a: 2,000 contacts, one daemon killed and restarted ---------------------------------------
-@pytest.mark.timeout(180)  # 4,000 sends: about 25 s alone, 60 s beside another test
+# 4,000 sends: 25-50 s alone on a loaded machine, about 45 s beside another test.
+@pytest.mark.timeout(300 if HEAVY else 180)
 async def test_three_daemons_one_killed_each_step_once_in_order(
     postgres_url: str, smtp: SmtpSink, pymap: ImapServer, fleet_root: Path
 ) -> None:
@@ -292,6 +295,17 @@ async def test_three_daemons_one_killed_each_step_once_in_order(
             return bool(rows[0]["n"] == 0)
 
         await _until(settled, 240, "every contact completed or held as uncertain")
+        if HEAVY:
+            # Heavier (about 40 s more): wait for the daemons to settle each held send by
+            # the Sent folder (`SETTLE_AFTER` past the hold): recorded where the sink got it,
+            # sent again (same Message-ID) where it did not; then every contact completes.
+            async def all_completed() -> bool:
+                rows = await _rows(
+                    postgres_url, "SELECT count(*) AS n FROM enrollment WHERE state = 'active'"
+                )
+                return bool(rows[0]["n"] == 0)
+
+            await _until(all_completed, 120, "every held send settled by the Sent folder")
     finally:
         await fleet.stop_all()
     assert all(p.returncode in (0, -signal.SIGKILL) for p in fleet.procs)
@@ -340,7 +354,8 @@ async def test_three_daemons_one_killed_each_step_once_in_order(
     print(
         f"\nkilled after {killed_at} of {total} sends; held as uncertain: {held}, of which"
         f" {len(fleet.filed)} filed in Sent; last send {fleet.arrived[-1][0] - kill_time:.1f} s"
-        f" after the kill, {took:.1f} s after the first"
+        f" after the kill, {took:.1f} s after the first; settled by the Sent folder (found):"
+        f" {[line['found_in_sent'] for line in fleet.logs() if line['event'] == 'email.settled']}"
     )
     assert _trouble(fleet, {"contact.held"}) == []
     assert "Traceback" not in fleet.stderr()
