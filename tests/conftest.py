@@ -11,7 +11,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -274,8 +274,10 @@ async def _pg_admin(sql: str) -> None:
         await conn.close()
 
 
-@pytest.fixture
-async def postgres_url() -> AsyncIterator[str]:
+@asynccontextmanager
+async def new_postgres_database() -> AsyncIterator[str]:
+    """A fresh PostgreSQL database's URL, dropped on the way out (the test is skipped where
+    PostgreSQL cannot be reached)."""
     name = f"seqtest_{uuid.uuid4().hex[:12]}"
     try:
         await _pg_admin(f'CREATE DATABASE "{name}"')
@@ -289,6 +291,12 @@ async def postgres_url() -> AsyncIterator[str]:
 
 
 @pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    async with new_postgres_database() as url:
+        yield url
+
+
+@pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite://{tmp_path / 'state.db'}"
 
@@ -298,4 +306,4 @@ def database(request: pytest.FixtureRequest) -> str:
     return request.getfixturevalue(f"{request.param}_url")  # type: ignore[no-any-return]
 
 
-__all__ = ["LOOPBACK", "ImapServer"]
+__all__ = ["LOOPBACK", "ImapServer", "new_postgres_database"]
