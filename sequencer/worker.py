@@ -114,6 +114,8 @@ class Daemon:
         self._wake = asyncio.Event()
         self._inflight: set[asyncio.Task[int]] = set()
         self._holds: dict[str, Hold | None] = {}  # last logged hold per mailbox
+        self._connecting: set[str] = set()  # mailboxes held only while a watcher logs in
+        self._quietly_held: set[str] = set()  # ... and logged so, at info level
         self._holds_to_check = False  # a reload may bring back held contacts' sequences
         self._background: set[asyncio.Future[None]] = set()
         # One token source per OAuth2 mailbox, shared by its SMTP, inbox and Sent connections.
@@ -243,12 +245,15 @@ class Daemon:
         self, name: str, state: Any, now: datetime
     ) -> tuple[Hold | None, str | None]:
         """Why this mailbox may not send now, if it may not, and the detail."""
+        self._connecting.discard(name)
         if (revoked := await self._oauth_hold(name, state, now)) is not None:
             return Hold.OAUTH_REVOKED, revoked
         if state is not None and manual_hold(state.manual_since, state.manual_until, now):
             return Hold.MANUAL_PAUSE, paused_by_hand(state.manual_until)
         watcher = self.watchers[name]
         if not watcher.on_duty and (unwatched := _unwatched(watcher, state)) is not None:
+            if state is not None and state.inbox is Inbox.CONNECTING and not state.inbox_error:
+                self._connecting.add(name)  # its watcher is logging in (another daemon's)
             return unwatched
         if watcher.state is Inbox.AUTH_FAILED and f"{oauth.REVOKED}: " in (watcher.error or ""):
             # A new grant is on disk and the watcher, woken, signs in with it: still the
@@ -257,6 +262,8 @@ class Daemon:
         if watcher.state is Inbox.AUTH_FAILED:
             return Hold.IMAP_AUTH_FAILED, watcher.error
         if watcher.on_duty and watcher.state is not Inbox.WATCHING:
+            if watcher.state is Inbox.CONNECTING and watcher.error is None:
+                self._connecting.add(name)
             # Connected and logged in; whether it caught up lately is settled by the last
             # look (`sync`) each batch takes before sending.
             return Hold.INBOX_UNAVAILABLE, watcher.error or f"inbox {watcher.state}"
@@ -301,14 +308,21 @@ class Daemon:
         if hold is not None and tokens is not None and (why := tokens.revoked()) is not None:
             hold, detail = Hold.OAUTH_REVOKED, why  # the cause of any login hold it brings
         before = self._holds.get(name)
-        if before is hold:
+        # A watcher logging in is a passing state, said at info level; if it then fails,
+        # the same hold is said again as the fault it has become.
+        passing = name in self._connecting
+        if before is hold and not (name in self._quietly_held and not passing):
             return
         self._holds[name] = hold
         self._status_at = float("-inf")  # systemd's STATUS= line says so at the next tick
+        self._quietly_held.discard(name)
         if hold is None:
             log.info("mailbox.released", mailbox=name, was=str(before) if before else None)
         else:  # a pause by hand is what a person asked for, not a fault
-            report = log.info if hold is Hold.MANUAL_PAUSE else log.error
+            quiet = hold is Hold.MANUAL_PAUSE or passing
+            if passing:
+                self._quietly_held.add(name)
+            report = log.info if quiet else log.error
             report("mailbox.held", mailbox=name, hold=str(hold), detail=detail)
 
     async def holds(self) -> dict[str, tuple[Hold | None, str | None]]:
