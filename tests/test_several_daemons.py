@@ -216,7 +216,7 @@ def fleet_root(tmp_path: Path) -> Path:
     return tmp_path
 
 
-async def _enroll(cfg: Path, per_mailbox: dict[str, list[str]]) -> None:
+async def _enroll(cfg: Path, per_mailbox: dict[str, list[str]], overlap: bool = False) -> None:
     settings = load_settings(cfg)
     seqs = load_all(settings.sequences, settings.mailboxes)
     etiquette = Etiquette(settings)
@@ -224,7 +224,17 @@ async def _enroll(cfg: Path, per_mailbox: dict[str, list[str]]) -> None:
         for name, addresses in per_mailbox.items():
             seq = seqs[name]
             people = [contacts.contact(seq, a, {"first_name": a[:4]}) for a in addresses]
-            await enrolment.enroll(etiquette, seq, people, SystemClock().now())
+            now = SystemClock().now()
+            await enrolment.enroll(etiquette, seq, people, now, allow_overlap=overlap)
+
+
+async def _race(fleet: Fleet) -> None:
+    """SIGHUP (a reload) wakes a daemon's scheduler at once: all three tick together, every
+    half second, and race for whatever has room."""
+    while True:
+        for proc in fleet.procs:
+            proc.send_signal(signal.SIGHUP)
+        await asyncio.sleep(0.5)
 
 
 async def _rows(url: str, sql: str, *args: Any) -> list[asyncpg.Record]:
@@ -382,15 +392,7 @@ async def test_three_daemons_keep_one_mailboxs_daily_limit_and_spacing(
         await _until(all_started, 60, "three daemons started")
         await _rows(postgres_url, "UPDATE enrollment SET next_at = $1", datetime.now(UTC))
 
-        async def race() -> None:
-            # SIGHUP (a reload) wakes a daemon's scheduler at once: all three tick together,
-            # every half second, and race for the mailbox's pace whenever it has room.
-            while True:
-                for proc in fleet.procs:
-                    proc.send_signal(signal.SIGHUP)
-                await asyncio.sleep(0.5)
-
-        racing = asyncio.create_task(race())
+        racing = asyncio.create_task(_race(fleet))
         try:
 
             async def five() -> bool:
@@ -424,6 +426,53 @@ async def test_three_daemons_keep_one_mailboxs_daily_limit_and_spacing(
     by = Counter(line["daemon"] for line in fleet.logs() if line["event"] == "email.sent")
     gaps = [round(b - a, 2) for a, b in itertools.pairwise(stamps)]
     print(f"\nsent by {dict(by)}; gaps at the sink: {gaps}")
+    assert _trouble(fleet) == []
+
+
+# --- b2: the gap between two emails to one person, across daemons and mailboxes ------------
+async def test_three_daemons_never_write_to_one_person_twice_within_the_gap(
+    postgres_url: str, smtp: SmtpSink, pymap: ImapServer, fleet_root: Path
+) -> None:
+    """Ten people each in two sequences from two mailboxes, both steps due at once, three
+    daemons racing: each person gets one email, the other step waits out `min_gap`."""
+    cfg = _config(
+        fleet_root, postgres_url, smtp.port, pymap, 2, "{daily_limit: 1000, spacing: 0s}", "1d"
+    )
+    cfg.write_text(cfg.read_text().replace("min_gap: 0s", "min_gap: 1h"))
+    people = [f"p{i}@prospect.test" for i in range(10)]
+    await _enroll(cfg, {"s0": people, "s1": people}, overlap=True)
+    later = datetime.now(UTC) + timedelta(hours=1)
+    await _rows(postgres_url, "UPDATE enrollment SET next_at = $1", later)
+    fleet = Fleet(fleet_root, cfg, pymap, smtp)
+    try:
+        for _ in range(3):
+            fleet.start()
+
+        async def all_started() -> bool:
+            return len([x for x in fleet.logs() if x["event"] == "daemon.started"]) == 3
+
+        await _until(all_started, 60, "three daemons started")
+        await _rows(postgres_url, "UPDATE enrollment SET next_at = $1", datetime.now(UTC))
+        racing = asyncio.create_task(_race(fleet))
+        try:
+
+            async def ten() -> bool:
+                return len(fleet.arrived) >= 10
+
+            await _until(ten, 60, "one email to each person")
+            await asyncio.sleep(3)  # six more rounds, for a second email to slip through
+        finally:
+            racing.cancel()
+    finally:
+        await fleet.stop_all()
+    per_person = Counter(to for _, _, to in fleet.received())
+    assert per_person == dict.fromkeys(people, 1)
+    waiting = await _rows(
+        postgres_url,
+        "SELECT email, next_at FROM enrollment WHERE state = 'active' AND steps_sent = 0",
+    )
+    assert sorted(r["email"] for r in waiting) == people  # one of each pair, deferred
+    assert all(r["next_at"] >= datetime.now(UTC) + timedelta(minutes=55) for r in waiting)
     assert _trouble(fleet) == []
 
 
