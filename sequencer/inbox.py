@@ -388,9 +388,9 @@ class InboxWatcher:
             self._syncs -= 1
 
     async def _connect_to_look(self) -> None:
-        """Off duty, the connection is opened when a batch wants its last look, and kept for
-        the next; a login that fails is not tried again before a backoff (a refused one only
-        a few times an hour, as the watcher does)."""
+        """Off duty, the connection opened at start-up is kept for the last looks; when it
+        is lost, the next batch opens another. A login that fails is not tried again before
+        a backoff (a refused one only a few times an hour, as the watcher does)."""
         wait = self._look_retry_at - time.monotonic()
         if wait > 0:
             why = self.error or f"{self._where()}: not connected"

@@ -965,7 +965,7 @@ class Daemon:
         names = list(self.settings.mailboxes)
         mine = await self.duty.round(names)
         for name in names:
-            if name not in mine:  # another daemon watches it: our last looks log in then
+            if name not in mine:  # another daemon watches it: our login is for last looks
                 self.watchers[name].stand_down()
         await asyncio.gather(
             asyncio.to_thread(replies.warm_up),  # while the servers answer the logins
@@ -984,8 +984,7 @@ class Daemon:
 
     async def _start_mailbox(self, name: str) -> None:
         try:
-            if self.watchers[name].on_duty:
-                await self.watchers[name].open()
+            await self.watchers[name].open()
         except InboxError as exc:
             if not isinstance(exc, GrantRevoked):  # said by the mailbox.held line below
                 log.error("inbox.unavailable", mailbox=name, error=str(exc))
@@ -1239,6 +1238,8 @@ def _unwatched(watcher: InboxWatcher, state: Any) -> tuple[Hold, str | None] | N
     if state is None or state.inbox is not Inbox.WATCHING or state.caught_up_at is None:
         detail = state.inbox_error if state is not None else None
         seen = f"inbox {state.inbox if state else Inbox.DOWN}"
+        if state is not None and state.inbox is Inbox.WATCHING:
+            seen = "its watcher has not caught up yet"
         return Hold.INBOX_UNAVAILABLE, detail or seen
     late = watcher.clock.now() - state.caught_up_at
     if late > timedelta(seconds=2 * watcher.keepalive):
