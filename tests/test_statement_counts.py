@@ -23,9 +23,9 @@ from world import world
 
 from sequencer.devservers import SmtpSink
 
-#: Statements per send (claim share aside): `start` (its check, the pace, DATA started) and
-#: the outcome (the sent row, the enrollment).
-PER_SEND_BUDGET = 6
+#: Statements per send (claim share aside): `start` (DATA started, checked as it is marked;
+#: the pace) and the outcome (the sent row, the enrollment).
+PER_SEND_BUDGET = 4
 
 
 @dataclass
