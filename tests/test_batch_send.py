@@ -124,3 +124,44 @@ async def test_data_is_not_started_when_the_address_was_written_to_since_the_bat
         assert refused == now  # the first one's DATA, which the gap counts from
         assert (await SentMessage.get(id=rows[second.id].id)).status == Send.PENDING
         assert (await MailboxState.get(mailbox="sales")).day_count == 1
+
+
+async def test_data_is_not_started_when_the_pace_is_used_or_the_step_taken_or_ended(
+    tmp_path: Path, smtp: SmtpSink, pymap: ImapServer, monkeypatch: Any, database: str
+) -> None:
+    """Each other refusal of `sending.start` says why and writes nothing: the mailbox's
+    day is used up (by another daemon), the step's row is no longer pending (another
+    daemon took it), the contact's sequence ended. Then, with room, it goes."""
+    async with world(tmp_path, smtp, pymap, database, monkeypatch) as w:
+        await w.enroll(JO)
+        (jo,) = await Enrollment.filter(email=JO)
+        now = w.clock.now()
+        day = pacing.day_start(now, w.daemon.etiquette.mailbox_zone("sales"))
+        await sending.loads({"sales": day})
+        rows = await sending.record_pending([sending.Draft(jo, 1, "<1@vendor.test>", "Hi")], now)
+        row = rows[jo.id]
+
+        async def start(limit: int) -> sending.Refused | object:
+            slot = sending.Slot("sales", day, limit, None)
+            return await sending.start(
+                row, enrollment_id=jo.id, email=JO, not_after=now, slot=slot, now=now, data=None
+            )
+
+        await MailboxState.filter(mailbox="sales").update(day_count=3)
+        assert await start(limit=3) is sending.Refused.PACED
+        assert (await SentMessage.get(id=row.id)).status == Send.PENDING
+        assert (await MailboxState.get(mailbox="sales")).day_count == 3
+
+        await SentMessage.filter(id=row.id).update(status=Send.SENDING)
+        assert await start(limit=10) is sending.Refused.TAKEN
+        await SentMessage.filter(id=row.id).update(status=Send.PENDING)
+
+        await Enrollment.filter(id=jo.id).update(state="replied")
+        assert await start(limit=10) is sending.Refused.ENDED
+        await Enrollment.filter(id=jo.id).update(state="active")
+        assert (await SentMessage.get(id=row.id)).status == Send.PENDING
+        assert (await MailboxState.get(mailbox="sales")).day_count == 3
+
+        assert await start(limit=10) is None
+        assert (await SentMessage.get(id=row.id)).status == Send.SENDING
+        assert (await MailboxState.get(mailbox="sales")).day_count == 4

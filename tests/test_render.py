@@ -522,3 +522,57 @@ def test_a_subject_with_a_lone_surrogate_is_a_template_error() -> None:
     with pytest.raises(TemplateError, match=r"^subject contains U\+D800, a lone surrogate"):
         build(subject="Hi \ud800")
     assert parse(build(subject="Hi\tZoë"))["Subject"] == "Hi\tZoë"  # a tab is encoded
+
+
+def _by_the_email_package(thread: list[str], unsubscribe: str | None, **kw: str) -> bytes:
+    """The message as build_message wrote it with the email package (headers set raw,
+    `set_content`, `as_bytes`) before it wrote the part itself."""
+    msg = EmailMessage(policy=email.policy.SMTP)
+    name, subject = kw["from_name"], kw["subject"].strip()
+    if name.isascii():
+        msg.set_raw("From", email.utils.formataddr((name, "sales@vendor.test")))
+    else:
+        addr = "<sales@vendor.test>"
+        lines = render._encoded_words("From", name).split("\r\n")
+        if len(lines[-1]) + 1 + len(addr) <= 78 - (len("From: ") if len(lines) == 1 else 0):
+            lines[-1] += f" {addr}"
+        else:
+            lines.append(f" {addr}")
+        msg.set_raw("From", "\r\n".join(lines))
+    msg.set_raw("To", kw["to_address"])
+    if subject.isascii():
+        msg.set_raw("Subject", subject)
+    else:
+        msg.set_raw("Subject", render._encoded_words("Subject", subject))
+    msg.set_raw("Date", email.utils.format_datetime(WHEN))
+    msg.set_raw("Message-ID", "<first@vendor.test>")
+    if thread:
+        msg.set_raw("In-Reply-To", thread[-1])
+        msg.set_raw("References", " ".join(thread))
+    if unsubscribe:
+        msg.set_raw("List-Unsubscribe", f"<mailto:{unsubscribe}?subject=unsubscribe>")
+    body = kw["body"] if kw["body"].endswith("\n") else kw["body"] + "\n"
+    short = all(len(line) <= 998 for line in body.splitlines())
+    cte = "7bit" if body.isascii() and short else "quoted-printable"
+    msg.set_content(body, charset="utf-8", cte=cte)
+    return msg.as_bytes()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    name=_NAMES,
+    subject=st.text(_SUBJECT_CHARS, min_size=1, max_size=120).filter(str.strip),
+    body=st.one_of(
+        st.text(_BODY_CHARS, min_size=1, max_size=300),
+        st.text(st.sampled_from("ab =.\t\n"), min_size=1, max_size=2500),
+        st.text(st.sampled_from("aé \n"), min_size=1, max_size=2500),
+    ).filter(str.strip),
+    thread=st.lists(st.from_regex(r"<[a-f0-9]{8,32}@vendor\.test>", fullmatch=True), max_size=6),
+    unsubscribe=st.sampled_from([None, "sales@vendor.test"]),
+)
+def test_the_bytes_are_those_the_email_package_writes(
+    name: str, subject: str, body: str, thread: list[str], unsubscribe: str | None
+) -> None:
+    kw = {"from_name": name, "subject": subject, "body": body, "to_address": "jo@acme.test"}
+    ours = build(**kw, thread=thread, unsubscribe=unsubscribe)
+    assert ours == _by_the_email_package(thread, unsubscribe, **kw)

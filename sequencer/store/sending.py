@@ -248,6 +248,13 @@ class Refused(Enum):
     TAKEN = "another daemon took this step (our lease ran out)"
 
 
+class _Undone(Exception):
+    """Rolls `start`'s transaction back, carrying why the send may not go."""
+
+    def __init__(self, why: Refused | datetime) -> None:
+        self.why = why
+
+
 async def start(
     sent: SentMessage,
     *,
@@ -260,40 +267,58 @@ async def start(
 ) -> Refused | datetime | None:
     """DATA is about to start: check, take and record it in one transaction. None when
     recorded; else why not, or (a datetime) the last email to the address when it is
-    later than `not_after` (the gap would be broken; None: a promise keeps its time). On
-    PostgreSQL the address's advisory lock and the enrollment's row lock make the check and
-    the write one step for every daemon, and the pace's row is updated only where it still
-    has room."""
-    async with in_transaction() as client:
-        postgres = _dialect(client) == "postgres"
-        if postgres:  # the gap per address, across daemons: one writer at a time
-            await _query("SELECT pg_advisory_xact_lock(hashtext(?))", [email], client)
-        lock = " FOR UPDATE OF e" if postgres else ""
-        found = await _query(
-            'SELECT e.state, e.hold, (SELECT max(s.attempted_at) FROM "sent_message" s'  # noqa: S608
-            f" WHERE s.email = ? AND s.status IN ({_marks(len(ON_THE_WIRE))}) AND s.id <> ?)"
-            ' AS last, (SELECT m.status FROM "sent_message" m WHERE m.id = ?) AS mine'
-            f' FROM "enrollment" e WHERE e.id = ?{lock}',
-            [email, *ON_THE_WIRE, sent.id, sent.id, enrollment_id],
-            client,
-        )
-        if not found or found[0]["state"] != ACTIVE.value or found[0]["hold"] is not None:
-            return Refused.ENDED
-        if found[0]["mine"] != Send.PENDING.value:
-            # A daemon stalled past its lease (paused, swapping, a long database outage)
-            # while another took the step and started or finished it: never a second copy.
-            return Refused.TAKEN
-        last = _instant(found[0]["last"])
-        if last is not None and not_after is not None and last > not_after:
-            return last
-        if not await _take(slot, now, client):
-            return Refused.PACED
-        await _query(
-            'UPDATE "sent_message" SET status = ?, attempted_at = ?, data = ? WHERE id = ?',
-            [Send.SENDING, now, data, sent.id],
-            client,
-        )
+    later than `not_after` (the gap would be broken; None: a promise keeps its time).
+
+    The step's row is marked `sending` by one conditional UPDATE (still `pending`, the
+    contact still active and unheld) that returns the last email to the address, then the
+    pace is taken: two statements when it goes; a refusal rolls back. On PostgreSQL the
+    address's advisory lock and the enrollment's row lock make the check and the write one
+    step for every daemon, and the pace's row is updated only where it still has room."""
+    try:
+        async with in_transaction() as client:
+            postgres = _dialect(client) == "postgres"
+            if postgres:  # the gap per address, across daemons: one writer at a time
+                await _query("SELECT pg_advisory_xact_lock(hashtext(?))", [email], client)
+            lock = " FOR UPDATE" if postgres else ""
+            marked = await _query(
+                'UPDATE "sent_message" SET status = ?, attempted_at = ?, data = ?'  # noqa: S608
+                f' WHERE id = ? AND status = ? AND EXISTS (SELECT 1 FROM "enrollment" e'
+                f" WHERE e.id = ? AND e.{_ACTIVE} AND e.hold IS NULL{lock})"
+                ' RETURNING (SELECT max(s.attempted_at) FROM "sent_message" s WHERE s.email = ?'
+                f" AND s.status IN ({_marks(len(ON_THE_WIRE))}) AND s.id <> ?) AS last",
+                [
+                    *(Send.SENDING, now, data),  # SET
+                    *(sent.id, Send.PENDING, enrollment_id),  # WHERE
+                    *(email, *ON_THE_WIRE, sent.id),  # RETURNING
+                ],
+                client,
+            )
+            if not marked:
+                return await _refusal(sent, enrollment_id, client)
+            last = _instant(marked[0]["last"])
+            if last is not None and not_after is not None and last > not_after:
+                raise _Undone(last)
+            if not await _take(slot, now, client):
+                raise _Undone(Refused.PACED)
+    except _Undone as undone:
+        return undone.why
     return None
+
+
+async def _refusal(sent: SentMessage, enrollment_id: int, client: BaseDBAsyncClient) -> Refused:
+    """Why `start` could not mark the step's row (nothing was written)."""
+    found = await _query(
+        'SELECT e.state, e.hold, (SELECT m.status FROM "sent_message" m WHERE m.id = ?)'
+        ' AS mine FROM "enrollment" e WHERE e.id = ?',
+        [sent.id, enrollment_id],
+        client,
+    )
+    if not found or found[0]["state"] != ACTIVE.value or found[0]["hold"] is not None:
+        return Refused.ENDED
+    # Not `pending` any more: a daemon stalled past its lease (paused, swapping, a long
+    # database outage) while another took the step and started or finished it: never a
+    # second copy.
+    return Refused.TAKEN
 
 
 def _instant(value: Any) -> datetime | None:
