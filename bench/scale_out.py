@@ -149,9 +149,25 @@ def _spawn(args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
 
 
 def _cpu(pid: int) -> float:
-    """CPU seconds (user + system) a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    """CPU seconds (user + system) a process has used so far (0 once it has gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _backends(url: str, name: str) -> list[int]:
+    """The PostgreSQL server processes serving the bench's database (on this machine)."""
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            name,
+        )
+    finally:
+        await conn.close()
+    return [r["pid"] for r in rows]
 
 
 def _started(path: Path) -> bool:
@@ -194,6 +210,9 @@ async def _one_run(daemons: int, n: int, imap: Pymap, work: Path) -> dict[str, f
                 raise RuntimeError(f"the daemons did not start; see {root}")
             await asyncio.sleep(0.2)
         cpu_before = sum(_cpu(proc.pid) for proc in procs)
+        backends = await _backends(url, name)  # the daemons' pools are open by now
+        pg_before = {pid: _cpu(pid) for pid in backends}
+        sink_before = _cpu(sink.pid)
         await _execute(url, "UPDATE enrollment SET next_at = $1", datetime.now(UTC))
         for proc in procs:
             proc.send_signal(signal.SIGHUP)  # a reload wakes the scheduler at once
@@ -204,6 +223,11 @@ async def _one_run(daemons: int, n: int, imap: Pymap, work: Path) -> dict[str, f
             await asyncio.sleep(0.2)
         await asyncio.sleep(1)  # a duplicate would come now, if at all
         cpu = sum(_cpu(proc.pid) for proc in procs) - cpu_before
+        # Connections the pools opened during the run count from zero: they began in it.
+        late = [pid for pid in await _backends(url, name) if pid not in pg_before]
+        pg_cpu = sum(_cpu(pid) - before for pid, before in pg_before.items())
+        pg_cpu += sum(_cpu(pid) for pid in late)
+        sink_cpu = _cpu(sink.pid) - sink_before
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
@@ -232,6 +256,8 @@ async def _one_run(daemons: int, n: int, imap: Pymap, work: Path) -> dict[str, f
         "duplicates": sum(c - 1 for c in Counter(to for _, to in stored).values()),
         "errors": sum(errors.values()),
         "cpu": cpu,
+        "pg_cpu": pg_cpu,
+        "sink_cpu": sink_cpu,
     }
 
 
@@ -257,7 +283,8 @@ async def main() -> None:
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end")
     print(
         f"{'daemons':>8}{'seconds':>10}{'msg/s':>10}{'ratio':>8}{'duplicates':>12}"
-        f"{'errors':>8}{'daemon CPU ms/msg':>19}"
+        f"{'errors':>8}{'CPU ms/msg: daemons':>21}{'PostgreSQL':>12}{'sink':>6}"
+        f"{'all-core ceiling msg/s':>24}"
     )
     base = results[args.daemons[0]]
     base_rate = base["messages"] / base["seconds"]
@@ -266,7 +293,10 @@ async def main() -> None:
         print(
             f"{k:>8}{r['seconds']:>10.2f}{rate:>10.0f}{rate / base_rate:>8.2f}"
             f"{int(r['duplicates']):>12}{int(r['errors']):>8}"
-            f"{1000 * r['cpu'] / r['messages']:>19.1f}"
+            f"{1000 * r['cpu'] / r['messages']:>21.1f}"
+            f"{1000 * r['pg_cpu'] / r['messages']:>12.1f}"
+            f"{1000 * r['sink_cpu'] / r['messages']:>6.1f}"
+            f"{_ceiling(r):>24.0f}"
         )
     last = max(results)
     rate = results[last]["messages"] / results[last]["seconds"]
@@ -274,6 +304,13 @@ async def main() -> None:
         f"summary: {last} daemons {rate / base_rate:.2f}x {args.daemons[0]} (target >= 2.4 for 3);"
         f" duplicates {sum(int(r['duplicates']) for r in results.values())} (target 0)"
     )
+
+
+def _ceiling(r: dict[str, float]) -> float:
+    """The rate at which daemons, PostgreSQL and the sink together would keep every core of
+    this machine busy, from the CPU they used per message: no number of daemons goes faster."""
+    per_message = (r["cpu"] + r["pg_cpu"] + r["sink_cpu"]) / r["messages"]
+    return (os.cpu_count() or 1) / per_message if per_message else float("inf")
 
 
 if __name__ == "__main__":
