@@ -13,7 +13,6 @@ import csv
 import difflib
 import enum
 import functools
-import io
 import json
 import os
 import re
@@ -24,7 +23,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -54,6 +53,9 @@ from sequencer.holds import ADVICE, SHORT, MailboxView, mailbox_view
 from sequencer.sequences import Sequence, load_all, load_each, load_sequence, weekend_only
 from sequencer.states import Hold, State
 from sequencer.store import db, inbox_duty, queries, schema
+
+if TYPE_CHECKING:
+    from sequencer.lint import Finding
 
 
 def _plain_flags(params: list[Parameter]) -> list[Parameter]:
@@ -316,7 +318,7 @@ def check(
 
     Errors exit 2 with every problem found; content warnings are printed (exit 0) unless
     --strict, which makes them errors. With --connect, a login that fails exits 2 too."""
-    from sequencer.lint import Finding, lint, lint_contacts
+    from sequencer.lint import lint
 
     try:
         settings = _settings(config)
@@ -359,15 +361,12 @@ def check(
             )
         if sequence is not None and sequence not in seqs and not problems:
             _one_sequence(settings, sequence)  # raises: unknown sequence, with the known ones
-        text = _csv_text(csv_file) if csv_file is not None else None
-        rows = _csv_rows(text, csv_file) if text is not None and csv_file is not None else None
         for seq_id in sorted(seqs) if sequence is None else [sequence] if sequence in seqs else []:
             findings += lint(seqs[seq_id])
-            if rows is not None:
-                findings += lint_contacts(seqs[seq_id], rows, str(csv_file))
-        if text is not None and csv_file is not None and sequence in seqs:
-            _note_extra_columns(seqs[sequence], text, csv_file)
-            problems += _bad_rows(seqs[sequence], text, str(csv_file))
+        if csv_file is not None:
+            found, bad = _check_csv(seqs.get(sequence or ""), csv_file)
+            findings += found
+            problems += bad
         if strict:
             problems += [f"{w} (needed by `sequencer run`)" for w in warnings]
         else:
@@ -502,30 +501,52 @@ def _csv_text(path: Path, error: type[SequencerError] = EnrollError) -> str:
     return text
 
 
-def _csv_rows(text: str, path: Path) -> list[dict[str, str]]:
-    try:
-        header = text.removeprefix("\ufeff").split("\n", 1)[0].rstrip("\r")
-        delimiter = csvfile.sniff(header, str(path)) if header.strip() else ","
-        return list(csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter))
-    except ValueError as exc:
-        raise EnrollError([str(exc)]) from None
-    except csv.Error as exc:
-        raise EnrollError([f"{path}: not readable as CSV: {exc}"]) from None
+def _check_csv(seq: Sequence | None, path: Path) -> tuple[list[Finding], list[str]]:
+    """`check SEQUENCE --csv FILE`, in one pass over the file (any length, flat memory, as
+    `enroll --csv` reads it): the encoding note, the note on unused columns, the lint of the
+    fields the list lacks, and every row `enroll --csv` would refuse, by line (the import is
+    all-or-nothing, so one bad row would stop the whole list), the first MAX_LISTED of them
+    listed. `seq` None (the sequence did not load): the file is only opened and its header
+    read."""
+    from sequencer.lint import ContactTally
 
-
-def _bad_rows(seq: Sequence, text: str, name: str) -> list[str]:
-    """Every row `enroll --csv` would refuse (bad address, unknown time zone, a missing value),
-    by line: the import is all-or-nothing, so one bad row would stop the whole list."""
-    try:
-        contacts.read_csv(seq, text, name)
-    except EnrollError as exc:
-        rows = [p for p in exc.problems if p.startswith(f"{name}:")] or exc.problems
-        return [
-            f"{name}: {len(rows)} problem(s); `sequencer enroll {seq.id} --csv` would refuse "
-            "the whole file until each is fixed:",
-            *rows,
-        ]
-    return []
+    name = str(path)
+    with contextlib.ExitStack() as stack:
+        try:
+            handle, note = stack.enter_context(csvfile.opened(path))
+            if note:
+                err.print(f"note: {note}", highlight=False, markup=False)
+            if seq is not None:
+                _note_extra_columns(seq, handle.readline(_HEADER_MAX), path)
+            header, rows = csvfile.stream(handle, name, required=None)
+        except ValueError as exc:  # unreadable file or header row
+            raise EnrollError([str(exc)]) from None
+        if seq is None:
+            return [], []
+        tally = ContactTally(seq)
+        counted = tally.counted(rows)
+        bad, listed = 0, list[str]()
+        try:
+            csvfile.require(header, "email", name)
+            contacts.check_header(header, name)
+        except (ValueError, EnrollError) as exc:
+            listed = exc.problems if isinstance(exc, EnrollError) else [str(exc)]
+            bad = len(listed)
+            for _ in counted:  # the lint still counts every row
+                pass
+        else:
+            for row in contacts.each(seq, counted, name):
+                if isinstance(row, contacts.Refused):
+                    bad += len(row.problems)
+                    listed += row.problems[: max(enrolment.MAX_LISTED - len(listed), 0)]
+    more = [f"... and {bad - len(listed)} more"] if bad > len(listed) else []
+    refused = [
+        f"{name}: {bad} problem(s); `sequencer enroll {seq.id} --csv` would refuse the whole "
+        "file until each is fixed:",
+        *listed,
+        *more,
+    ]
+    return tally.findings(name), refused if bad else []
 
 
 async def _enroll_csv(

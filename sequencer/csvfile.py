@@ -31,7 +31,9 @@ from typing import Any, TextIO
 class Row:
     line: int  # where the record starts (a quoted value may go on over several lines)
     fields: dict[str, str]  # by lower-cased header name
-    problem: str | None = None  # why the record cannot be read (then `fields` is empty)
+    # Why the record cannot be read; `fields` then holds what could be (a ragged row's cells
+    # under the header, as csv.DictReader gives them; nothing when the reader gave up).
+    problem: str | None = None
 
 
 #: The delimiters spreadsheets and CRMs save with, and how a message names each.
@@ -160,9 +162,12 @@ def read(text: str, name: str, required: str = "email") -> tuple[list[str], list
     return header, list(rows)
 
 
-def stream(source: TextIO, name: str, required: str = "email") -> tuple[list[str], Iterator[Row]]:
+def stream(
+    source: TextIO, name: str, required: str | None = "email"
+) -> tuple[list[str], Iterator[Row]]:
     """`read` of an open text file (opened with newline=""), the rows read as they are asked
-    for. The header is read at once: its errors are raised here."""
+    for. The header is read at once: its errors are raised here. `required=None` reads a
+    header without the column (`check --csv` lints the rows, then reports it: `require`)."""
     source.seek(0)
     head = source.read(_SNIFF_MAX + 1)
     # A BOM is normally removed by `decode`; never let it hide the email column.
@@ -175,12 +180,18 @@ def stream(source: TextIO, name: str, required: str = "email") -> tuple[list[str
         header = [h.strip().lower() for h in next(reader, [])]
     except csv.Error as exc:
         raise ValueError(f"{name}:1: not a readable CSV header row: {exc}") from None
+    if required is not None:
+        require(header, required, name)
+    return header, _rows(reader, header, delimiter, name)
+
+
+def require(header: list[str], required: str, name: str) -> None:
+    """ValueError (`name:1: ...`) unless the header row has the `required` column."""
     if required not in header:
         raise ValueError(
             f"{name}:1: the header row needs an '{required}' column "
             f"(found: {', '.join(header) or 'nothing'})"
         )
-    return header, _rows(reader, header, delimiter, name)
 
 
 def _rows(reader: Any, header: list[str], delimiter: str, name: str) -> Iterator[Row]:
@@ -207,7 +218,7 @@ def _rows(reader: Any, header: list[str], delimiter: str, name: str) -> Iterator
         line = max(end + 1, reader.line_num - (sum(map(_line_breaks, cells)) if many else 0))
         end = reader.line_num
         if len(cells) > len(header):
-            yield Row(line, {}, _ragged(delimiter))
+            yield Row(line, {h: cells[i] for i, h in named}, _ragged(delimiter))
             continue
         cells += [""] * (len(header) - len(cells))
         fields = {h: cells[i] for i, h in named}

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 from sequencer import render
+from sequencer.csvfile import Row
 from sequencer.sequences import Sequence, Step
 
 Severity = Literal["error", "warning"]
@@ -410,43 +411,80 @@ def lint_contacts(seq: Sequence, rows: Iterable[Mapping[str, str]], source: str)
     """`no-fallback`: a field the templates read without a fallback, blank or missing in at
     least a fifth of the CSV rows (`source` names the CSV). Those contacts would be refused at
     enrolment, so the list and the templates disagree before anything is sent."""
-    filled = [
-        {k.strip().lower(): (v or "").strip() for k, v in row.items() if isinstance(k, str)}
-        for row in rows
-    ]
-    filled = [row for row in filled if any(row.values())]  # read_csv skips blank lines too
-    if not filled:
-        return []
-    columns = set[str]().union(*filled)
-    uses = _unguarded_uses(seq)
-    findings = []
-    for field, step in sorted(uses.items()):
-        if field == "email" or (seq.variables.get(field) or "").strip():
-            continue
-        missing = sum(1 for row in filled if not row.get(field))
-        share = missing / len(filled)
-        if share < MISSING_SHARE:
-            continue
-        lack = (
-            f"{source} has no '{field}' column (all {len(filled)} rows lack it)"
-            if field not in columns
-            else f"contact.{field} is blank in {missing} of {len(filled)} rows ({share:.0%}) "
-            f"of {source}"
-        )
-        findings.append(
-            Finding(
-                "warning",
-                seq.path,
-                _field_line(step, field),
-                step.number,
-                "no-fallback",
-                f"{lack}, and this step uses it without a fallback, so those contacts "
-                "would be refused at enrolment. Fill the column, or write "
-                f'{{{{ contact.{field} | default("...") }}}} or give {field} a default under '
-                "variables:.",
+    tally = ContactTally(seq)
+    for row in rows:
+        tally.add(row)
+    return tally.findings(source)
+
+
+class ContactTally:
+    """`lint_contacts` a row at a time, for a list of any length (`check --csv` of a million
+    rows): it keeps a count per field the templates read without a fallback, never the rows,
+    so its memory is the same for ten rows as for ten million."""
+
+    def __init__(self, seq: Sequence) -> None:
+        self._seq = seq
+        self._uses = {
+            field: step
+            for field, step in sorted(_unguarded_uses(seq).items())
+            if field != "email" and not (seq.variables.get(field) or "").strip()
+        }
+        self._missing = dict.fromkeys(self._uses, 0)
+        self._columns: set[str] = set()  # the used fields some row has a column for
+        self.rows = 0  # rows not blank (read_csv skips blank lines too)
+
+    def add(self, row: Mapping[str, str | None]) -> None:
+        """Count one row (keys as in its header, `None` for a cell past the header's end)."""
+        filled = {
+            k.strip().lower(): (v or "").strip() for k, v in row.items() if isinstance(k, str)
+        }
+        if not any(filled.values()):
+            return
+        self.rows += 1
+        for field in self._uses:
+            value = filled.get(field)
+            if not value:
+                self._missing[field] += 1
+            if value is not None:
+                self._columns.add(field)
+
+    def counted(self, rows: Iterable[Row]) -> Iterator[Row]:
+        """`rows` as they are read, each counted on its way (one pass for the lint and the
+        row checks)."""
+        for row in rows:
+            self.add(row.fields)
+            yield row
+
+    def findings(self, source: str) -> list[Finding]:
+        """The `no-fallback` findings for the rows counted so far."""
+        if not self.rows:
+            return []
+        findings = []
+        for field, step in self._uses.items():
+            missing = self._missing[field]
+            share = missing / self.rows
+            if share < MISSING_SHARE:
+                continue
+            lack = (
+                f"{source} has no '{field}' column (all {self.rows} rows lack it)"
+                if field not in self._columns
+                else f"contact.{field} is blank in {missing} of {self.rows} rows ({share:.0%}) "
+                f"of {source}"
             )
-        )
-    return _ordered(findings)
+            findings.append(
+                Finding(
+                    "warning",
+                    self._seq.path,
+                    _field_line(step, field),
+                    step.number,
+                    "no-fallback",
+                    f"{lack}, and this step uses it without a fallback, so those contacts "
+                    "would be refused at enrolment. Fill the column, or write "
+                    f'{{{{ contact.{field} | default("...") }}}} or give {field} a default '
+                    "under variables:.",
+                )
+            )
+        return _ordered(findings)
 
 
 def _unguarded_uses(seq: Sequence) -> dict[str, Step]:

@@ -136,6 +136,85 @@ def test_check_csv_fails_on_every_bad_row_by_line(cfg: Path) -> None:
     assert f"{leads}:2:" not in res.stderr and f"{leads}:5:" not in res.stderr
 
 
+def test_check_csv_lists_the_first_thousand_bad_rows_then_how_many_more(cfg: Path) -> None:
+    """A list that is mostly wrong (a shifted export, a hostile file) is counted in full but
+    listed only so far, as `enroll --csv` lists it: the first 1,000 problems, then the rest."""
+    leads = cfg.parent / "leads.csv"
+    bad = "".join(f"bad{i},N{i}\n" for i in range(1005))
+    leads.write_text(f"email,first_name\nok@x.test,Ok\n{bad}")
+    res = cli("check", "follow-up", "--csv", str(leads), cfg=cfg)
+    assert res.returncode == 2
+    assert (
+        f"{leads}: 1005 problem(s); `sequencer enroll follow-up --csv` would refuse" in res.stderr
+    )
+    assert f"{leads}:3: email 'bad0'" in res.stderr and f"{leads}:1002: email" in res.stderr
+    assert f"{leads}:1003:" not in res.stderr and f"{leads}:2:" not in res.stderr
+    assert "... and 5 more" in res.stderr
+
+
+def test_check_csv_without_an_email_column_still_lints_the_rows(cfg: Path) -> None:
+    leads = cfg.parent / "leads.csv"
+    leads.write_text("e-mail,company\na@x.test,Acme\nb@x.test,Bolt\n")
+    res = cli("check", "follow-up", "--csv", str(leads), cfg=cfg)
+    assert res.returncode == 2
+    assert f"{leads}:1: the header row needs an 'email' column (found: e-mail, company)" in (
+        res.stderr
+    )
+    assert f"{leads} has no 'first_name' column (all 2 rows lack it)" in res.stderr
+
+
+@pytest.mark.parametrize(
+    ("encoding", "delimiter", "note"),
+    [("utf-16", "\t", "read as UTF-16"), ("utf-8-sig", ";", None), ("utf-8", ",", None)],
+)
+def test_check_csv_reads_a_file_as_enroll_does(
+    cfg: Path, tmp_path: Path, encoding: str, delimiter: str, note: str | None
+) -> None:
+    """Excel's "Unicode Text" (UTF-16, tabs) and "CSV UTF-8" (a BOM; semicolons in much of
+    Europe): `check --csv` reads them as `enroll --csv` does, accents and all."""
+    leads = tmp_path / "leads.csv"
+    rows = [["email", "first_name", "company"], ["zoe@x.test", "Zoë", "Müller & Söhne"]]
+    leads.write_bytes("".join(delimiter.join(r) + "\r\n" for r in rows).encode(encoding))
+    res = cli("check", "follow-up", "--csv", str(leads), cfg=cfg)
+    assert res.returncode == 0, res.stderr
+    if note is None:
+        assert res.stderr == ""
+    else:
+        assert f"note: {leads}: {note}" in res.stderr
+
+
+def test_check_csv_reads_a_long_list_in_flat_memory(cfg: Path, tmp_path: Path) -> None:
+    """A user checks a list of a million rows before enrolling it: `check --csv` holds a row
+    at a time, counts for the lint and the first 1,000 problems, never the list. Here half of
+    20,000 rows are bad; a dict per row alone, as before, would be over 10 MB."""
+    import tracemalloc
+
+    from sequencer import cli as command
+    from sequencer.config import load_settings
+
+    seq = command._sequences(load_settings(cfg))["follow-up"]
+
+    def peak(rows: int) -> int:
+        leads = tmp_path / f"leads-{rows}.csv"
+        with leads.open("w") as out:
+            out.write("email,first_name,company\n")
+            for i in range(rows):
+                out.write(f"p{i}@x.test,N{i},Co {i}\n" if i % 2 else f"p{i},N{i},Co {i}\n")
+        tracemalloc.start()
+        try:
+            found, problems = command._check_csv(seq, leads)
+        finally:
+            top = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+        assert found == [] and problems[0].startswith(f"{leads}: {rows // 2} problem(s); ")
+        assert len(problems) == 1 + 1000 + 1 and problems[-1] == f"... and {rows // 2 - 1000} more"
+        return top
+
+    peak(2_010)  # first use: lazy imports and caches
+    # The encoding is chosen a block of up to 1 MiB at a time: the file's 0.4 MB counts here.
+    assert peak(20_000) < 3 << 20
+
+
 def test_check_strict_fails_on_a_config_warning_and_counts_them(cfg: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "TEST_IMAP_PASSWORD"}
 
