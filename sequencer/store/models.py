@@ -89,6 +89,13 @@ class Enrollment(Model):
             # `status` and systemd's STATUS= line: counts by state, mailbox and hold, and
             # each mailbox's first next send, read from the index alone.
             Index(fields=("state", "mailbox", "hold", "next_at"), name="enrollment_tally_idx"),
+            # Start-up (SQLite) lets go of a dead daemon's claims: the few claimed rows, not
+            # a scan of every contact (132 ms at 1 M).
+            Where(
+                fields=("claimed_until",),
+                name="enrollment_claimed_idx",
+                where='"claimed_until" IS NOT NULL',
+            ),
         )
 
 
@@ -125,6 +132,13 @@ class SentMessage(Model):
             # last send to it): each a range within one mailbox's or one address's rows.
             Index(fields=("mailbox", "attempted_at"), name="sent_message_pace_idx"),
             Index(fields=("email", "attempted_at"), name="sent_message_gap_idx"),
+            # Start-up and maintenance file the Sent copies a crash left out: the rows not
+            # copied yet, not every message a mailbox ever sent (102 ms a mailbox at 1 M).
+            Where(
+                fields=("mailbox", "status", "id"),
+                name="sent_message_uncopied_idx",
+                where='"copied_at" IS NULL',
+            ),
         )
 
 
