@@ -176,7 +176,9 @@ async def _off_their_index(client: BaseDBAsyncClient) -> list[str]:
     for name, (call, indexes) in HOT.items():
         table = indexes[0].split("_idx")[0].rsplit("_", 1)[0]  # enrollment, sent_message
         for sql, plan in await _plans_of(client, call):
-            if f'FROM "{table}"' in sql and not any(i in plan for i in ok(indexes)):
+            reads = f'FROM "{table}"' in sql or sql.lstrip().startswith(f'UPDATE "{table}"')
+            by_key = "PRIMARY KEY" in plan or f"{table}_pkey" in plan  # rows found by id
+            if reads and not by_key and not any(i in plan for i in ok(indexes)):
                 wrong.append(f"{name}: {sql}\n  plan: {plan}\n  expected {' or '.join(indexes)}")
     return wrong
 

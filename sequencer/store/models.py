@@ -94,7 +94,8 @@ class Enrollment(Model):
             Where(
                 fields=("claimed_until",),
                 name="enrollment_claimed_idx",
-                where='"claimed_until" IS NOT NULL',
+                # As tortoise writes `claimed_until__isnull=False`: SQLite matches the text.
+                where='NOT "claimed_until" IS NULL',
             ),
         )
 

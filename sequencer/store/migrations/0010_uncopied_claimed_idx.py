@@ -15,7 +15,7 @@ class Migration(migrations.Migration):
             index=Where(
                 fields=["claimed_until"],
                 name="enrollment_claimed_idx",
-                where='"claimed_until" IS NOT NULL',
+                where='NOT "claimed_until" IS NULL',
             ),
         ),
         ops.AddIndex(
