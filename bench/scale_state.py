@@ -293,7 +293,7 @@ async def in_process(url: str, cfg: Path, now: datetime) -> dict[str, float]:
     later = now + timedelta(hours=1, minutes=15)
     async with db.connected(url):
         return {
-            "due": await _best(lambda: sending.due(later, 100)),
+            "due": await _best(lambda: sending.due(later, 100, MAILBOXES)),
             "next_due": await _best(queries.next_due_at),
             "service": await _best(queries.service_summary, 5),
             "similar": await _best(lambda: queries.similar_addresses("nobody@p77.test"), 3),

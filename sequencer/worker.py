@@ -360,7 +360,7 @@ class Daemon:
         self._gates = gates
         held = [name for name, (hold, _) in holds.items() if hold is not None]
         work: dict[str, list[sending.Due]] = defaultdict(list)
-        for item in await sending.due(now, self.batch, gates, held):
+        for item in await sending.due(now, self.batch, self.settings.mailboxes, gates, held):
             work[item.mailbox].append(item)
         results = await asyncio.gather(
             *(

@@ -74,6 +74,13 @@ class Enrollment(Model):
                 name="enrollment_due_idx",
                 where='"state" = \'active\' AND "hold" IS NULL',
             ),
+            # Each mailbox's own oldest due rows (the send path's due query, one seek a
+            # mailbox): what one mailbox has due never makes another's wait or scan.
+            Where(
+                fields=("state", "mailbox", "next_at", "id"),
+                name="enrollment_mailbox_due_idx",
+                where='"state" = \'active\' AND "hold" IS NULL',
+            ),
             # Start-up's promise check: the few active contacts with a promised time. Not
             # partial: SQLite matches a bound `promised = ?` to no partial index.
             Index(fields=("state", "promised"), name="enrollment_promised_idx"),

@@ -40,9 +40,8 @@ from sequencer.store.models import ACTIVE, Enrollment, MailboxState, SentMessage
 #: (`state = 'active' AND hold IS NULL`) only so, to PostgreSQL's cached generic plans too.
 _ACTIVE = f"state = '{ACTIVE.value}'"
 
-#: The due query ranks at most this many of the oldest due rows (bounded work when a huge
-#: backlog is due at once; a paced-out or held mailbox's rows are not among them).
-DUE_WINDOW = 10_000
+#: Mailboxes per due statement (SQLite allows 500 parts to a UNION ALL).
+DUE_MAILBOXES_PER_STATEMENT = 200
 
 
 def _dialect(client: BaseDBAsyncClient) -> str:
@@ -81,37 +80,44 @@ class Due:
 
 
 async def due(
-    now: datetime, per_mailbox: int, closed: Iterable[str] = (), held: Iterable[str] = ()
+    now: datetime,
+    per_mailbox: int,
+    mailboxes: Iterable[str],
+    closed: Iterable[str] = (),
+    held: Iterable[str] = (),
 ) -> list[Due]:
     """Each mailbox's oldest due enrollments (at most `per_mailbox`), not held and not
     claimed by a live lease, oldest first. Mailboxes in `closed` (paced out) yield only
-    promised steps, which no pacing rule moves; mailboxes in `held` yield nothing. One
-    statement, a range scan of the due index (enrollment_due_idx) up to `now`."""
-    where = [
-        _ACTIVE,
-        "hold IS NULL",
-        "next_at <= ?",
-        "(claimed_until IS NULL OR claimed_until < ?)",
-    ]
-    values: list[Any] = [now, now]
-    if stopped := sorted(set(held)):
-        where.append(f"mailbox NOT IN ({_marks(len(stopped))})")
-        values += stopped
-    if shut := sorted(set(closed)):
-        where.append(f"(promised OR mailbox NOT IN ({_marks(len(shut))}))")
-        values += shut
-    sql = (
-        "SELECT id, mailbox, email, promised FROM ("  # noqa: S608
-        " SELECT id, mailbox, email, promised, next_at,"
-        "  row_number() OVER (PARTITION BY mailbox ORDER BY next_at, id) AS rank"
-        '  FROM (SELECT id, mailbox, email, promised, next_at FROM "enrollment"'
-        f"   WHERE {' AND '.join(where)} ORDER BY next_at, id LIMIT ?) AS oldest"
-        ") AS ranked WHERE rank <= ? ORDER BY next_at, id"
-    )
-    rows = await _query(sql, [*values, DUE_WINDOW, per_mailbox])
-    return [
-        Due(int(r["id"]), str(r["mailbox"]), str(r["email"]), bool(r["promised"])) for r in rows
-    ]
+    promised steps, which no pacing rule moves; mailboxes in `held` yield nothing. One seek a
+    mailbox on its own due rows (enrollment_mailbox_due_idx), UNION ALL'd into one statement
+    (a few for hundreds of mailboxes): the cost is the rows returned, not the rows due, so a
+    backlog of one mailbox neither slows the query nor starves another mailbox."""
+    stopped, shut = set(held), set(closed)
+    boxes = sorted(set(mailboxes) - stopped)
+    found: list[tuple[datetime | None, Due]] = []
+    for start in range(0, len(boxes), DUE_MAILBOXES_PER_STATEMENT):
+        parts: list[str] = []
+        values: list[Any] = []
+        for box in boxes[start : start + DUE_MAILBOXES_PER_STATEMENT]:
+            promised = " AND promised" if box in shut else ""
+            parts.append(
+                "SELECT * FROM (SELECT id, mailbox, email, promised, next_at"  # noqa: S608
+                f' FROM "enrollment" WHERE {_ACTIVE} AND hold IS NULL AND mailbox = ?'
+                f" AND next_at <= ? AND (claimed_until IS NULL OR claimed_until < ?){promised}"
+                f" ORDER BY next_at, id LIMIT ?) AS m{len(parts)}"
+            )
+            values += [box, now, now, per_mailbox]
+        rows = await _query(" UNION ALL ".join(parts) + " ORDER BY next_at, id", values)
+        found += [
+            (
+                _instant(r["next_at"]),
+                Due(int(r["id"]), str(r["mailbox"]), str(r["email"]), bool(r["promised"])),
+            )
+            for r in rows
+        ]
+    if len(boxes) > DUE_MAILBOXES_PER_STATEMENT:  # each statement's rows are in order
+        found.sort(key=lambda pair: (pair[0], pair[1].id))
+    return [item for _, item in found]
 
 
 async def claim(ids: Sequence[int], now: datetime, lease: timedelta) -> list[Enrollment]:

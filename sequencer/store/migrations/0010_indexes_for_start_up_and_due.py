@@ -13,6 +13,14 @@ class Migration(migrations.Migration):
         ops.AddIndex(
             model_name="Enrollment",
             index=Where(
+                fields=["state", "mailbox", "next_at", "id"],
+                name="enrollment_mailbox_due_idx",
+                where='"state" = \'active\' AND "hold" IS NULL',
+            ),
+        ),
+        ops.AddIndex(
+            model_name="Enrollment",
+            index=Where(
                 fields=["claimed_until"],
                 name="enrollment_claimed_idx",
                 where='NOT "claimed_until" IS NULL',
