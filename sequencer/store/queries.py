@@ -646,17 +646,32 @@ async def finish_address(
     now: datetime,
     inbound_id: int | None = None,
     sequence: str | None = None,
-) -> list[Enrollment]:
-    """End every active enrollment of an address (optionally of one sequence)."""
-    query = Enrollment.filter(email=email, state=ACTIVE)
+) -> list[int]:
+    """End every active enrollment of an address (optionally of one sequence): the ids it
+    ended, in order. One `UPDATE ... RETURNING` (SQLite 3.35+, PostgreSQL), on the email
+    index: no read before it, and a row another daemon ends first is simply not returned."""
+    values: list[Any] = [state.value, reason, now, inbound_id, email, ACTIVE.value]
+    where = "email = ? AND state = ?"
     if sequence is not None:
-        query = query.filter(sequence=sequence)
-    rows = await query
-    ended: list[Enrollment] = []
-    for row in rows:
-        if await finish(row.id, state, reason, now, inbound_id):
-            ended.append(row)
-    return ended
+        where += " AND sequence = ?"
+        values.append(sequence)
+    sql = (
+        'UPDATE "enrollment" SET state = ?, reason = ?, next_at = NULL, claimed_until = NULL,'  # noqa: S608
+        " finished_at = ?, ended_by_id = ?, hold = NULL, hold_since = NULL,"
+        f" hold_detail = NULL, hold_until = NULL WHERE {where} RETURNING id"
+    )
+    client = Enrollment._meta.db
+    if client.capabilities.dialect == "postgres":
+        sql = _numbered(sql)
+    # execute_query_dict: tortoise's asyncpg client drops the rows of an UPDATE otherwise.
+    rows = await client.execute_query_dict(sql, values)
+    return sorted(int(row["id"]) for row in rows)
+
+
+def _numbered(sql: str) -> str:
+    """`?` placeholders as PostgreSQL's `$1, $2, ...`."""
+    parts = sql.split("?")
+    return "".join(p + (f"${i}" if i < len(parts) else "") for i, p in enumerate(parts, 1))
 
 
 async def suppress(
@@ -779,10 +794,25 @@ async def enrollment_for_message_ids(message_ids: Iterable[str]) -> Enrollment |
     return await Enrollment.get(id=sent.enrollment_id)  # type: ignore[attr-defined]
 
 
-async def is_our_message(message_id: str | None) -> bool:
-    if not message_id:
-        return False
-    return await SentMessage.exists(message_id=message_id)
+async def thread_of(
+    message_id: str | None, related: Sequence[str]
+) -> tuple[bool, Enrollment | None]:
+    """For an inbound message: whether it is one of ours (its own Message-ID is one we sent),
+    and else the enrollment its thread headers answer (the latest step among them). One read
+    of the sent log for both, then the enrollment."""
+    ids = [*([message_id] if message_id else []), *related]
+    if not ids:
+        return False, None
+    sent = await (
+        SentMessage.filter(message_id__in=ids)
+        .order_by("-step")
+        .values_list("message_id", "enrollment_id")
+    )
+    if any(found == message_id for found, _ in sent):
+        return True, None
+    if not sent:
+        return False, None
+    return False, await Enrollment.get(id=sent[0][1])
 
 
 async def was_handled(message_id: str) -> bool:
@@ -893,7 +923,7 @@ async def listing(email: str | None = None) -> list[tuple[Enrollment, InboundMes
     return [(r, inbound.get(r.ended_by_id) if r.ended_by_id else None) for r in rows]
 
 
-async def stop_by_hand(email: str, sequence: str | None, now: datetime) -> list[Enrollment]:
+async def stop_by_hand(email: str, sequence: str | None, now: datetime) -> list[int]:
     return await finish_address(email, State.STOPPED, "manual", now, sequence=sequence)
 
 
