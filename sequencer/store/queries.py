@@ -4,6 +4,7 @@ across a network call (tortoise serialises SQLite transactions within one proces
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 from collections.abc import Callable, Iterable, Sequence
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, TypeVar
 
+from tortoise.backends.base.client import TransactionalDBClient
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 from tortoise.functions import Count
@@ -412,6 +414,70 @@ async def _upsert(model: Any, mailbox: str, **values: Any) -> None:
         await model.filter(mailbox=mailbox).update(**values)
 
 
+class _Together:
+    """Group commit for the rows each mailbox's watcher keeps (its state, its catch-up, its
+    cursor): what is asked for while a write is under way goes in the next one, all of it in
+    one transaction, one `INSERT ... ON CONFLICT DO UPDATE` per table and set of columns.
+
+    500 watchers starting at once, or their keepalive round, are then a few statements
+    instead of thousands, each of which waited its turn on SQLite's one connection (and its
+    own commit). Each caller still returns only once its values are committed, and gets the
+    error if the write failed (so `db.retrying` retries it as before). Two writes of the same
+    row are merged, the later one's values winning: what writing them in turn would leave."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: dict[tuple[type[Model], str], tuple[dict[str, Any], list[Waiter]]] = {}
+        self._writer: asyncio.Task[None] | None = None
+
+    async def upsert(self, model: type[Model], mailbox: str, values: dict[str, Any]) -> None:
+        if isinstance(model._meta.db, TransactionalDBClient):
+            await _upsert(model, mailbox, **values)  # part of the caller's own transaction
+            return
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a new event loop (tests): nothing carries over
+            self._loop, self._pending, self._writer = loop, {}, None
+        done: Waiter = loop.create_future()
+        merged, waiting = self._pending.get((model, mailbox), ({}, []))
+        self._pending[(model, mailbox)] = ({**merged, **values}, [*waiting, done])
+        if self._writer is None or self._writer.done():
+            self._writer = loop.create_task(self._write())
+        await done
+
+    async def _write(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, {}
+            waiting = [w for _, ws in batch.values() for w in ws]
+            try:
+                await self._commit(batch)
+            except asyncio.CancelledError:
+                for w in waiting + [w for _, ws in self._pending.values() for w in ws]:
+                    w.cancel()
+                raise
+            except Exception as exc:  # every caller of this batch gets it, and may retry
+                for w in waiting:
+                    if not w.done():
+                        w.set_exception(exc)
+                continue
+            for w in waiting:
+                if not w.done():
+                    w.set_result(None)
+
+    @staticmethod
+    async def _commit(batch: dict[tuple[type[Model], str], tuple[dict[str, Any], Any]]) -> None:
+        groups: dict[tuple[type[Model], tuple[str, ...]], list[Model]] = {}
+        for (model, mailbox), (values, _) in batch.items():
+            key = (model, tuple(sorted(values)))
+            groups.setdefault(key, []).append(model(mailbox=mailbox, **values))
+        async with in_transaction():
+            for (model, columns), rows in groups.items():
+                await model.bulk_create(rows, on_conflict=["mailbox"], update_fields=columns)
+
+
+Waiter = asyncio.Future[None]
+_together = _Together()
+
+
 async def mailbox_states() -> dict[str, MailboxState]:
     return {row.mailbox: row for row in await MailboxState.all()}
 
@@ -420,13 +486,12 @@ async def set_inbox(
     mailbox: str, state: Inbox, now: datetime, error: str | None, watcher: str | None = None
 ) -> None:
     """The inbox watcher's state, for `status --mailboxes` (written when it changes)."""
-    await _upsert(
-        MailboxState, mailbox, inbox=state, inbox_since=now, inbox_error=error, watcher=watcher
-    )
+    values = {"inbox": state, "inbox_since": now, "inbox_error": error, "watcher": watcher}
+    await _together.upsert(MailboxState, mailbox, values)
 
 
 async def caught_up(mailbox: str, at: datetime) -> None:
-    await _upsert(MailboxState, mailbox, caught_up_at=at)
+    await _together.upsert(MailboxState, mailbox, {"caught_up_at": at})
 
 
 async def smtp_refused_login(mailbox: str, error: str, now: datetime, retry_at: datetime) -> bool:
@@ -911,7 +976,9 @@ async def get_cursor(mailbox: str) -> MailboxCursor | None:
 
 
 async def set_cursor(mailbox: str, uidvalidity: int, last_uid: int) -> None:
-    await _upsert(MailboxCursor, mailbox, uidvalidity=uidvalidity, last_uid=last_uid)
+    await _together.upsert(
+        MailboxCursor, mailbox, {"uidvalidity": uidvalidity, "last_uid": last_uid}
+    )
 
 
 async def listing(email: str | None = None) -> list[tuple[Enrollment, InboundMessage | None]]:
