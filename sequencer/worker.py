@@ -305,7 +305,7 @@ class Daemon:
 
     async def holds(self) -> dict[str, tuple[Hold | None, str | None]]:
         now = self.clock.now()
-        states = await queries.mailbox_states()
+        states = await queries.mailbox_holds()
         found = {}
         for name in self.settings.mailboxes:
             self.notify.alive()  # each may try an SMTP login (up to its timeout)
