@@ -22,6 +22,7 @@ import pytest
 from conftest import ImapServer
 from tortoise.backends.sqlite.client import SqliteTransactionWrapper
 from tortoise.exceptions import OperationalError
+from tortoise.transactions import in_transaction
 from world import world
 
 from sequencer.devservers import SmtpSink
@@ -173,3 +174,18 @@ async def test_a_failed_state_write_reaches_every_watcher_in_it_and_is_retried(
     assert sorted(seen) == names  # all were in the one write that failed
     assert all(rows[n].inbox == Inbox.WATCHING for n in names)
     assert rows["m000"].day_count == 3
+
+
+async def test_a_state_write_inside_a_transaction_is_part_of_it(tmp_path: Path) -> None:
+    """Not deferred to a write of its own (which would wait for the transaction that waits
+    for it): it commits, or rolls back, with the caller's transaction."""
+
+    async def rolled_back() -> None:
+        async with in_transaction():
+            await asyncio.wait_for(queries.set_inbox("m000", Inbox.WATCHING, AT, None), 5)
+            raise RuntimeError("rolled back")
+
+    async with db.connected(f"sqlite://{tmp_path / 'state.db'}"):
+        with pytest.raises(RuntimeError):
+            await rolled_back()
+        assert await MailboxState.filter(mailbox="m000").count() == 0
