@@ -349,6 +349,22 @@ def table(sides: list[Side], n: int, settle: float, window: float) -> list[str]:
     return lines
 
 
+def _wide(sink: Any, backlog: int) -> Any:
+    """The sink's server, listening with room for every mailbox's SMTP login at once, as the
+    Dovecot above is set up for every IMAP login. asyncio's default listen backlog is 100:
+    with 500 logins arriving together, the kernel drops the handshakes past it, and those
+    clients wait out SYN-ACK retransmissions (tens of seconds, past the SMTP timeout)."""
+    from aiosmtpd.controller import Controller
+
+    class Wide(Controller):
+        def _create_server(self) -> Any:
+            return self.loop.create_server(
+                self._factory_invoker, host=self.hostname, port=self.port, backlog=backlog
+            )
+
+    return Wide(sink.handler, hostname=LOOPBACK, port=sink.port, server_hostname="localhost")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-n", "--mailboxes", type=int, default=500)
@@ -372,7 +388,9 @@ async def main() -> None:
 
     imap_extra = f"service imap {{\n  process_min_avail = {n + 10}\n}}\n"
     server = Dovecot(users(n), PASSWORD, n, extra=imap_extra, login_extra=LOGIN_EXTRA).start()
-    sink = SmtpSink().start()
+    sink = SmtpSink()
+    sink.controller = _wide(sink, n + 10)
+    sink.start()
     os.environ["BENCH_IMAP_PASSWORD"] = PASSWORD
     try:
         await create_inboxes(server.port, n)

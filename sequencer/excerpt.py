@@ -14,7 +14,7 @@ import email
 import email.policy
 import html
 import re
-from email.message import EmailMessage, Message
+from email.message import Message
 
 #: The agenda shows this many characters at most.
 LIMIT = 300
@@ -30,11 +30,18 @@ _HEADER_LINE = re.compile(r"^\*?[A-Za-zÀ-ÿ]{2,12}\s?:\*?\s.{0,200}(@|\d{1,2}[:
 _SEPARATOR = re.compile(r"^(?:-{2,}\s*[^-\s].{0,60}\s*-{2,}|_{8,}|-{8,}|={8,})\s*$")
 
 
-def excerpt(raw: bytes, limit: int = LIMIT) -> str:
-    """The reply's new text, whitespace collapsed, at most `limit` characters ("" if none)."""
+def excerpt(raw: bytes, limit: int = LIMIT, *, parsed: Message | None = None) -> str:
+    """The reply's new text, whitespace collapsed, at most `limit` characters ("" if none).
+
+    `parsed`: the same message as the classifier parsed it (`classify_parsed`: compat32, line
+    ends made LF, leading blank lines dropped), read instead of parsing `raw` a second time
+    where that gives the same text: when all of `raw` is within MAX_BYTES, its line ends are
+    all CRLF or all LF, and it starts with a header. The policy does not matter here: only the
+    parts' structure and payloads are read, decoded the same way."""
     try:
-        msg = email.message_from_bytes(raw[:MAX_BYTES], policy=email.policy.default)
-        text = _body_text(msg)
+        if parsed is None or not _parsed_alike(raw):
+            parsed = email.message_from_bytes(raw[:MAX_BYTES], policy=email.policy.default)
+        text = _body_text(parsed)
     except Exception:  # hostile or broken mail: nothing to show is better than a crash
         return ""
     return shorten(" ".join(new_lines(text)), limit)
@@ -80,14 +87,26 @@ def _body_text(msg: Message) -> str:
     return ""
 
 
+def _parsed_alike(raw: bytes) -> bool:
+    """The classifier's parse of `raw` has the same parts and payloads as ours would: the
+    message is whole (not cut at MAX_BYTES), starts with a header, and has no CR but in CRLF
+    (the classifier turns each CRLF into LF, which no line of the text depends on)."""
+    return (
+        len(raw) <= MAX_BYTES
+        and raw[:1] not in {b" ", b"\t", b"\r", b"\n"}
+        and raw.count(b"\r") == raw.count(b"\r\n")
+    )
+
+
 def _decoded(part: Message) -> str:
-    if isinstance(part, EmailMessage):
-        try:
-            content = part.get_content()
-            if isinstance(content, str):
-                return content
-        except (LookupError, ValueError, UnicodeError):
-            pass
+    try:
+        # What `EmailMessage.get_content()` does under `policy.default`, for a part parsed
+        # under any policy (the classifier's is compat32).
+        content = email.policy.default.content_manager.get_content(part)
+        if isinstance(content, str):
+            return content
+    except (LookupError, ValueError, UnicodeError):
+        pass
     payload = part.get_payload(decode=True)
     if isinstance(payload, bytes):
         return payload.decode(part.get_content_charset() or "utf-8", errors="replace")

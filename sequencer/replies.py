@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta
 from email.header import decode_header, make_header
+from email.message import Message
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from email.utils import getaddresses
@@ -26,7 +27,14 @@ import structlog
 from tortoise.transactions import in_transaction
 
 from sequencer import contacts, enrolment, safetext
-from sequencer.classify import BounceKind, Classification, Intent, Verdict, classify
+from sequencer.classify import (
+    BounceKind,
+    Classification,
+    Intent,
+    Verdict,
+    classify,
+    classify_parsed,
+)
 from sequencer.classify.removal_request import OTHERS_NO_ADDRESS
 from sequencer.companies import company_domain
 from sequencer.errors import EnrollError
@@ -89,10 +97,10 @@ async def handle(
         await _settled(replaces)
         return None
     fiscal = etiquette.settings.fiscal_year if etiquette is not None else (1, 1)
-    c = classify(raw, fiscal_year_start=fiscal)
+    c, parsed = classify_parsed(raw, fiscal_year_start=fiscal)
     if c.rules == ("unparseable",):
         # Too complex to parse: its headers still say who it is from and what it answers.
-        c = replace(header_facts(raw), rules=("unparseable",))
+        c, parsed = replace(header_facts(raw), rules=("unparseable",)), None
     return await act_on(
         c,
         raw,
@@ -104,6 +112,7 @@ async def handle(
         etiquette=etiquette,
         sequences=sequences,
         replaces=replaces,
+        parsed=parsed,
     )
 
 
@@ -119,21 +128,28 @@ async def act_on(
     etiquette: Etiquette | None = None,
     sequences: Mapping[str, Sequence] | None = None,
     replaces: int | None = None,
+    parsed: Message | None = None,
 ) -> Outcome | None:
     """Act on a message already classified (`raw`: its bytes, for the agenda's excerpt and
-    the sender's display name). None when it is not about any enrollment."""
+    the sender's display name; `parsed`: the classifier's parse of them, so the excerpt does
+    not parse them again). None when it is not about any enrollment."""
     own = {a.lower() for a in own_addresses}
-    if c.from_address in own or await queries.is_our_message(c.message_id):
+    ours, answered = (
+        (True, None)
+        if c.from_address in own
+        else await queries.thread_of(c.message_id, c.related_message_ids)
+    )
+    if ours:
         await _settled(replaces)  # a copy of our own message is never a reply
         return None
     # Never our own mailboxes, whatever a request names (a quoted signature, a Cc).
     c = replace(
         c, suppress=tuple(dict.fromkeys(a.lower() for a in c.suppress if a.lower() not in own))
     )
-    enrollment, by_thread = await _match(c)
+    enrollment, by_thread = await _match(c, answered)
     if enrollment is None:
         if asks_removal(c) and c.from_address:
-            return await _stranger_removal(c, raw, mailbox, uidvalidity, uid, now, replaces)
+            return await _stranger_removal(c, raw, mailbox, uidvalidity, uid, now, replaces, parsed)
         await _settled(replaces)
         return None
     unread = c.rules[-1:] == ("unparseable",)
@@ -148,7 +164,9 @@ async def act_on(
         row = await _record(c, mailbox, uidvalidity, uid, now, replaces, enrollment.id)
         if row is None:
             return None  # handled before (a restart replayed it)
-        message = _Message(c, raw, enrollment, row.id, now, etiquette, sequences or {}, own)
+        message = _Message(
+            c, raw, enrollment, row.id, now, etiquette, sequences or {}, own, parsed=parsed
+        )
         action, ended = await _act(message)
         await queries.set_inbound_action(row.id, action)
     if replaces is not None:
@@ -172,7 +190,7 @@ async def act_on(
         c.verdict,
         action,
         enrollment.id,
-        tuple(e.id for e in ended),
+        tuple(ended),
         tuple(message.enrolled),
         tuple(message.agenda),
     )
@@ -212,6 +230,7 @@ async def _stranger_removal(
     uid: int,
     now: datetime,
     replaces: int | None,
+    parsed: Message | None,
 ) -> Outcome | None:
     """Someone we are not writing to (yet) asks to be left alone, or to leave someone else
     alone: suppress whoever it names (themselves when nobody else), so no later enrolment
@@ -224,15 +243,15 @@ async def _stranger_removal(
         row = await _record(c, mailbox, uidvalidity, uid, now, replaces, None)
         if row is None:
             return None
-        ended: list[Enrollment] = []
+        ended: list[int] = []
         for target in named:
             await queries.suppress(target, "unsubscribe", subject, now)
             why = f"removal requested by {address}: {subject}"
             ended += await queries.finish_address(target, State.UNSUBSCRIBED, why, now, row.id)
         if c.erasure:
+            text = excerpt(raw, parsed=parsed)
             for target in named:
-                item = await _erasure_item(target, None, row.id, now, raw)
-                items.append(item)
+                items.append(await _erasure_item(target, None, row.id, now, text))
         action = f"suppressed {', '.join(named)} (not enrolled)"
         if ended:
             action += f"; stopped {len(ended)}"
@@ -247,11 +266,11 @@ async def _stranger_removal(
         rules=list(c.rules),
         action=action,
     )
-    return Outcome(c.verdict, action, None, tuple(e.id for e in ended), (), tuple(items))
+    return Outcome(c.verdict, action, None, tuple(ended), (), tuple(items))
 
 
 async def _erasure_item(
-    address: str, enrollment: Enrollment | None, inbound_id: int, now: datetime, raw: bytes
+    address: str, enrollment: Enrollment | None, inbound_id: int, now: datetime, text: str
 ) -> int:
     item = await queries.add_agenda(
         Agenda.ERASURE,
@@ -260,7 +279,7 @@ async def _erasure_item(
         sequence=enrollment.sequence if enrollment else None,
         enrollment_id=enrollment.id if enrollment else None,
         inbound_id=inbound_id,
-        excerpt=excerpt(raw),
+        excerpt=text,
         note=f"asked for their data to be erased (GDPR Art. 17): sequencer forget {address}",
     )
     return int(item.id)
@@ -293,13 +312,17 @@ def header_facts(raw: bytes) -> Classification:
 
 #: Marks the message `sequencer test` sends from a mailbox to itself.
 SELF_TEST_HEADER = "X-Sequencer-Test"
+_SELF_TEST_NAME = SELF_TEST_HEADER.lower().encode()
 
 
 def is_self_test(raw: bytes, own_addresses: Iterable[str]) -> bool:
     """`sequencer test`'s message: the header, and From one of our own mailboxes. The header
     alone is not enough: anyone can write it, and a contact's reply must never be hidden."""
+    top = _head(raw)
+    if _SELF_TEST_NAME not in top.lower():
+        return False  # no such header: nothing to parse (every inbound message asks this)
     try:
-        head = BytesHeaderParser(policy=compat32).parsebytes(_head(raw))
+        head = BytesHeaderParser(policy=compat32).parsebytes(top)
         if head.get(SELF_TEST_HEADER) is None:
             return False
         senders = getaddresses([str(x) for x in head.get_all("From", [])])
@@ -355,12 +378,11 @@ _EVENTS = {
 }
 
 
-async def _match(c: Classification) -> tuple[Enrollment | None, bool]:
-    """Exact evidence first (our Message-IDs in the thread headers), then the address.
-    The flag says whether the thread headers matched."""
-    found = await queries.enrollment_for_message_ids(c.related_message_ids)
-    if found is not None:
-        return found, True
+async def _match(c: Classification, answered: Enrollment | None) -> tuple[Enrollment | None, bool]:
+    """Exact evidence first (`answered`: the enrollment our Message-IDs in the thread headers
+    belong to), then the address. The flag says whether the thread headers matched."""
+    if answered is not None:
+        return answered, True
     about_others = c.verdict == Verdict.BOUNCE or _complaint(c)
     candidates = list(c.recipients) if about_others else []
     if c.from_address and not about_others:
@@ -385,6 +407,7 @@ class _Message:
     etiquette: Etiquette | None
     sequences: Mapping[str, Sequence]
     own: set[str] = field(default_factory=set)
+    parsed: Message | None = None  # the classifier's parse of `raw`, when there was one
     enrolled: list[int] = field(default_factory=list)
     agenda: list[int] = field(default_factory=list)
 
@@ -394,7 +417,7 @@ class _Message:
 
     @cached_property
     def excerpt(self) -> str:
-        return excerpt(self.raw)
+        return excerpt(self.raw, parsed=self.parsed)
 
     @cached_property
     def sender_name(self) -> str | None:
@@ -410,7 +433,7 @@ class _Message:
         return sorted(set(self.c.recipients) or {self.enrollment.email})
 
 
-Done = tuple[str, list[Enrollment]]
+Done = tuple[str, list[int]]
 
 
 async def _replied(m: _Message) -> Done:
@@ -436,7 +459,7 @@ async def _removal(m: _Message) -> Done:
     for address in sorted(targets):
         await queries.suppress(address, "unsubscribe", m.subject, m.now)
     why = f"asked to be removed: {m.subject}"
-    ended: list[Enrollment] = []
+    ended: list[int] = []
     for address in sorted(targets):
         ended += await queries.finish_address(address, State.UNSUBSCRIBED, why, m.now, m.inbound_id)
     notes: list[str] = []
@@ -452,25 +475,25 @@ async def _removal(m: _Message) -> Done:
     if m.c.erasure:
         for address in sorted(targets):
             mine = m.enrollment if address == m.enrollment.email else None
-            m.agenda.append(await _erasure_item(address, mine, m.inbound_id, m.now, m.raw))
+            m.agenda.append(await _erasure_item(address, mine, m.inbound_id, m.now, m.excerpt))
         notes.append("erasure requested: on the agenda")
     named = ", ".join(sorted(targets)) or "nobody (no address for whom they named)"
     action = f"suppressed {named}; stopped {len(ended)}"
     return "; ".join([action, *notes]), ended
 
 
-async def _stop_domain(m: _Message) -> list[Enrollment]:
+async def _stop_domain(m: _Message) -> list[int]:
     """`stop_on_reply: domain`: a person's reply (or removal request) stops every active
     enrollment at their company's domain; free-mail domains are never a company."""
     if m.stop_on_reply != "domain":
         return []
     domains = {company_domain(a) for a in _addresses(m.enrollment, m.c)} - {None}
-    ended: list[Enrollment] = []
+    ended: list[int] = []
     for domain in sorted(d for d in domains if d):
         why = f"someone at {domain} replied: {m.subject}"
         for enr in await queries.active_at_domain(domain):
             if await queries.finish(enr.id, State.STOPPED, why, m.now, m.inbound_id):
-                ended.append(enr)
+                ended.append(enr.id)
     return ended
 
 
@@ -599,7 +622,7 @@ def _enrolled_note(
 
 
 async def _hard_bounce(m: _Message) -> Done:
-    ended: list[Enrollment] = []
+    ended: list[int] = []
     for address in m.reported:
         await queries.suppress(address, "hard_bounce", f"{m.c.kind}: {m.subject}", m.now)
         why = f"address bad ({m.c.kind or 'bounce'}): {m.subject}"
@@ -608,7 +631,7 @@ async def _hard_bounce(m: _Message) -> Done:
 
 
 async def _complained(m: _Message) -> Done:
-    ended: list[Enrollment] = []
+    ended: list[int] = []
     for address in m.reported:
         await queries.suppress(address, "complaint", m.subject, m.now)
         why = f"abuse complaint: {m.subject}"
@@ -636,7 +659,7 @@ async def _our_reputation(m: _Message) -> Done:
 
 
 async def _their_policy(m: _Message) -> Done:
-    ended: list[Enrollment] = []
+    ended: list[int] = []
     for address in m.reported:
         why = f"policy: {m.subject}"
         ended += await queries.finish_address(address, State.FAILED, why, m.now, m.inbound_id)
@@ -740,9 +763,9 @@ async def _end(
     reason: str,
     inbound_id: int,
     now: datetime,
-) -> list[Enrollment]:
+) -> list[int]:
     """A reply, bounce or removal request ends every active enrollment of that address."""
-    ended: list[Enrollment] = []
+    ended: list[int] = []
     for address in sorted(_addresses(enrollment, c)):
         ended += await queries.finish_address(address, state, reason, now, inbound_id)
     return ended
@@ -770,11 +793,11 @@ async def _soft_bounce(
     now: datetime,
     etiquette: Etiquette | None,
     sequences: Mapping[str, Sequence],
-) -> tuple[str, list[Enrollment]]:
+) -> tuple[str, list[int]]:
     """Not a final failure: the contact waits a day and the sequence retries; only soft
     bounces repeated over days mean the address no longer takes mail."""
     subject = c.subject or "(no subject)"
-    ended: list[Enrollment] = []
+    ended: list[int] = []
     paused = 0
     for address in sorted(set(c.recipients) or {enrollment.email}):
         seen = await queries.soft_bounces(address, now - SOFT_WINDOW)

@@ -327,7 +327,8 @@ class Daemon:
 
     async def holds(self) -> dict[str, tuple[Hold | None, str | None]]:
         now = self.clock.now()
-        states = await queries.mailbox_states()
+        elsewhere = [name for name, w in self.watchers.items() if not w.on_duty]
+        states = await queries.mailbox_holds(elsewhere)
         found = {}
         for name in self.settings.mailboxes:
             self.notify.alive()  # each may try an SMTP login (up to its timeout)

@@ -3,6 +3,9 @@ language (only the structure mail clients share is read), bounded."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from sequencer.classify import classify_parsed
 from sequencer.excerpt import LIMIT, excerpt
 
 
@@ -43,3 +46,22 @@ def test_it_is_bounded_and_never_raises() -> None:
     assert len(long) == LIMIT and long.endswith("…")
     odd = b"From: a@b.test\r\nContent-Type: text/plain; charset=x-unknown\r\n\r\n\xff\xfeHi"
     assert isinstance(excerpt(odd), str)  # an unknown charset: no crash, whatever it shows
+
+
+def test_the_classifiers_parse_gives_the_excerpt_the_bytes_give() -> None:
+    """The daemon reads the excerpt from the message the classifier already parsed; on every
+    message of the corpora, as IMAP hands it over (CRLF) and with bare LF line ends, that is
+    the excerpt a fresh parse of the bytes gives."""
+    tests = Path(__file__).parent
+    files = [p for d in ("corpus", "mail") for p in sorted((tests / d).rglob("*"))]
+    reused = 0
+    for path in (p for p in files if p.is_file() and p.suffix not in {".csv", ".md"}):
+        lf = path.read_bytes().replace(b"\r\n", b"\n")
+        for raw in (lf, lf.replace(b"\n", b"\r\n")):
+            _, parsed = classify_parsed(raw)
+            reused += parsed is not None
+            assert excerpt(raw, parsed=parsed) == excerpt(raw), path
+    assert reused > 500
+    # A lone CR, which the classifier makes a line end: parsed again, the bytes' own excerpt.
+    lone_cr = _mail("Yes,\rcall me.").replace(b"\r\n", b"\n")
+    assert excerpt(lone_cr, parsed=classify_parsed(lone_cr)[1]) == excerpt(lone_cr)

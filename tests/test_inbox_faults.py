@@ -125,7 +125,7 @@ async def test_an_inbound_handler_that_raises_holds_the_contact_and_the_watcher_
     database: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real = replies.classify
+    real = replies.classify_parsed  # what the daemon's handler calls
 
     def broken(raw: bytes, **options: Any) -> Any:
         if b"BOOM" in raw:
@@ -136,7 +136,7 @@ async def test_an_inbound_handler_that_raises_holds_the_contact_and_the_watcher_
         await w.enroll(JO)
         await w.enroll(ANN)
         await w.tick()
-        monkeypatch.setattr(replies, "classify", broken)
+        monkeypatch.setattr(replies, "classify_parsed", broken)
         await imap.deliver(reply(w.sent_to(JO)[0], "BOOM. Call me tomorrow."))
         await imap.deliver(reply(w.sent_to(ANN)[0], "Thanks, not interested."))
         assert await w.tick(timedelta(days=2)) == 0  # Jo held, Ann replied
@@ -151,7 +151,7 @@ async def test_an_inbound_handler_that_raises_holds_the_contact_and_the_watcher_
         assert await w.tick(timedelta(days=5)) == 0
         assert len(w.sent_to(JO)) == 1
         # The bug is fixed (an upgrade): the kept message is handled on the next retry.
-        monkeypatch.setattr(replies, "classify", real)
+        monkeypatch.setattr(replies, "classify_parsed", real)
         assert await w.daemon.retry_failed_inbound() == 1
         jo = await w.enrollment(JO)
         assert (jo.state, jo.hold) == ("replied", None)

@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +31,15 @@ import asyncpg  # type: ignore[import-untyped]
 import pytest
 from conftest import ImapServer, new_postgres_database
 from tortoise.backends.sqlite.client import SqliteTransactionWrapper
+from tortoise.exceptions import OperationalError
+from tortoise.transactions import in_transaction
 from world import world
 
 from sequencer.devservers import SmtpSink
+from sequencer.states import Inbox
+from sequencer.store import db, queries
 from sequencer.store.db import PostgresClient
+from sequencer.store.models import MailboxCursor, MailboxState
 
 #: Statements per send (claim share aside): `start` (DATA started, checked as it is marked;
 #: the pace) and the outcome (the sent row, the enrollment): 4 on SQLite. PostgreSQL's `start`
@@ -41,6 +47,7 @@ from sequencer.store.db import PostgresClient
 PER_SEND_BUDGET = {"sqlite": 4, "postgres": 5}
 #: Statements per tick besides the sends: the claim, the batch's reads and its new rows.
 PER_TICK_BUDGET = 16
+AT = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
 
 
 @dataclass
@@ -229,3 +236,87 @@ async def test_statements_and_transactions_per_send_are_constant(
         # transaction, so no statement of a send runs outside its two.
         assert large.resets - mid.resets == 2 * 8
         assert mid.resets - small.resets == 2 * 4
+
+
+async def _watchers_start(names: list[str]) -> None:
+    """What each inbox watcher writes as it starts, all of them at once, as at start-up."""
+
+    async def one(i: int, name: str) -> None:
+        await queries.set_inbox(name, Inbox.CONNECTING, AT, None, "w")
+        await queries.set_inbox(name, Inbox.WATCHING, AT, None, "w")
+        await queries.caught_up(name, AT + timedelta(seconds=i))
+
+    await asyncio.gather(*(one(i, name) for i, name in enumerate(names)))
+
+
+@pytest.mark.parametrize("mailboxes", [10, 80])
+async def test_watchers_starting_together_write_in_a_constant_number_of_statements(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mailboxes: int
+) -> None:
+    """Hundreds of mailboxes in one daemon: their watchers' state, written as they all start
+    at once, goes together (the same statements for 10 mailboxes as for 80), and each row
+    says what its own watcher wrote last. (Cursors are written one by one: each only moves
+    on, which an upsert of many cannot say, and only when mail has come.)"""
+    names = [f"m{i:03d}" for i in range(mailboxes)]
+    async with db.connected(f"sqlite://{tmp_path / 'state.db'}"):
+        for i, name in enumerate(names):
+            await queries.set_cursor(name, 7, i)
+        with _sqlite_counted(monkeypatch) as tally:
+            await _watchers_start(names)
+        states = {r.mailbox: r for r in await MailboxState.all()}
+        cursors = {r.mailbox: r for r in await MailboxCursor.all()}
+    assert tally.statements <= 16 and tally.transactions <= 4, tally
+    assert sorted(states) == sorted(cursors) == names
+    for i, name in enumerate(names):
+        assert states[name].inbox == Inbox.WATCHING and states[name].watcher == "w"
+        assert states[name].caught_up_at == AT + timedelta(seconds=i)
+        assert (cursors[name].uidvalidity, cursors[name].last_uid) == (7, i)
+
+
+async def test_a_failed_state_write_reaches_every_watcher_in_it_and_is_retried(
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One write for many watchers fails: each of them sees the error (and retries, as
+    db.retrying does), and what they wrote is then there; on SQLite and PostgreSQL."""
+    names = [f"m{i:03d}" for i in range(20)]
+    real = MailboxState.bulk_create
+    failures = [OperationalError("database is locked")]
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return real(*args, **kwargs)
+
+    async with db.connected(database):
+        await MailboxState.create(mailbox="m000", day_count=3)  # an existing row keeps the rest
+        monkeypatch.setattr(MailboxState, "bulk_create", flaky)
+        seen: list[str] = []
+
+        async def retried(name: str) -> None:
+            while True:
+                try:
+                    await queries.set_inbox(name, Inbox.WATCHING, AT, None, "w")
+                    return
+                except OperationalError:
+                    seen.append(name)
+
+        await asyncio.gather(*(retried(n) for n in names))
+        rows = {r.mailbox: r for r in await MailboxState.all()}
+    assert sorted(seen) == names  # all were in the one write that failed
+    assert all(rows[n].inbox == Inbox.WATCHING for n in names)
+    assert rows["m000"].day_count == 3
+
+
+async def test_a_state_write_inside_a_transaction_is_part_of_it(tmp_path: Path) -> None:
+    """Not deferred to a write of its own (which would wait for the transaction that waits
+    for it): it commits, or rolls back, with the caller's transaction."""
+
+    async def rolled_back() -> None:
+        async with in_transaction():
+            await asyncio.wait_for(queries.set_inbox("m000", Inbox.WATCHING, AT, None), 5)
+            raise RuntimeError("rolled back")
+
+    async with db.connected(f"sqlite://{tmp_path / 'state.db'}"):
+        with pytest.raises(RuntimeError):
+            await rolled_back()
+        assert await MailboxState.filter(mailbox="m000").count() == 0

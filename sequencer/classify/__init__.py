@@ -25,6 +25,8 @@ the new text of a reply, never what it quotes (`quotes.py`). The package's modul
 
 from __future__ import annotations
 
+from email.message import Message
+
 from sequencer.classify import lexicon, rules
 from sequencer.classify.bounces import smtp_refusal
 from sequencer.classify.verdict import BounceKind, Classification, Intent, Referral, Verdict
@@ -36,6 +38,7 @@ __all__ = [
     "Referral",
     "Verdict",
     "classify",
+    "classify_parsed",
     "smtp_refusal",
 ]
 
@@ -46,9 +49,18 @@ def classify(raw: bytes, *, fiscal_year_start: tuple[int, int] = (1, 1)) -> Clas
     `fiscal_year_start` (month, day) is where quarters begin when a reply names one ("try me
     in Q3"): calendar quarters by default, the config's `fiscal_year_start` when given.
     """
+    return classify_parsed(raw, fiscal_year_start=fiscal_year_start)[0]
+
+
+def classify_parsed(
+    raw: bytes, *, fiscal_year_start: tuple[int, int] = (1, 1)
+) -> tuple[Classification, Message | None]:
+    """`classify`, and the message as the classifier parsed it (the standard library's
+    `compat32` policy, on the bytes with line ends made LF), for a caller that reads more of it
+    (the agenda's excerpt) without parsing it again; None when it could not be parsed."""
     try:
-        return rules.run(raw, fiscal_year_start)
+        return rules.run_parsed(raw, fiscal_year_start)
     except lexicon.LexiconError:  # a broken phrase file is the operator's to fix: say so
         raise
     except Exception:  # anything the stdlib parser or a detector trips on
-        return Classification(Verdict.OTHER, rules=("unparseable",))
+        return Classification(Verdict.OTHER, rules=("unparseable",)), None

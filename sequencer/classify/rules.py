@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import replace
+from email.message import Message
 from email.utils import getaddresses
 
 from sequencer.classify import autoreply, bounces, lexicon, removal
@@ -148,9 +149,20 @@ def names() -> tuple[str, ...]:
 def run(raw: bytes, fiscal_year_start: tuple[int, int] = (1, 1)) -> Classification:
     """Parse `raw` and try the rules in order; the first Hit decides. A human reply is then
     read for what it asks (intent.read_intent)."""
+    return run_parsed(raw, fiscal_year_start)[0]
+
+
+def run_parsed(
+    raw: bytes, fiscal_year_start: tuple[int, int] = (1, 1)
+) -> tuple[Classification, Message | None]:
+    """`run`, and the message as parsed for it (None when it had no header)."""
     mail = parse(raw)
     if mail is None:  # no header at all: not a message
-        return Classification(Verdict.OTHER, rules=("unparseable",))
+        return Classification(Verdict.OTHER, rules=("unparseable",)), None
+    return _decide(mail, fiscal_year_start), mail.msg
+
+
+def _decide(mail: Mail, fiscal_year_start: tuple[int, int]) -> Classification:
     own = first_msgid(mail.header("Message-ID"))
     for name, rule in _RULES:
         hit = rule(mail)

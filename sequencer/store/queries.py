@@ -4,6 +4,7 @@ across a network call (tortoise serialises SQLite transactions within one proces
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import json
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, TypeVar
 
+from tortoise.backends.base.client import TransactionalDBClient
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 from tortoise.functions import Count
@@ -413,21 +415,121 @@ async def _upsert(model: Any, mailbox: str, **values: Any) -> None:
         await model.filter(mailbox=mailbox).update(**values)
 
 
+class _Together:
+    """Group commit for the rows each mailbox's watcher keeps (its state, its catch-up, its
+    cursor): what is asked for while a write is under way goes in the next one, all of it in
+    one transaction, one `INSERT ... ON CONFLICT DO UPDATE` per table and set of columns.
+
+    500 watchers starting at once, or their keepalive round, are then a few statements
+    instead of thousands, each of which waited its turn on SQLite's one connection (and its
+    own commit). Each caller still returns only once its values are committed, and gets the
+    error if the write failed (so `db.retrying` retries it as before). Two writes of the same
+    row are merged, the later one's values winning: what writing them in turn would leave."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: dict[tuple[type[Model], str], tuple[dict[str, Any], list[Waiter]]] = {}
+        self._writer: asyncio.Task[None] | None = None
+
+    async def upsert(self, model: type[Model], mailbox: str, values: dict[str, Any]) -> None:
+        if isinstance(model._meta.db, TransactionalDBClient):
+            await _upsert(model, mailbox, **values)  # part of the caller's own transaction
+            return
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a new event loop (tests): nothing carries over
+            self._loop, self._pending, self._writer = loop, {}, None
+        done: Waiter = loop.create_future()
+        merged, waiting = self._pending.get((model, mailbox), ({}, []))
+        self._pending[(model, mailbox)] = ({**merged, **values}, [*waiting, done])
+        if self._writer is None or self._writer.done():
+            self._writer = loop.create_task(self._write())
+        await done
+
+    async def _write(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, {}
+            waiting = [w for _, ws in batch.values() for w in ws]
+            try:
+                await self._commit(batch)
+            except asyncio.CancelledError:
+                for w in waiting + [w for _, ws in self._pending.values() for w in ws]:
+                    w.cancel()
+                raise
+            except Exception as exc:  # every caller of this batch gets it, and may retry
+                for w in waiting:
+                    if not w.done():
+                        w.set_exception(exc)
+                continue
+            for w in waiting:
+                if not w.done():
+                    w.set_result(None)
+
+    @staticmethod
+    async def _commit(batch: dict[tuple[type[Model], str], tuple[dict[str, Any], Any]]) -> None:
+        groups: dict[tuple[type[Model], tuple[str, ...]], list[Model]] = {}
+        for (model, mailbox), (values, _) in batch.items():
+            key = (model, tuple(sorted(values)))
+            groups.setdefault(key, []).append(model(mailbox=mailbox, **values))
+        async with in_transaction():
+            for (model, columns), rows in groups.items():
+                await model.bulk_create(rows, on_conflict=["mailbox"], update_fields=columns)
+
+
+Waiter = asyncio.Future[None]
+_together = _Together()
+
+
 async def mailbox_states() -> dict[str, MailboxState]:
     return {row.mailbox: row for row in await MailboxState.all()}
+
+
+#: The columns that can hold a mailbox (`Daemon.holds`): a row with all of them empty holds
+#: nothing, exactly as no row at all.
+_HOLD_COLUMNS = (
+    "manual_since",
+    "manual_until",
+    "smtp_failed_since",
+    "smtp_retry_at",
+    "smtp_error",
+    "paused_until",
+    "pause_reason",
+)
+
+
+#: What a daemon that does not watch a mailbox's inbox reads of the watcher's record.
+_WATCH_COLUMNS = ("inbox", "inbox_error", "caught_up_at", "watcher")
+
+
+async def mailbox_holds(watched_elsewhere: Iterable[str] = ()) -> dict[str, MailboxState]:
+    """The rows of the mailboxes something may hold (paused by hand, a refused SMTP login, a
+    reputation pause), and of those whose inbox another daemon watches (its record says
+    whether it is watching), with those columns only. Every tick asks; with hundreds of
+    mailboxes, one daemon and none held it reads no row, where reading them all whole parsed
+    ten dates a mailbox."""
+    held = (
+        Q(manual_since__isnull=False)
+        | Q(smtp_failed_since__isnull=False)
+        | Q(smtp_error__isnull=False)
+        | Q(paused_until__isnull=False)
+    )
+    columns = ["mailbox", *_HOLD_COLUMNS]
+    if elsewhere := sorted(set(watched_elsewhere)):
+        held |= Q(mailbox__in=elsewhere)
+        columns += _WATCH_COLUMNS
+    rows = await MailboxState.filter(held).only(*columns)
+    return {row.mailbox: row for row in rows}
 
 
 async def set_inbox(
     mailbox: str, state: Inbox, now: datetime, error: str | None, watcher: str | None = None
 ) -> None:
     """The inbox watcher's state, for `status --mailboxes` (written when it changes)."""
-    await _upsert(
-        MailboxState, mailbox, inbox=state, inbox_since=now, inbox_error=error, watcher=watcher
-    )
+    values = {"inbox": state, "inbox_since": now, "inbox_error": error, "watcher": watcher}
+    await _together.upsert(MailboxState, mailbox, values)
 
 
 async def caught_up(mailbox: str, at: datetime) -> None:
-    await _upsert(MailboxState, mailbox, caught_up_at=at)
+    await _together.upsert(MailboxState, mailbox, {"caught_up_at": at})
 
 
 async def smtp_refused_login(mailbox: str, error: str, now: datetime, retry_at: datetime) -> bool:
@@ -647,17 +749,32 @@ async def finish_address(
     now: datetime,
     inbound_id: int | None = None,
     sequence: str | None = None,
-) -> list[Enrollment]:
-    """End every active enrollment of an address (optionally of one sequence)."""
-    query = Enrollment.filter(email=email, state=ACTIVE)
+) -> list[int]:
+    """End every active enrollment of an address (optionally of one sequence): the ids it
+    ended, in order. One `UPDATE ... RETURNING` (SQLite 3.35+, PostgreSQL), on the email
+    index: no read before it, and a row another daemon ends first is simply not returned."""
+    values: list[Any] = [state.value, reason, now, inbound_id, email, ACTIVE.value]
+    where = "email = ? AND state = ?"
     if sequence is not None:
-        query = query.filter(sequence=sequence)
-    rows = await query
-    ended: list[Enrollment] = []
-    for row in rows:
-        if await finish(row.id, state, reason, now, inbound_id):
-            ended.append(row)
-    return ended
+        where += " AND sequence = ?"
+        values.append(sequence)
+    sql = (
+        'UPDATE "enrollment" SET state = ?, reason = ?, next_at = NULL, claimed_until = NULL,'  # noqa: S608
+        " finished_at = ?, ended_by_id = ?, hold = NULL, hold_since = NULL,"
+        f" hold_detail = NULL, hold_until = NULL WHERE {where} RETURNING id"
+    )
+    client = Enrollment._meta.db
+    if client.capabilities.dialect == "postgres":
+        sql = _numbered(sql)
+    # execute_query_dict: tortoise's asyncpg client drops the rows of an UPDATE otherwise.
+    rows = await client.execute_query_dict(sql, values)
+    return sorted(int(row["id"]) for row in rows)
+
+
+def _numbered(sql: str) -> str:
+    """`?` placeholders as PostgreSQL's `$1, $2, ...`."""
+    parts = sql.split("?")
+    return "".join(p + (f"${i}" if i < len(parts) else "") for i, p in enumerate(parts, 1))
 
 
 async def suppress(
@@ -780,10 +897,25 @@ async def enrollment_for_message_ids(message_ids: Iterable[str]) -> Enrollment |
     return await Enrollment.get(id=sent.enrollment_id)  # type: ignore[attr-defined]
 
 
-async def is_our_message(message_id: str | None) -> bool:
-    if not message_id:
-        return False
-    return await SentMessage.exists(message_id=message_id)
+async def thread_of(
+    message_id: str | None, related: Sequence[str]
+) -> tuple[bool, Enrollment | None]:
+    """For an inbound message: whether it is one of ours (its own Message-ID is one we sent),
+    and else the enrollment its thread headers answer (the latest step among them). One read
+    of the sent log for both, then the enrollment."""
+    ids = [*([message_id] if message_id else []), *related]
+    if not ids:
+        return False, None
+    sent = await (
+        SentMessage.filter(message_id__in=ids)
+        .order_by("-step")
+        .values_list("message_id", "enrollment_id")
+    )
+    if any(found == message_id for found, _ in sent):
+        return True, None
+    if not sent:
+        return False, None
+    return False, await Enrollment.get(id=sent[0][1])
 
 
 async def was_handled(message_id: str) -> bool:
@@ -900,7 +1032,7 @@ async def listing(email: str | None = None) -> list[tuple[Enrollment, InboundMes
     return [(r, inbound.get(r.ended_by_id) if r.ended_by_id else None) for r in rows]
 
 
-async def stop_by_hand(email: str, sequence: str | None, now: datetime) -> list[Enrollment]:
+async def stop_by_hand(email: str, sequence: str | None, now: datetime) -> list[int]:
     return await finish_address(email, State.STOPPED, "manual", now, sequence=sequence)
 
 
