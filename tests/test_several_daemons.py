@@ -228,13 +228,34 @@ async def _enroll(cfg: Path, per_mailbox: dict[str, list[str]], overlap: bool = 
             await enrolment.enroll(etiquette, seq, people, now, allow_overlap=overlap)
 
 
-async def _race(fleet: Fleet) -> None:
-    """SIGHUP (a reload) wakes a daemon's scheduler at once: all three tick together, every
-    half second, and race for whatever has room."""
-    while True:
-        for proc in fleet.procs:
-            proc.send_signal(signal.SIGHUP)
-        await asyncio.sleep(0.5)
+async def _three_racing(fleet: Fleet, url: str, until: int, what: str) -> None:
+    """Start three daemons with nothing due, make everything due, and make them race for it:
+    SIGHUP (a reload) wakes a daemon's scheduler at once, so all three tick together every
+    half second, until `until` messages have arrived and for six more rounds."""
+    for _ in range(3):
+        fleet.start()
+
+    async def all_started() -> bool:
+        return len([x for x in fleet.logs() if x["event"] == "daemon.started"]) == 3
+
+    async def arrived() -> bool:
+        return len(fleet.arrived) >= until
+
+    await _until(all_started, 60, "three daemons started")
+    await _rows(url, "UPDATE enrollment SET next_at = $1", datetime.now(UTC))
+
+    async def race() -> None:
+        while True:
+            for proc in fleet.procs:
+                proc.send_signal(signal.SIGHUP)
+            await asyncio.sleep(0.5)
+
+    racing = asyncio.create_task(race())
+    try:
+        await _until(arrived, 60, what)
+        await asyncio.sleep(3)
+    finally:
+        racing.cancel()
 
 
 async def _rows(url: str, sql: str, *args: Any) -> list[asyncpg.Record]:
@@ -383,25 +404,8 @@ async def test_three_daemons_keep_one_mailboxs_daily_limit_and_spacing(
     await _rows(postgres_url, "UPDATE enrollment SET next_at = $1", later)
     fleet = Fleet(fleet_root, cfg, pymap, smtp)
     try:
-        for _ in range(3):
-            fleet.start()
-
-        async def all_started() -> bool:
-            return len([x for x in fleet.logs() if x["event"] == "daemon.started"]) == 3
-
-        await _until(all_started, 60, "three daemons started")
-        await _rows(postgres_url, "UPDATE enrollment SET next_at = $1", datetime.now(UTC))
-
-        racing = asyncio.create_task(_race(fleet))
-        try:
-
-            async def five() -> bool:
-                return len(fleet.arrived) >= 5
-
-            await _until(five, 60, "the day's five sends")
-            await asyncio.sleep(3)  # six more rounds, to send a sixth if a count were local
-        finally:
-            racing.cancel()
+        # Then six more rounds, to send a sixth if a count were local.
+        await _three_racing(fleet, postgres_url, 5, "the day's five sends")
     finally:
         await fleet.stop_all()
     assert len(fleet.arrived) == 5
@@ -444,25 +448,8 @@ async def test_three_daemons_never_write_to_one_person_twice_within_the_gap(
     later = datetime.now(UTC) + timedelta(hours=1)
     await _rows(postgres_url, "UPDATE enrollment SET next_at = $1", later)
     fleet = Fleet(fleet_root, cfg, pymap, smtp)
-    try:
-        for _ in range(3):
-            fleet.start()
-
-        async def all_started() -> bool:
-            return len([x for x in fleet.logs() if x["event"] == "daemon.started"]) == 3
-
-        await _until(all_started, 60, "three daemons started")
-        await _rows(postgres_url, "UPDATE enrollment SET next_at = $1", datetime.now(UTC))
-        racing = asyncio.create_task(_race(fleet))
-        try:
-
-            async def ten() -> bool:
-                return len(fleet.arrived) >= 10
-
-            await _until(ten, 60, "one email to each person")
-            await asyncio.sleep(3)  # six more rounds, for a second email to slip through
-        finally:
-            racing.cancel()
+    try:  # then six more rounds, for a second email to slip through
+        await _three_racing(fleet, postgres_url, 10, "one email to each person")
     finally:
         await fleet.stop_all()
     per_person = Counter(to for _, _, to in fleet.received())
