@@ -1115,8 +1115,10 @@ class Daemon:
             return
         task, off = found
         off.set()
-        await asyncio.wait({task}, timeout=5)
-        task.cancel()
+        try:
+            await asyncio.wait({task}, timeout=5)
+        finally:  # also when shutdown cancels us: no watcher is left running on its own
+            task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
     async def _supervise(self, watcher: InboxWatcher, off: asyncio.Event) -> None:

@@ -346,9 +346,13 @@ async def test_sqlite_locked_by_another_process_for_15s_while_a_reply_is_handled
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The reply waits for the lock (its handling is retried, the cursor stays), step 2 is
-    due during the lock and does not go, and afterwards the contact is `replied`."""
+    due during the lock and does not go, and afterwards the contact is `replied`. A short
+    busy timeout makes the lock bite at once: with SQLite's 5 s, each tick's blocked write
+    held the one database thread for 5 s ahead of the reply's, so on a loaded machine the
+    first retry could come after the test had stopped waiting."""
     path = tmp_path / "state.db"
-    async with world(tmp_path, smtp, pymap, f"sqlite://{path}", monkeypatch, tuning=QUICK) as w:
+    url = f"sqlite://{path}?busy_timeout=500"
+    async with world(tmp_path, smtp, pymap, url, monkeypatch, tuning=QUICK) as w:
         w.daemon.max_sleep = 0.05
         await w.enroll(JO)
         assert await w.tick() == 1
