@@ -252,7 +252,8 @@ class Daemon:
             return Hold.MANUAL_PAUSE, paused_by_hand(state.manual_until)
         watcher = self.watchers[name]
         if not watcher.on_duty and (unwatched := _unwatched(watcher, state)) is not None:
-            if state is not None and state.inbox is Inbox.CONNECTING and not state.inbox_error:
+            starting = state is None or state.watcher is None  # no watcher has written yet
+            if starting or (state.inbox is Inbox.CONNECTING and not state.inbox_error):
                 self._connecting.add(name)  # its watcher is logging in (another daemon's)
             return unwatched
         if watcher.state is Inbox.AUTH_FAILED and f"{oauth.REVOKED}: " in (watcher.error or ""):
@@ -1109,6 +1110,8 @@ class Daemon:
         if not self.stopping.is_set():
             log.info("inbox.handed_over", mailbox=name)
             watcher.stand_down()
+        elif self.duty.shared:  # another daemon takes over: its records, not "down" from us
+            watcher.stand_down()
         found = self._watching.pop(name, None)
         if found is None:  # taken at start-up, handed over before it was watched
             await watcher.close()
@@ -1223,6 +1226,8 @@ class Daemon:
 
     async def close(self) -> None:
         for watcher in self.watchers.values():
+            if self.duty.shared:
+                watcher.stand_down()  # as above: the next watcher records its own state
             await watcher.close()
         await self.duty.close()  # after the watchers' last records: then the others take over
         for sender in self.senders.values():
@@ -1238,12 +1243,13 @@ def _unwatched(watcher: InboxWatcher, state: Any) -> tuple[Hold, str | None] | N
     could sit unseen). Our own last look before the batch comes on top of this."""
     if watcher.state is Inbox.AUTH_FAILED:  # our own last look's login was refused
         return Hold.IMAP_AUTH_FAILED, watcher.error
-    if state is None or state.inbox is not Inbox.WATCHING or state.caught_up_at is None:
-        detail = state.inbox_error if state is not None else None
-        seen = f"inbox {state.inbox if state else Inbox.DOWN}"
-        if state is not None and state.inbox is Inbox.WATCHING:
-            seen = "its watcher has not caught up yet"
-        return Hold.INBOX_UNAVAILABLE, detail or seen
+    if state is None or state.watcher is None:
+        return Hold.INBOX_UNAVAILABLE, "no daemon has started watching this inbox yet"
+    if state.inbox is not Inbox.WATCHING or state.caught_up_at is None:
+        seen = f"inbox {state.inbox}, watched by {state.watcher}"
+        if state.inbox is Inbox.WATCHING:
+            seen = f"its watcher ({state.watcher}) has not caught up yet"
+        return Hold.INBOX_UNAVAILABLE, state.inbox_error or seen
     late = watcher.clock.now() - state.caught_up_at
     if late > timedelta(seconds=2 * watcher.keepalive):
         ago = f"{late.total_seconds():.0f}s ago"

@@ -262,6 +262,8 @@ def _reply(sender: str, to: str) -> bytes:
 class _Elsewhere:
     """Another daemon holds every inbox's watch (the election itself is tested above)."""
 
+    shared = True
+
     async def round(self, mailboxes: object) -> frozenset[str]:
         return frozenset()
 

@@ -90,6 +90,10 @@ def plan(
 
 
 class Duty(Protocol):
+    #: Whether other daemons may take over: then a daemon that stops leaves its inboxes'
+    #: records as they are (the next watcher writes its own), rather than saying "down".
+    shared: bool
+
     async def round(self, mailboxes: Collection[str]) -> frozenset[str]:
         """The mailboxes this daemon is to watch now."""
         ...
@@ -99,6 +103,8 @@ class Duty(Protocol):
 
 class Solo:
     """One daemon on the database (SQLite): it watches every inbox."""
+
+    shared = False
 
     async def round(self, mailboxes: Collection[str]) -> frozenset[str]:
         return frozenset(mailboxes)
@@ -110,6 +116,8 @@ class Solo:
 class Shared:
     """Several daemons on one PostgreSQL: the locks above, on a connection of its own (a
     session lock must outlive every pooled connection's transactions)."""
+
+    shared = True
 
     def __init__(self, url: str, rng: random.Random | None = None, timeout: float = 10.0):
         self.url = url
