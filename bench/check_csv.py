@@ -24,29 +24,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from enrolment import SEQUENCER, _config, _write_csv
+from enrolment import SEQUENCER, _config, _write_csv, peak_kib
 
 
 def _check(cfg: Path, *extra: str) -> tuple[float, int, int]:
     """Seconds, peak RSS (KiB) and exit status of `sequencer check bench [extra]`, alone."""
-    peak = 0
     started = time.perf_counter()
     proc = subprocess.Popen(
         [str(SEQUENCER), "check", "bench", *extra, "--config", str(cfg)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    status = Path(f"/proc/{proc.pid}/status")
-    while proc.poll() is None:
-        try:
-            lines = status.read_text().splitlines()
-        except OSError:
-            break
-        for line in lines:
-            if line.startswith("VmHWM:"):
-                peak = max(peak, int(line.split()[1]))
-        time.sleep(0.02)
-    proc.wait()
+    peak = peak_kib(proc)
     return time.perf_counter() - started, peak, proc.returncode
 
 

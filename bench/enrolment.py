@@ -104,14 +104,28 @@ mailboxes:
     return cfg
 
 
-def _enroll(cfg: Path, csv_file: Path) -> tuple[float, int, str]:
-    """Seconds and peak RSS (KiB) of `sequencer enroll bench --csv FILE` in its own process.
-
-    The peak is the process's own high-water mark (VmHWM in /proc), read until it exits:
-    wait4's ru_maxrss would also count the memory of this process, which the child starts
-    as a copy of before it execs."""
-    out_file, err_file = csv_file.with_suffix(".out"), csv_file.with_suffix(".err")
+def peak_kib(proc: subprocess.Popen[bytes] | subprocess.Popen[str]) -> int:
+    """A child's peak RSS (KiB), its own high-water mark (VmHWM in /proc) read until it
+    exits: wait4's ru_maxrss would also count the memory of this process, which the child
+    starts as a copy of before it execs."""
     peak = 0
+    status = Path(f"/proc/{proc.pid}/status")
+    while proc.poll() is None:
+        try:
+            lines = status.read_text().splitlines()
+        except OSError:
+            break
+        for line in lines:
+            if line.startswith("VmHWM:"):
+                peak = max(peak, int(line.split()[1]))
+        time.sleep(0.02)
+    proc.wait()
+    return peak
+
+
+def _enroll(cfg: Path, csv_file: Path) -> tuple[float, int, str]:
+    """Seconds and peak RSS (KiB) of `sequencer enroll bench --csv FILE` in its own process."""
+    out_file, err_file = csv_file.with_suffix(".out"), csv_file.with_suffix(".err")
     with out_file.open("w") as out, err_file.open("w") as errs:
         started = time.perf_counter()
         proc = subprocess.Popen(
@@ -119,17 +133,7 @@ def _enroll(cfg: Path, csv_file: Path) -> tuple[float, int, str]:
             stdout=out,
             stderr=errs,
         )
-        status = Path(f"/proc/{proc.pid}/status")
-        while proc.poll() is None:
-            try:
-                lines = status.read_text().splitlines()
-            except OSError:
-                break
-            for line in lines:
-                if line.startswith("VmHWM:"):
-                    peak = max(peak, int(line.split()[1]))
-            time.sleep(0.02)
-        proc.wait()
+        peak = peak_kib(proc)
         elapsed = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(

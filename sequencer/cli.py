@@ -18,7 +18,7 @@ import os
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -512,15 +512,7 @@ def _check_csv(seq: Sequence | None, path: Path) -> tuple[list[Finding], list[st
 
     name = str(path)
     with contextlib.ExitStack() as stack:
-        try:
-            handle, note = stack.enter_context(csvfile.opened(path))
-            if note:
-                err.print(f"note: {note}", highlight=False, markup=False)
-            if seq is not None:
-                _note_extra_columns(seq, handle.readline(_HEADER_MAX), path)
-            header, rows = csvfile.stream(handle, name, required=None)
-        except ValueError as exc:  # unreadable file or header row
-            raise EnrollError([str(exc)]) from None
+        header, rows = _stream_csv(stack, path, seq, required=None)
         if seq is None:
             return [], []
         tally = ContactTally(seq)
@@ -549,6 +541,23 @@ def _check_csv(seq: Sequence | None, path: Path) -> tuple[list[Finding], list[st
     return tally.findings(name), refused if bad else []
 
 
+def _stream_csv(
+    stack: contextlib.ExitStack, path: Path, seq: Sequence | None, required: str | None = "email"
+) -> tuple[list[str], Iterator[csvfile.Row]]:
+    """A contact list opened to be read a row at a time, as `check` and `enroll` read it: the
+    note on its encoding, the note on columns no template uses (given the sequence), and its
+    header; an unreadable file or header row is an EnrollError."""
+    try:
+        handle, note = stack.enter_context(csvfile.opened(path))
+        if note:
+            err.print(f"note: {note}", highlight=False, markup=False)
+        if seq is not None:
+            _note_extra_columns(seq, handle.readline(_HEADER_MAX), path)
+        return csvfile.stream(handle, str(path), required=required)
+    except ValueError as exc:
+        raise EnrollError([str(exc)]) from None
+
+
 async def _enroll_csv(
     settings: Settings,
     seq: Sequence,
@@ -562,14 +571,7 @@ async def _enroll_csv(
     one transaction (every row, or none: enrolment.enroll_stream)."""
     name = str(path)
     with contextlib.ExitStack() as stack:
-        try:
-            handle, note = stack.enter_context(csvfile.opened(path))
-            if note:
-                err.print(f"note: {note}", highlight=False, markup=False)
-            _note_extra_columns(seq, handle.readline(_HEADER_MAX), path)
-            header, rows = csvfile.stream(handle, name)
-        except ValueError as exc:  # unreadable file or header row
-            raise EnrollError([str(exc)]) from None
+        header, rows = _stream_csv(stack, path, seq)
         contacts.check_header(header, name)
         people = contacts.each(seq, rows, name)
         now = SystemClock().now()
